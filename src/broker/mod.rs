@@ -1,0 +1,143 @@
+//! The broker: the daemon's shared state (log, claims, cursors, lines) and
+//! the live subscriptions fed from it.
+
+pub mod outbox;
+pub mod predicate;
+pub mod subscription;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::store::claims::Claims;
+use crate::store::cursors::{Cursors, Repair};
+use crate::store::lines::LineIndex;
+use crate::store::log::{FsyncPolicy, Log, LogOptions};
+use subscription::SubState;
+
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    pub fsync: FsyncPolicy,
+    /// Longest request line accepted.
+    pub max_request: usize,
+    /// Explicit-ack subscriptions pause at this many unacked events.
+    pub max_unacked: usize,
+    pub ring_bytes: usize,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            fsync: FsyncPolicy::Always,
+            max_request: crate::proto::DEFAULT_MAX_REQUEST,
+            max_unacked: 1024,
+            ring_bytes: 8 << 20,
+        }
+    }
+}
+
+/// What opening the state found and repaired, for the startup log.
+#[derive(Debug, Default)]
+pub struct Startup {
+    pub log_bytes: u64,
+    pub cut_bytes: u64,
+    pub cursor_repairs: Vec<Repair>,
+}
+
+pub struct Broker {
+    pub state_dir: PathBuf,
+    pub opts: BrokerOptions,
+    pub log: Log,
+    pub claims: Claims,
+    pub cursors: Arc<Cursors>,
+    pub lines: Arc<Mutex<LineIndex>>,
+    pub started: Instant,
+    pub connections: AtomicUsize,
+    next_conn: AtomicU64,
+    subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
+}
+
+/// Bytes at the end of the log read at startup to seed the `lines` index.
+const LINES_SEED_BYTES: usize = 1 << 20;
+
+impl Broker {
+    /// Opens the state in `state_dir` (which the caller has locked). Must run
+    /// inside a tokio runtime.
+    pub fn open(state_dir: &Path, opts: BrokerOptions) -> io::Result<(Broker, Startup)> {
+        let lines = Arc::new(Mutex::new(LineIndex::default()));
+        let (log, recovery) = Log::open(
+            &state_dir.join("history.jsonl"),
+            LogOptions {
+                fsync: opts.fsync,
+                ring_bytes: opts.ring_bytes,
+            },
+            lines.clone(),
+        )?;
+        // Seed `lines` from the newest megabyte only.
+        let (recent, _) = log.read_back_blocking(log.end(), LINES_SEED_BYTES)?;
+        if let Ok(mut idx) = lines.lock() {
+            for (_, json) in recent.iter().rev() {
+                idx.observe_json(json);
+            }
+        }
+        let fsync = opts.fsync != FsyncPolicy::Never;
+        let (cursors, repairs) = Cursors::open(&state_dir.join("cursors"), &log, fsync)?;
+        let claims = Claims::open(&state_dir.join("claims.json"), fsync)?;
+        let startup = Startup {
+            log_bytes: log.end(),
+            cut_bytes: recovery.cut_bytes,
+            cursor_repairs: repairs,
+        };
+        Ok((
+            Broker {
+                state_dir: state_dir.to_path_buf(),
+                opts,
+                log,
+                claims,
+                cursors: Arc::new(cursors),
+                lines,
+                started: Instant::now(),
+                connections: AtomicUsize::new(0),
+                next_conn: AtomicU64::new(1),
+                subs: Mutex::new(BTreeMap::new()),
+            },
+            startup,
+        ))
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn register(&self, st: Arc<SubState>) {
+        if let Ok(mut subs) = self.subs.lock() {
+            subs.insert((st.conn, st.id.clone()), st);
+        }
+    }
+
+    pub fn unregister(&self, conn: u64, id: &str) {
+        if let Ok(mut subs) = self.subs.lock() {
+            subs.remove(&(conn, id.to_string()));
+        }
+    }
+
+    /// Live subscriptions, by connection then id.
+    pub fn subscriptions(&self) -> Vec<Arc<SubState>> {
+        match self.subs.lock() {
+            Ok(subs) => subs.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Writes cursors now (shutdown).
+    pub fn flush_cursors(&self) -> io::Result<()> {
+        self.cursors.flush()
+    }
+}

@@ -1,0 +1,74 @@
+//! A connection's outgoing queue, bounded in bytes.
+//!
+//! Responses and subscription frames are queued here and written by the
+//! connection's one writer task, which coalesces everything queued into one
+//! socket write. A sender waits when the queue holds more than
+//! [`OUT_BUDGET`] bytes: a subscription whose client does not read stops
+//! pulling from the log (and later catches up from the file), so a stalled
+//! client costs the daemon at most this much memory.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::subscription::SubState;
+
+/// Bytes a connection may have queued and not yet written.
+pub const OUT_BUDGET: usize = 256 << 10;
+
+/// One queued write: frame bytes, and the position an `ack: "auto"`
+/// subscription's cursor moves to once they are written.
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub advance: Option<(Arc<SubState>, u64)>,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    budget: Arc<Semaphore>,
+}
+
+impl Outbox {
+    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Outbox {
+                tx,
+                budget: Arc::new(Semaphore::new(OUT_BUDGET)),
+            },
+            rx,
+        )
+    }
+
+    /// Queues `bytes`, waiting while the connection is over its budget.
+    pub async fn send(
+        &self,
+        bytes: Vec<u8>,
+        advance: Option<(Arc<SubState>, u64)>,
+    ) -> Result<(), Closed> {
+        let n = bytes.len().clamp(1, OUT_BUDGET) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| Closed)?;
+        self.tx
+            .send(Outgoing {
+                bytes,
+                advance,
+                _permit: permit,
+            })
+            .map_err(|_| Closed)
+    }
+
+    /// Makes every waiting and later `send` fail (the socket is gone).
+    pub fn close(&self) {
+        self.budget.close();
+    }
+}

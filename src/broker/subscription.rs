@@ -1,0 +1,407 @@
+//! One subscription: where it is in the log, what it has delivered and not
+//! had acknowledged, and the task that feeds it.
+//!
+//! The task reads entries from its own position — from the log's in-memory
+//! ring while it keeps up, from the file when it has fallen behind — applies
+//! the predicate against the claims snapshot of the moment, and queues
+//! frames (many per write) on its connection's [`Outbox`]. When the outbox is
+//! full the task waits; it never buffers more. While it waits the writer
+//! goes on, so a slow subscriber simply falls back onto the file.
+//!
+//! Cursor rules (protocol.md `ack`):
+//! - `auto`: the cursor moves to an event's offset once its frame has been
+//!   written to the socket (the connection writer calls [`SubState::written`]);
+//!   filtered-out events count as passed.
+//! - `explicit`: the cursor is the start of the oldest delivered, unacked
+//!   event, or the scanned position when nothing is unacked. At most
+//!   `max_unacked` events are outstanding; then delivery pauses until an ack.
+//! - `none`: the cursor never moves.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::Outbox;
+use super::predicate::Filter;
+use super::Broker;
+use crate::proto::{self, AckMode};
+use crate::store::cursors::Cursors;
+use crate::store::log::Entry;
+
+/// Frames are flushed to the outbox once this many bytes are built.
+const FLUSH_BYTES: usize = 64 << 10;
+
+#[derive(Debug, Clone)]
+struct Unacked {
+    entry: Arc<Entry>,
+    delivered_at: Instant,
+    /// Times sent before the latest delivery.
+    redelivered: u32,
+}
+
+#[derive(Debug)]
+struct Progress {
+    /// Everything before this offset has been looked at.
+    pos: u64,
+    cursor: u64,
+    delivered: u64,
+    unacked: VecDeque<Unacked>,
+    finished: bool,
+}
+
+/// The state of one subscription, shared by its task, its connection (acks,
+/// writes) and `stats`.
+pub struct SubState {
+    pub conn: u64,
+    pub id: String,
+    pub filter: Filter,
+    pub ack: AckMode,
+    pub cursor_name: Option<String>,
+    pub follow: bool,
+    pub limit: Option<u64>,
+    pub max_unacked: usize,
+    pub ack_wait: Duration,
+    cursors: Arc<Cursors>,
+    progress: Mutex<Progress>,
+    acked: Notify,
+}
+
+/// A point-in-time view for `stats`.
+#[derive(Debug, Clone)]
+pub struct SubSnapshot {
+    pub pos: u64,
+    pub cursor: u64,
+    pub delivered: u64,
+    pub unacked: usize,
+    pub oldest_unacked_ms: Option<u64>,
+    pub finished: bool,
+}
+
+impl SubState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        conn: u64,
+        id: String,
+        filter: Filter,
+        ack: AckMode,
+        cursor_name: Option<String>,
+        follow: bool,
+        limit: Option<u64>,
+        max_unacked: usize,
+        ack_wait: Duration,
+        cursors: Arc<Cursors>,
+        start: u64,
+    ) -> SubState {
+        SubState {
+            conn,
+            id,
+            filter,
+            ack,
+            cursor_name,
+            follow,
+            limit,
+            max_unacked: max_unacked.max(1),
+            ack_wait,
+            cursors,
+            progress: Mutex::new(Progress {
+                pos: start,
+                cursor: start,
+                delivered: 0,
+                unacked: VecDeque::new(),
+                finished: false,
+            }),
+            acked: Notify::new(),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Progress) -> R) -> Option<R> {
+        self.progress.lock().ok().map(|mut p| f(&mut p))
+    }
+
+    fn store_cursor(&self, value: u64) {
+        if let Some(name) = &self.cursor_name {
+            self.cursors.set(name, value);
+        }
+    }
+
+    /// Frames up to `offset` were written to the socket (`ack: "auto"`).
+    pub fn written(&self, offset: u64) {
+        if self.ack != AckMode::Auto {
+            return;
+        }
+        let moved = self.with(|p| {
+            if offset > p.cursor {
+                p.cursor = offset;
+                true
+            } else {
+                false
+            }
+        });
+        if moved == Some(true) {
+            self.store_cursor(offset);
+        }
+    }
+
+    fn explicit_cursor(p: &mut Progress) -> Option<u64> {
+        let c = p.unacked.front().map(|u| u.entry.start()).unwrap_or(p.pos);
+        if c > p.cursor {
+            p.cursor = c;
+            Some(c)
+        } else {
+            None
+        }
+    }
+
+    fn scanned(&self, pos: u64, delivered: u64) {
+        let moved = self.with(|p| {
+            p.pos = pos;
+            p.delivered += delivered;
+            if self.ack == AckMode::Explicit {
+                Self::explicit_cursor(p)
+            } else {
+                None
+            }
+        });
+        if let Some(Some(c)) = moved {
+            self.store_cursor(c);
+        }
+    }
+
+    fn delivered_explicit(&self, entry: &Arc<Entry>) {
+        self.with(|p| {
+            p.unacked.push_back(Unacked {
+                entry: entry.clone(),
+                delivered_at: Instant::now(),
+                redelivered: 0,
+            })
+        });
+    }
+
+    /// Unacked events whose `ackWaitMs` has run out (marked as sent again
+    /// now), and when the next one will.
+    fn due(&self) -> (Vec<(Arc<Entry>, u32)>, Option<Instant>) {
+        let now = Instant::now();
+        self.with(|p| {
+            let mut due = Vec::new();
+            let mut next: Option<Instant> = None;
+            for u in p.unacked.iter_mut() {
+                let deadline = u.delivered_at + self.ack_wait;
+                if deadline <= now {
+                    u.redelivered += 1;
+                    u.delivered_at = now;
+                    due.push((u.entry.clone(), u.redelivered));
+                    let again = now + self.ack_wait;
+                    next = Some(next.map_or(again, |n| n.min(again)));
+                } else {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                }
+            }
+            (due, next)
+        })
+        .unwrap_or((Vec::new(), None))
+    }
+
+    fn unacked_len(&self) -> usize {
+        self.with(|p| p.unacked.len()).unwrap_or(0)
+    }
+
+    /// Acknowledges every event delivered up to `offset`; returns the cursor.
+    pub fn ack(&self, offset: u64) -> u64 {
+        let (cursor, moved) = self
+            .with(|p| {
+                if self.ack != AckMode::Explicit {
+                    return (p.cursor, None);
+                }
+                while p.unacked.front().is_some_and(|u| u.entry.end <= offset) {
+                    p.unacked.pop_front();
+                }
+                let moved = Self::explicit_cursor(p);
+                (p.cursor, moved)
+            })
+            .unwrap_or((0, None));
+        if let Some(c) = moved {
+            self.store_cursor(c);
+        }
+        self.acked.notify_one();
+        cursor
+    }
+
+    /// True once the subscription has ended and nothing is left to ack.
+    pub fn done(&self) -> bool {
+        self.with(|p| p.finished && p.unacked.is_empty())
+            .unwrap_or(true)
+    }
+
+    pub fn snapshot(&self) -> SubSnapshot {
+        self.with(|p| SubSnapshot {
+            pos: p.pos,
+            cursor: p.cursor,
+            delivered: p.delivered,
+            unacked: p.unacked.len(),
+            oldest_unacked_ms: p
+                .unacked
+                .front()
+                .map(|u| u.delivered_at.elapsed().as_millis() as u64),
+            finished: p.finished,
+        })
+        .unwrap_or(SubSnapshot {
+            pos: 0,
+            cursor: 0,
+            delivered: 0,
+            unacked: 0,
+            oldest_unacked_ms: None,
+            finished: true,
+        })
+    }
+
+    fn finish(&self) {
+        self.with(|p| p.finished = true);
+    }
+}
+
+/// Why a subscription task stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Sent its `end` frame.
+    Ended,
+    /// Unsubscribed, connection closed, or daemon stopping.
+    Cancelled,
+    /// The log could not be read.
+    Failed,
+}
+
+/// Feeds one subscription until it ends, is cancelled, or its connection
+/// goes away.
+pub async fn run(
+    broker: Arc<Broker>,
+    st: Arc<SubState>,
+    out: Outbox,
+    start: u64,
+    stop: CancellationToken,
+) -> Stopped {
+    let log = &broker.log;
+    let mut end_rx = log.watch_end();
+    let fixed_end = if st.follow { None } else { Some(log.end()) };
+    let sub_json = serde_json::to_vec(&st.id).unwrap_or_else(|_| b"\"?\"".to_vec());
+    let auto = st.ack == AckMode::Auto;
+    let explicit = st.ack == AckMode::Explicit;
+    let mut pos = start;
+    let mut sent = 0u64;
+    let mut buf: Vec<u8> = Vec::new();
+
+    let stopped = loop {
+        if stop.is_cancelled() {
+            break Stopped::Cancelled;
+        }
+        // Explicit acks: send again what has waited too long for its ack.
+        let mut next_due = None;
+        if explicit {
+            let (due, next) = st.due();
+            next_due = next.map(tokio::time::Instant::from_std);
+            if !due.is_empty() {
+                for (e, n) in &due {
+                    proto::event_frame_head(&mut buf, &sub_json, e.end);
+                    buf.extend_from_slice(&e.json);
+                    buf.extend_from_slice(b",\"redelivered\":");
+                    buf.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
+                    buf.extend_from_slice(proto::EVENT_FRAME_TAIL);
+                }
+                if out.send(std::mem::take(&mut buf), None).await.is_err() {
+                    return Stopped::Cancelled;
+                }
+            }
+        }
+        let redelivery = async move {
+            match next_due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        if st.limit.is_some_and(|l| sent >= l) {
+            break Stopped::Ended;
+        }
+        let committed = *end_rx.borrow_and_update();
+        let until = fixed_end.unwrap_or(committed);
+        if pos >= until {
+            if fixed_end.is_some() {
+                break Stopped::Ended;
+            }
+            tokio::select! {
+                r = end_rx.changed() => if r.is_err() { break Stopped::Cancelled },
+                _ = stop.cancelled() => break Stopped::Cancelled,
+                _ = redelivery => {}
+            }
+            continue;
+        }
+        if explicit {
+            let acked = st.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if st.unacked_len() >= st.max_unacked {
+                tokio::select! {
+                    _ = acked => {}
+                    _ = stop.cancelled() => break Stopped::Cancelled,
+                    _ = redelivery => {}
+                }
+                continue;
+            }
+        }
+        let entries = match log.read_from(pos, until).await {
+            Ok(v) if !v.is_empty() => v,
+            Ok(_) => {
+                tracing::error!(sub = %st.id, pos, until, "log read returned nothing");
+                break Stopped::Failed;
+            }
+            Err(e) => {
+                tracing::error!(sub = %st.id, pos, "log read failed: {e}");
+                break Stopped::Failed;
+            }
+        };
+        let claims = broker.claims.snapshot();
+        let mut delivered = 0u64;
+        let mut room = if explicit {
+            st.max_unacked.saturating_sub(st.unacked_len())
+        } else {
+            usize::MAX
+        };
+        for e in &entries {
+            if st.limit.is_some_and(|l| sent >= l) || room == 0 {
+                break;
+            }
+            if st.filter.matches(&e.meta, &claims) {
+                proto::event_frame_head(&mut buf, &sub_json, e.end);
+                buf.extend_from_slice(&e.json);
+                buf.extend_from_slice(proto::EVENT_FRAME_TAIL);
+                if explicit {
+                    st.delivered_explicit(e);
+                    room -= 1;
+                }
+                sent += 1;
+                delivered += 1;
+            }
+            pos = e.end;
+            if buf.len() >= FLUSH_BYTES {
+                let advance = auto.then(|| (st.clone(), pos));
+                if out.send(std::mem::take(&mut buf), advance).await.is_err() {
+                    return Stopped::Cancelled;
+                }
+            }
+        }
+        if !buf.is_empty() || auto {
+            let advance = auto.then(|| (st.clone(), pos));
+            if out.send(std::mem::take(&mut buf), advance).await.is_err() {
+                return Stopped::Cancelled;
+            }
+        }
+        st.scanned(pos, delivered);
+    };
+    if stopped == Stopped::Ended {
+        st.finish();
+        let advance = auto.then(|| (st.clone(), pos));
+        let _ = out.send(proto::end_frame(&sub_json, pos), advance).await;
+    }
+    stopped
+}

@@ -1,0 +1,275 @@
+//! `metrod`: lock the state dir, open the state, serve the socket, and stop
+//! cleanly on SIGTERM/SIGINT.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, BrokerOptions};
+use crate::store::log::FsyncPolicy;
+use crate::{paths, server};
+
+/// metrod: the metro broker daemon (foreground; logs to stderr).
+#[derive(Debug, Parser)]
+#[command(name = "metrod", version, about)]
+pub struct Args {
+    /// State directory [default: $METRO_STATE_DIR, $XDG_STATE_HOME/metro, ~/.local/state/metro]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Socket path [default: $METRO_SOCKET, else <state dir>/metro.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// When appends are synced to disk before they are answered:
+    /// always | interval:<ms> | never
+    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    pub fsync: FsyncPolicy,
+    /// Longest request line accepted, in bytes.
+    #[arg(long, default_value_t = crate::proto::DEFAULT_MAX_REQUEST, value_parser = parse_size)]
+    pub max_request_bytes: usize,
+    /// Memory kept for recent events served live to subscribers, in bytes.
+    #[arg(long, default_value_t = 8 << 20, value_parser = parse_size)]
+    pub ring_bytes: usize,
+    /// Explicit-ack subscriptions pause after this many unacknowledged events.
+    #[arg(long, default_value_t = 1024)]
+    pub max_unacked: usize,
+}
+
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    s.parse()
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1024 => Ok(n),
+        Ok(_) => Err("must be at least 1024".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Busy(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Entry point of the `metrod` binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("metrod")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("metrod: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("metrod: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("METRO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// Creates the state dir `0700` (tightening an existing one) and refuses a
+/// dir owned by another user.
+fn prepare_state_dir(dir: &Path) -> Result<(), StartError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(format!("cannot create state dir {}", dir.display())))?;
+    let meta = fs::metadata(dir).map_err(io_err(format!("cannot read {}", dir.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StartError::Busy(format!(
+            "state dir {} belongs to uid {}, not to you (uid {me})",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        tracing::warn!(
+            "state dir {} was readable by others (mode {:o}); setting it to 0700",
+            dir.display(),
+            meta.mode() & 0o777
+        );
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("cannot chmod {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Takes the state dir's exclusive lock and writes our pid into it.
+fn lock_state_dir(dir: &Path) -> Result<Flock<File>, StartError> {
+    let path = dir.join("metrod.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = writeln!(lock, "{}", std::process::id());
+            let _ = lock.sync_data();
+            Ok(lock)
+        }
+        Err((mut file, errno)) => {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                Err(StartError::Busy(format!(
+                    "another metrod{} is already running on state dir {}; stop it first or use another --state-dir",
+                    if pid.is_empty() { String::new() } else { format!(" (pid {pid})") },
+                    dir.display()
+                )))
+            } else {
+                Err(StartError::Io {
+                    what: format!("cannot lock {}", path.display()),
+                    source: io::Error::from(errno),
+                })
+            }
+        }
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), StartError> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(paths::state_dir);
+    let socket = match &args.socket {
+        Some(s) => s.clone(),
+        None if args.state_dir.is_some() => state_dir.join("metro.sock"),
+        None => paths::socket(),
+    };
+    prepare_state_dir(&state_dir)?;
+    let _lock = lock_state_dir(&state_dir)?;
+
+    let opts = BrokerOptions {
+        fsync: args.fsync,
+        max_request: args.max_request_bytes,
+        max_unacked: args.max_unacked,
+        ring_bytes: args.ring_bytes,
+    };
+    let (broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
+        "cannot open the state in {}",
+        state_dir.display()
+    )))?;
+    if startup.cut_bytes > 0 {
+        tracing::warn!(
+            "history.jsonl ended in a torn line (a crash during a write): cut {} bytes; the log now ends at offset {}",
+            startup.cut_bytes,
+            startup.log_bytes
+        );
+    }
+    for r in &startup.cursor_repairs {
+        tracing::warn!(
+            "cursor {} held {:?}, which is not an entry boundary of the log; set to {}",
+            r.slug,
+            r.was,
+            r.now
+        );
+    }
+    let broker = Arc::new(broker);
+    let listener =
+        server::bind(&socket).map_err(io_err(format!("cannot listen on {}", socket.display())))?;
+
+    let shutdown = CancellationToken::new();
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("cannot watch SIGTERM"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("cannot watch SIGINT"))?;
+    let flusher = tokio::spawn(flush_cursors(broker.clone(), shutdown.clone()));
+    let tracker = TaskTracker::new();
+    let accept = tokio::spawn(server::accept_loop(
+        broker.clone(),
+        listener,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracing::info!(
+        "metrod {} ready: socket {}, state {}, log {} bytes, fsync {}",
+        env!("CARGO_PKG_VERSION"),
+        socket.display(),
+        state_dir.display(),
+        startup.log_bytes,
+        args.fsync
+    );
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!("{signal_name}: shutting down");
+    shutdown.cancel();
+    let _ = accept.await;
+    let _ = fs::remove_file(&socket);
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within 5 s");
+    }
+    broker.log.shutdown().await;
+    let _ = flusher.await;
+    if let Err(e) = broker.flush_cursors() {
+        tracing::error!("could not write cursors at shutdown: {e}");
+    }
+    tracing::info!("stopped; log ends at offset {}", broker.log.end());
+    Ok(())
+}
+
+/// Writes changed cursors every 100 ms until shutdown.
+async fn flush_cursors(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.flush_cursors()).await;
+    }
+}

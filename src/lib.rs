@@ -1,0 +1,36 @@
+//! metro: a local broker that lets several AI coding agents share one stream
+//! of chat and webhook events.
+//!
+//! `metrod` owns an append-only event log (`history.jsonl`) and a claims map
+//! (`claims.json`) and serves protocol v1 (JSON lines) on a Unix socket;
+//! `metroctl` is its thin client. The data path reads top to bottom:
+//!
+//! - [`proto`]: the wire types shared by daemon and clients — requests (one
+//!   variant per op), the event object, error codes, frame builders.
+//! - [`line`]: line URIs (`metro://telegram/-100/42`), validation and the
+//!   short form.
+//! - [`store`]: what is on disk — [`store::log`] (one writer, group commit,
+//!   recovery, ring of recent entries, chunked reads), [`store::claims`]
+//!   (snapshot + atomic `claims.json`), [`store::cursors`] (coalesced durable
+//!   cursors), [`store::lines`] (recently seen conversations).
+//! - [`broker`]: subscriptions — the delivery predicate, the per-subscription
+//!   task that reads live from memory or catches up from the file, acks, and
+//!   the byte-bounded per-connection outbox.
+//! - [`server`]: the socket (bind `0600`, peer uid check), one task per
+//!   connection (framing, in-flight requests, coalesced writes), and
+//!   [`server::ops`], one file per group of ops.
+//! - [`stations`]: where outbound ops go (this build: local agent lines).
+//! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
+//! - [`client`]: `metroctl` — one file per command group.
+//! - [`paths`], [`clock`]: default locations, timestamps.
+
+pub mod broker;
+pub mod client;
+pub mod clock;
+pub mod daemon;
+pub mod line;
+pub mod paths;
+pub mod proto;
+pub mod server;
+pub mod stations;
+pub mod store;

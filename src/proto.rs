@@ -1,0 +1,670 @@
+//! Wire types of protocol v1, shared by the daemon and its clients so the two
+//! cannot drift: requests (one variant per op), the event object, error codes
+//! and the builders for server frames.
+//!
+//! Requests are parsed in two steps (see [`parse_request`]): the line must be a
+//! JSON object with a string `op`; `req` is lifted out untouched so it can be
+//! echoed even when the rest of the request is wrong; then the op's own fields
+//! are deserialized with the path of the offending field in the error message.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default cap on one request line (the `\n` excluded).
+pub const DEFAULT_MAX_REQUEST: usize = 1 << 20;
+
+/// Every op the daemon knows, in the order `hello` lists them.
+pub const OPS: &[&str] = &[
+    "hello",
+    "publish",
+    "subscribe",
+    "ack",
+    "unsubscribe",
+    "claim",
+    "release",
+    "claims",
+    "send",
+    "edit",
+    "react",
+    "download",
+    "fetch",
+    "history",
+    "lines",
+    "stations",
+    "stats",
+    "cursor",
+    "webhookAdd",
+    "webhookList",
+    "webhookRemove",
+];
+
+/// Error codes a client can see. Nothing else ever reaches the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownOp,
+    TooLarge,
+    Conflict,
+    NotFound,
+    Unavailable,
+    Upstream,
+    Unauthorized,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Upstream => "upstream",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// An error answer: the code, a sentence for humans, and optional extra
+/// fields placed inside `error` (for example `owner` on a claim `conflict`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub extra: Map<String, Value>,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// The event object: one line of `history.jsonl`, byte for byte what a
+/// subscriber receives. Fields this build does not know (written by the
+/// TypeScript metro, or by a newer client) are kept in `extra`, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: String,
+    pub ts: String,
+    pub station: String,
+    pub kind: String,
+    pub line: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buttons: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The `event` of a `publish` request: like [`Event`], but the daemon mints
+/// `id` and `ts`, derives `station` from `line`, and defaults `kind` and `to`.
+/// `id`, `ts` and `station` sent by a client are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewEvent {
+    pub line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buttons: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Map<String, Value>>,
+    /// Daemon-minted fields: accepted so a client may echo an event back,
+    /// never used.
+    #[serde(default, skip_serializing)]
+    pub id: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub ts: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub station: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Subscription modes of the delivery predicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    All,
+    Unclaimed,
+    MineOnly,
+    MineOrUnclaimed,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::All => "all",
+            Mode::Unclaimed => "unclaimed",
+            Mode::MineOnly => "mine-only",
+            Mode::MineOrUnclaimed => "mine-or-unclaimed",
+        }
+    }
+}
+
+/// When a subscription's durable cursor advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    Auto,
+    Explicit,
+    None,
+}
+
+impl AckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Auto => "auto",
+            AckMode::Explicit => "explicit",
+            AckMode::None => "none",
+        }
+    }
+}
+
+/// Where a subscription starts: `"cursor"`, `"start"`, `"tail"` or a byte
+/// offset at an entry boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Cursor,
+    Start,
+    Tail,
+    Offset(u64),
+}
+
+impl Serialize for Since {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Since::Cursor => s.serialize_str("cursor"),
+            Since::Start => s.serialize_str("start"),
+            Since::Tail => s.serialize_str("tail"),
+            Since::Offset(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Since {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected \"cursor\", \"start\", \"tail\" or a non-negative byte offset",
+            )
+        })? {
+            Raw::N(n) => Ok(Since::Offset(n)),
+            Raw::S(s) => match s.as_str() {
+                "cursor" => Ok(Since::Cursor),
+                "start" => Ok(Since::Start),
+                "tail" => Ok(Since::Tail),
+                other => other.parse::<u64>().map(Since::Offset).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "since must be \"cursor\", \"start\", \"tail\" or a byte offset, not {other:?}"
+                    ))
+                }),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publish {
+    pub event: NewEvent,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscribe {
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_webhooks: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Since>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<AckMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_wait_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ack {
+    pub sub: String,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unsubscribe {
+    pub sub: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub line: String,
+    #[serde(rename = "as")]
+    pub as_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_free: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Release {
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Send {
+    pub line: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buttons: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_claim: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Edit {
+    pub line: String,
+    pub message_id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buttons: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_claim: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct React {
+    pub line: String,
+    pub message_id: String,
+    pub emoji: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_claim: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Download {
+    pub line: String,
+    pub message_id: String,
+    pub out_dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetch {
+    pub line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CursorQuery {
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookAdd {
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookRemove {
+    pub id: String,
+}
+
+/// One request, without its `req` (kept beside it by [`parse_request`]).
+/// Requests are parsed once and moved a few times; boxing the large
+/// variants would cost an allocation per publish for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op")]
+pub enum Request {
+    #[serde(rename = "hello")]
+    Hello(Hello),
+    #[serde(rename = "publish")]
+    Publish(Publish),
+    #[serde(rename = "subscribe")]
+    Subscribe(Subscribe),
+    #[serde(rename = "ack")]
+    Ack(Ack),
+    #[serde(rename = "unsubscribe")]
+    Unsubscribe(Unsubscribe),
+    #[serde(rename = "claim")]
+    Claim(Claim),
+    #[serde(rename = "release")]
+    Release(Release),
+    #[serde(rename = "claims")]
+    Claims,
+    #[serde(rename = "send")]
+    Send(Send),
+    #[serde(rename = "edit")]
+    Edit(Edit),
+    #[serde(rename = "react")]
+    React(React),
+    #[serde(rename = "download")]
+    Download(Download),
+    #[serde(rename = "fetch")]
+    Fetch(Fetch),
+    #[serde(rename = "history")]
+    History(History),
+    #[serde(rename = "lines")]
+    Lines,
+    #[serde(rename = "stations")]
+    Stations,
+    #[serde(rename = "stats")]
+    Stats,
+    #[serde(rename = "cursor")]
+    Cursor(CursorQuery),
+    #[serde(rename = "webhookAdd")]
+    WebhookAdd(WebhookAdd),
+    #[serde(rename = "webhookList")]
+    WebhookList,
+    #[serde(rename = "webhookRemove")]
+    WebhookRemove(WebhookRemove),
+}
+
+impl Request {
+    /// The request as a JSON object, with `req` set when given.
+    pub fn to_value(&self, req: Option<&Value>) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let (Some(req), Value::Object(map)) = (req, &mut v) {
+            map.insert("req".into(), req.clone());
+        }
+        v
+    }
+}
+
+/// A request line that could not be turned into a [`Request`]: the error to
+/// answer with, and the `req` to echo when one could be read.
+#[derive(Debug)]
+pub struct ParseFailure {
+    pub req: Option<Value>,
+    pub error: WireError,
+}
+
+fn field<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> Result<T, WireError> {
+    serde_path_to_error::deserialize::<_, T>(Value::Object(map)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            WireError::bad_request(inner)
+        } else {
+            WireError::bad_request(format!("field `{path}`: {inner}"))
+        }
+    })
+}
+
+/// Parses one request line (without its `\n`).
+#[allow(clippy::result_large_err)]
+pub fn parse_request(line: &[u8]) -> Result<(Option<Value>, Request), ParseFailure> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| ParseFailure {
+        req: None,
+        error: WireError::bad_request(format!("request is not valid JSON: {e}")),
+    })?;
+    let Value::Object(mut map) = value else {
+        return Err(ParseFailure {
+            req: None,
+            error: WireError::bad_request("request must be a JSON object"),
+        });
+    };
+    let req = map.remove("req");
+    let fail = |req: &Option<Value>, error: WireError| ParseFailure {
+        req: req.clone(),
+        error,
+    };
+    let op = match map.remove("op") {
+        Some(Value::String(op)) => op,
+        Some(_) => {
+            return Err(fail(
+                &req,
+                WireError::bad_request("field `op` must be a string"),
+            ))
+        }
+        None => {
+            return Err(fail(
+                &req,
+                WireError::bad_request("request has no `op` field"),
+            ))
+        }
+    };
+    let parsed = match op.as_str() {
+        "hello" => field(map).map(Request::Hello),
+        "publish" => field(map).map(Request::Publish),
+        "subscribe" => field(map).map(Request::Subscribe),
+        "ack" => field(map).map(Request::Ack),
+        "unsubscribe" => field(map).map(Request::Unsubscribe),
+        "claim" => field(map).map(Request::Claim),
+        "release" => field(map).map(Request::Release),
+        "claims" => Ok(Request::Claims),
+        "send" => field(map).map(Request::Send),
+        "edit" => field(map).map(Request::Edit),
+        "react" => field(map).map(Request::React),
+        "download" => field(map).map(Request::Download),
+        "fetch" => field(map).map(Request::Fetch),
+        "history" => field(map).map(Request::History),
+        "lines" => Ok(Request::Lines),
+        "stations" => Ok(Request::Stations),
+        "stats" => Ok(Request::Stats),
+        "cursor" => field(map).map(Request::Cursor),
+        "webhookAdd" => field(map).map(Request::WebhookAdd),
+        "webhookList" => Ok(Request::WebhookList),
+        "webhookRemove" => field(map).map(Request::WebhookRemove),
+        other => Err(WireError::new(
+            ErrorCode::UnknownOp,
+            format!("unknown op {other:?}; `hello` lists the ops this daemon knows"),
+        )),
+    };
+    match parsed {
+        Ok(r) => Ok((req, r)),
+        Err(error) => Err(ParseFailure { req, error }),
+    }
+}
+
+/// `{"req":…,"ok":true,…fields}\n`
+pub fn ok_frame(req: Option<&Value>, fields: Map<String, Value>) -> Vec<u8> {
+    let mut map = Map::with_capacity(fields.len() + 2);
+    if let Some(req) = req {
+        map.insert("req".into(), req.clone());
+    }
+    map.insert("ok".into(), Value::Bool(true));
+    map.extend(fields);
+    to_line(&Value::Object(map))
+}
+
+/// `{"req":…,"ok":false,"error":{"code":…,"message":…}}\n`
+pub fn error_frame(req: Option<&Value>, err: &WireError) -> Vec<u8> {
+    let mut error = Map::new();
+    error.insert("code".into(), Value::String(err.code.as_str().into()));
+    error.insert("message".into(), Value::String(err.message.clone()));
+    error.extend(err.extra.clone());
+    let mut map = Map::new();
+    if let Some(req) = req {
+        map.insert("req".into(), req.clone());
+    }
+    map.insert("ok".into(), Value::Bool(false));
+    map.insert("error".into(), Value::Object(error));
+    to_line(&Value::Object(map))
+}
+
+fn to_line(v: &Value) -> Vec<u8> {
+    // Serializing a Value cannot fail: all keys are strings.
+    let mut out = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    out.push(b'\n');
+    out
+}
+
+/// Writes the head of an event frame, `{"sub":<sub>,"offset":<n>,"event":`;
+/// the raw event bytes and [`EVENT_FRAME_TAIL`] follow. Frames are built by
+/// concatenation so an event is serialized once, not once per subscriber.
+pub fn event_frame_head(out: &mut Vec<u8>, sub_json: &[u8], offset: u64) {
+    out.extend_from_slice(b"{\"sub\":");
+    out.extend_from_slice(sub_json);
+    out.extend_from_slice(b",\"offset\":");
+    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+    out.extend_from_slice(b",\"event\":");
+}
+
+pub const EVENT_FRAME_TAIL: &[u8] = b"}\n";
+
+/// `{"sub":<sub>,"end":true,"offset":<n>}\n`
+pub fn end_frame(sub_json: &[u8], offset: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + sub_json.len());
+    out.extend_from_slice(b"{\"sub\":");
+    out.extend_from_slice(sub_json);
+    out.extend_from_slice(b",\"end\":true,\"offset\":");
+    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_echo_req_and_name_the_field() {
+        let e = parse_request(br#"{"op":"ack","req":7,"sub":"s1","offset":"x"}"#).unwrap_err();
+        assert_eq!(e.req, Some(Value::from(7)));
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        assert!(e.error.message.contains("offset"), "{}", e.error.message);
+    }
+}

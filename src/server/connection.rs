@@ -1,0 +1,344 @@
+//! One client connection: framing, the request loop, the writer task, and
+//! cleanup when the client goes away.
+//!
+//! Requests are read line by line and dispatched in order; an op that has
+//! to wait (a publish waiting for its batch to be durable, a claim waiting
+//! for `claims.json`) is parked in a set of in-flight futures so the next
+//! request is read meanwhile, and its answer goes out when it is ready
+//! (clients correlate by `req`). At most [`MAX_IN_FLIGHT`] requests are
+//! parked; past that the connection stops reading until one finishes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+
+use super::ops::{self, Reply};
+use crate::broker::outbox::{Outbox, Outgoing};
+use crate::broker::subscription::SubState;
+use crate::broker::Broker;
+use crate::proto::{error_frame, ErrorCode, WireError};
+use crate::store::claims::ClaimOp;
+
+/// Requests of one connection waiting for their answers at once.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most bytes gathered into one socket write.
+const WRITE_COALESCE: usize = 256 << 10;
+
+/// Splits the input on `\n` (a trailing `\r` is dropped). A line longer than
+/// the limit is an error (the connection is then closed); an unterminated
+/// line at end of input is discarded, never executed.
+pub struct RequestCodec {
+    max: usize,
+    scanned: usize,
+}
+
+#[derive(Debug)]
+pub enum CodecError {
+    TooLarge,
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for CodecError {
+    fn from(e: std::io::Error) -> Self {
+        CodecError::Io(e)
+    }
+}
+
+impl RequestCodec {
+    pub fn new(max: usize) -> Self {
+        RequestCodec { max, scanned: 0 }
+    }
+}
+
+impl Decoder for RequestCodec {
+    type Item = BytesMut;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        match buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let at = self.scanned + i;
+                self.scanned = 0;
+                if at > self.max {
+                    return Err(CodecError::TooLarge);
+                }
+                let mut line = buf.split_to(at + 1);
+                line.truncate(at);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(at - 1);
+                }
+                Ok(Some(line))
+            }
+            None => {
+                self.scanned = buf.len();
+                if buf.len() > self.max {
+                    return Err(CodecError::TooLarge);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+        match self.decode(buf)? {
+            Some(line) => Ok(Some(line)),
+            None => {
+                // The client left in the middle of a line: drop it.
+                buf.advance(buf.len());
+                self.scanned = 0;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A subscription as its connection sees it.
+pub struct SubHandle {
+    pub state: Arc<SubState>,
+    pub cancel: CancellationToken,
+}
+
+/// What the op handlers may use of their connection.
+pub struct Conn {
+    pub id: u64,
+    pub broker: Arc<Broker>,
+    pub out: Outbox,
+    /// Cancelled when the connection ends or the daemon stops.
+    pub stop: CancellationToken,
+    subs: Mutex<HashMap<String, SubHandle>>,
+    next_sub: AtomicU64,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Conn {
+    pub fn next_sub_id(&self) -> String {
+        format!("s{}", self.next_sub.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn add_sub(&self, st: Arc<SubState>, cancel: CancellationToken) {
+        self.broker.register(st.clone());
+        if let Ok(mut subs) = self.subs.lock() {
+            subs.insert(st.id.clone(), SubHandle { state: st, cancel });
+        }
+    }
+
+    pub fn sub(&self, id: &str) -> Option<Arc<SubState>> {
+        self.subs.lock().ok()?.get(id).map(|h| h.state.clone())
+    }
+
+    /// Forgets a subscription and stops its task.
+    pub fn remove_sub(&self, id: &str) -> bool {
+        let handle = self.subs.lock().ok().and_then(|mut s| s.remove(id));
+        self.broker.unregister(self.id, id);
+        match handle {
+            Some(h) => {
+                h.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs a subscription task on this connection.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(fut);
+    }
+
+    fn cancel_following(&self) {
+        if let Ok(subs) = self.subs.lock() {
+            for h in subs.values() {
+                if h.state.follow {
+                    h.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    fn clear_subs(&self) {
+        let ids: Vec<String> = match self.subs.lock() {
+            Ok(s) => s.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        for id in ids {
+            self.remove_sub(&id);
+        }
+    }
+}
+
+enum Ended {
+    /// The client closed its side: finish what was asked, then close.
+    Eof,
+    /// Too large, socket error, or shutdown: close now.
+    Abort,
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(broker: Arc<Broker>, stream: UnixStream, shutdown: CancellationToken) {
+    let id = broker.next_connection_id();
+    let peer_ok = match stream.peer_cred() {
+        Ok(cred) => cred.uid() == nix::unistd::geteuid().as_raw(),
+        Err(e) => {
+            tracing::warn!(conn = id, "could not read peer credentials: {e}");
+            false
+        }
+    };
+    let (rd, wr) = stream.into_split();
+    let (out, rx) = Outbox::new();
+    let writer = tokio::spawn(write_loop(wr, rx, out.clone()));
+    if !peer_ok {
+        tracing::warn!(conn = id, "refused a connection from another user");
+        let err = WireError::new(
+            ErrorCode::Unauthorized,
+            "this metrod serves only the user that runs it",
+        );
+        let _ = out.send(error_frame(None, &err), None).await;
+        drop(out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        return;
+    }
+    broker.connections.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(Conn {
+        id,
+        broker: broker.clone(),
+        out,
+        stop: shutdown.child_token(),
+        subs: Mutex::new(HashMap::new()),
+        next_sub: AtomicU64::new(1),
+        tasks: tokio_util::task::TaskTracker::new(),
+    });
+    let ended = read_loop(&conn, rd).await;
+    match ended {
+        Ended::Eof => conn.cancel_following(),
+        Ended::Abort => conn.stop.cancel(),
+    }
+    conn.tasks.close();
+    tokio::select! {
+        _ = conn.tasks.wait() => {}
+        _ = shutdown.cancelled() => conn.stop.cancel(),
+    }
+    conn.clear_subs();
+    conn.stop.cancel();
+    if let Err(e) = broker.claims.apply(ClaimOp::DropConnection(id)).await {
+        tracing::warn!(conn = id, "could not drop ephemeral claims: {e}");
+    }
+    broker.connections.fetch_sub(1, Ordering::Relaxed);
+    let out = conn.out.clone();
+    drop(conn);
+    // The writer ends once every queued frame is written and the last
+    // sender is gone; a peer that never reads is cut off at shutdown.
+    drop(out);
+    let abort = writer.abort_handle();
+    tokio::select! {
+        _ = writer => {}
+        _ = shutdown.cancelled() => abort.abort(),
+    }
+}
+
+async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> Ended {
+    let mut frames = FramedRead::new(rd, RequestCodec::new(conn.broker.opts.max_request));
+    let mut in_flight = FuturesUnordered::new();
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = conn.stop.cancelled() => break Ended::Abort,
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                if conn.out.send(answer, None).await.is_err() {
+                    break Ended::Abort;
+                }
+            }
+            frame = frames.next(), if in_flight.len() < MAX_IN_FLIGHT => match frame {
+                None => break Ended::Eof,
+                Some(Err(CodecError::TooLarge)) => {
+                    let err = WireError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "request line longer than {} bytes; closing the connection",
+                            conn.broker.opts.max_request
+                        ),
+                    );
+                    let _ = conn.out.send(error_frame(None, &err), None).await;
+                    break Ended::Abort;
+                }
+                Some(Err(CodecError::Io(_))) => break Ended::Abort,
+                Some(Ok(line)) => {
+                    if line.iter().all(|b| b.is_ascii_whitespace()) {
+                        continue;
+                    }
+                    match ops::dispatch(conn, &line).await {
+                        Reply::Now(bytes) => {
+                            if conn.out.send(bytes, None).await.is_err() {
+                                break Ended::Abort;
+                            }
+                        }
+                        Reply::Later(fut) => in_flight.push(fut),
+                        Reply::Sent => {}
+                    }
+                }
+            },
+        }
+    };
+    // Answer what was already asked.
+    while let Some(answer) = in_flight.next().await {
+        if conn.out.send(answer, None).await.is_err() {
+            break;
+        }
+    }
+    ended
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    out: Outbox,
+) {
+    let mut group: Vec<Outgoing> = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    'outer: while let Some(first) = rx.recv().await {
+        let mut size = first.bytes.len();
+        group.push(first);
+        while size < WRITE_COALESCE {
+            match rx.try_recv() {
+                Ok(o) => {
+                    size += o.bytes.len();
+                    group.push(o);
+                }
+                Err(_) => break,
+            }
+        }
+        let res = if group.len() == 1 {
+            wr.write_all(&group[0].bytes).await
+        } else {
+            buf.clear();
+            for o in &group {
+                buf.extend_from_slice(&o.bytes);
+            }
+            wr.write_all(&buf).await
+        };
+        if res.is_err() {
+            break 'outer;
+        }
+        for o in group.drain(..) {
+            if let Some((sub, offset)) = &o.advance {
+                sub.written(*offset);
+            }
+        }
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::with_capacity(64 << 10);
+        }
+    }
+    out.close();
+    let _ = wr.shutdown().await;
+}

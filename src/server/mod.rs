@@ -1,0 +1,77 @@
+//! The Unix socket: binding it safely, accepting, and one task per
+//! connection.
+
+pub mod connection;
+pub mod ops;
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+
+/// Longest socket path the kernel accepts (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Binds the socket `0600`. A leftover socket file is removed (the caller
+/// holds the state dir's lock, so no live daemon owns it); any other file
+/// in the way is an error.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket path {} is longer than {MAX_SOCKET_PATH} bytes; choose a shorter --socket",
+                path.display()
+            ),
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // Create the socket with no access for others from the first instant.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown`; every connection runs on
+/// `tracker`.
+pub async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: UnixListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tracker.spawn(connection::serve(broker.clone(), stream, shutdown.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: say so and breathe, do not spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}

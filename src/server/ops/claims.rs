@@ -1,0 +1,73 @@
+//! `claim`, `release`, `claims`.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::OpResult;
+use crate::broker::Broker;
+use crate::proto::{Claim, ErrorCode, Release, WireError};
+use crate::store::claims::{ClaimOp, ClaimOutcome};
+use crate::{fields, line};
+
+fn claim_error(why: String) -> WireError {
+    WireError::internal(format!("claims were not changed: {why}"))
+}
+
+pub async fn claim(broker: Arc<Broker>, conn: u64, c: Claim) -> OpResult {
+    let line =
+        line::line(&c.line).map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
+    let who = line::uri(&c.as_).map_err(|e| WireError::bad_request(format!("field `as`: {e}")))?;
+    let op = ClaimOp::Claim {
+        line: line.clone(),
+        who,
+        if_free: c.if_free.unwrap_or(false),
+        ephemeral: c.ephemeral.unwrap_or(false).then_some(conn),
+    };
+    match broker.claims.apply(op).await.map_err(claim_error)? {
+        ClaimOutcome::Claimed { owner, previous } => Ok(fields! {
+            "line" => line,
+            "owner" => owner,
+            "previous" => previous,
+            "ephemeral" => c.ephemeral.unwrap_or(false),
+        }),
+        ClaimOutcome::Conflict { owner } => Err(WireError::new(
+            ErrorCode::Conflict,
+            format!("{line} is owned by {owner}"),
+        )
+        .with("owner", owner)
+        .with("line", line)),
+        other => Err(WireError::internal(format!(
+            "unexpected claim outcome {other:?}"
+        ))),
+    }
+}
+
+pub async fn release(broker: Arc<Broker>, r: Release) -> OpResult {
+    let line =
+        line::line(&r.line).map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
+    match broker
+        .claims
+        .apply(ClaimOp::Release { line: line.clone() })
+        .await
+        .map_err(claim_error)?
+    {
+        ClaimOutcome::Released(released) => Ok(fields! { "line" => line, "released" => released }),
+        other => Err(WireError::internal(format!(
+            "unexpected claim outcome {other:?}"
+        ))),
+    }
+}
+
+pub fn list(broker: &Broker) -> OpResult {
+    let snap = broker.claims.snapshot();
+    let mut claims = Map::new();
+    let mut ephemeral = Vec::new();
+    for (line, owner) in snap.iter_sorted() {
+        claims.insert(line.to_string(), Value::String(owner.who.clone()));
+        if owner.ephemeral.is_some() {
+            ephemeral.push(Value::String(line.to_string()));
+        }
+    }
+    Ok(fields! { "claims" => claims, "ephemeral" => ephemeral })
+}

@@ -1,0 +1,260 @@
+//! `publish`, `history`, `fetch`: writing the log and reading it backwards.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::OpResult;
+use crate::broker::Broker;
+use crate::proto::{Event, Fetch, History, NewEvent, Publish, WireError};
+use crate::store::log::{AppendError, Meta};
+use crate::{clock, fields, line, stations};
+
+/// History answers at most this many entries.
+pub const MAX_HISTORY: u64 = 1000;
+/// Fetch answers at most this many messages.
+pub const MAX_FETCH: u64 = 100;
+
+pub fn check_kind(kind: &str) -> Result<(), WireError> {
+    if kind.is_empty()
+        || kind.len() > 32
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(WireError::bad_request(format!(
+            "field `kind`: {kind:?} is not a kind (lowercase letters, digits, '-', '_')"
+        )));
+    }
+    Ok(())
+}
+
+fn bad_line(field: &str, e: line::LineError) -> WireError {
+    WireError::bad_request(format!("field `{field}`: {e}"))
+}
+
+/// Validates a publish and fills what the daemon defaults (`id` and `ts`
+/// are minted by the log writer).
+pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
+    let n: NewEvent = p.event;
+    let line = line::line(&n.line).map_err(|e| bad_line("event.line", e))?;
+    let kind = n.kind.unwrap_or_else(|| "inbound".into());
+    check_kind(&kind).map_err(|e| WireError::bad_request(format!("event.{}", e.message)))?;
+    let from = match n.from {
+        Some(f) => line::uri(&f).map_err(|e| bad_line("event.from", e))?,
+        None => stations::ANONYMOUS.to_string(),
+    };
+    let to = match n.to {
+        Some(t) => line::uri(&t).map_err(|e| bad_line("event.to", e))?,
+        None => line.clone(),
+    };
+    Ok(Event {
+        id: String::new(),
+        ts: String::new(),
+        station: line::station_of(&line).to_string(),
+        kind,
+        line,
+        from,
+        to,
+        from_name: n.from_name,
+        text: n.text,
+        message_id: n.message_id,
+        reply_to: n.reply_to,
+        emoji: n.emoji,
+        attachments: n.attachments,
+        buttons: n.buttons,
+        payload: n.payload,
+        headers: n.headers,
+        extra: n.extra,
+    })
+}
+
+pub fn append_error(e: AppendError) -> WireError {
+    match e {
+        AppendError::Io(why) => WireError::internal(format!(
+            "the event was not stored: {why}; nothing was written"
+        )),
+        AppendError::ShuttingDown => WireError::unavailable("metrod is shutting down"),
+    }
+}
+
+pub async fn publish(broker: Arc<Broker>, event: Event) -> OpResult {
+    let a = broker.log.append(event).await.map_err(append_error)?;
+    Ok(fields! { "id" => a.id, "ts" => a.ts, "offset" => a.offset })
+}
+
+/// Filters for reading the log backwards.
+#[derive(Default)]
+struct Query {
+    line: Option<String>,
+    station: Option<String>,
+    kind: Option<String>,
+    from: Option<String>,
+    text: Option<String>,
+    since_ms: Option<i128>,
+}
+
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    from: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    ts: Option<std::borrow::Cow<'a, str>>,
+}
+
+enum Verdict {
+    Take,
+    Skip,
+    /// Older than `since`: nothing further back can match.
+    Stop,
+}
+
+impl Query {
+    fn judge(&self, json: &[u8]) -> Verdict {
+        let meta = Meta::parse(json);
+        if !meta.valid {
+            return Verdict::Skip;
+        }
+        let probe: Probe = match serde_json::from_slice(json) {
+            Ok(p) => p,
+            Err(_) => return Verdict::Skip,
+        };
+        if let Some(since) = self.since_ms {
+            match probe.ts.as_deref().and_then(clock::parse_ms) {
+                Some(ts) if ts < since => return Verdict::Stop,
+                _ => {}
+            }
+        }
+        let ok = self.line.as_deref().is_none_or(|l| l == &*meta.line)
+            && self.station.as_deref().is_none_or(|s| s == &*meta.station)
+            && self.kind.as_deref().is_none_or(|k| k == &*meta.kind)
+            && self
+                .from
+                .as_deref()
+                .is_none_or(|f| probe.from.as_deref() == Some(f))
+            && self.text.as_deref().is_none_or(|t| {
+                probe
+                    .text
+                    .as_deref()
+                    .is_some_and(|x| x.to_lowercase().contains(t))
+            });
+        if ok {
+            Verdict::Take
+        } else {
+            Verdict::Skip
+        }
+    }
+}
+
+/// Newest-first matching entries, reading backwards from the end in chunks,
+/// so a small `limit` never reads the whole file.
+async fn scan_back(broker: &Broker, q: &Query, limit: usize) -> Result<Vec<Bytes>, WireError> {
+    let mut out = Vec::new();
+    let mut before = broker.log.end();
+    let mut chunk = 64 << 10;
+    while before > 0 && out.len() < limit {
+        let (lines, next) = broker
+            .log
+            .read_back(before, chunk)
+            .await
+            .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?;
+        for (_, json) in lines {
+            match q.judge(&json) {
+                Verdict::Take => {
+                    out.push(json);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                Verdict::Skip => {}
+                Verdict::Stop => return Ok(out),
+            }
+        }
+        before = next;
+        chunk = (chunk * 2).min(4 << 20);
+    }
+    Ok(out)
+}
+
+/// `{"req":…,"ok":true,"<key>":[<entry>,…]}\n` with every entry exactly as
+/// stored in the log.
+pub fn entries_frame(req: Option<&Value>, key: &str, entries: &[Bytes]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + entries.iter().map(|e| e.len() + 1).sum::<usize>());
+    out.push(b'{');
+    if let Some(req) = req {
+        out.extend_from_slice(b"\"req\":");
+        out.extend_from_slice(&serde_json::to_vec(req).unwrap_or_else(|_| b"null".to_vec()));
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"ok\":true,");
+    out.extend_from_slice(&serde_json::to_vec(key).unwrap_or_default());
+    out.extend_from_slice(b":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e);
+    }
+    out.extend_from_slice(b"]}\n");
+    out
+}
+
+fn opt_line(field: &str, v: Option<String>) -> Result<Option<String>, WireError> {
+    v.map(|l| line::line(&l).map_err(|e| bad_line(field, e)))
+        .transpose()
+}
+
+pub async fn history(broker: Arc<Broker>, h: History) -> Result<Vec<Bytes>, WireError> {
+    let limit = h.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_HISTORY {
+        return Err(WireError::bad_request(format!(
+            "field `limit` must be between 1 and {MAX_HISTORY}"
+        )));
+    }
+    let since_ms = match &h.since {
+        Some(s) => Some(clock::parse_ms(s).ok_or_else(|| {
+            WireError::bad_request(format!(
+                "field `since`: {s:?} is not an RFC 3339 time (e.g. 2026-11-28T03:00:00Z)"
+            ))
+        })?),
+        None => None,
+    };
+    if let Some(k) = &h.kind {
+        check_kind(k)?;
+    }
+    let q = Query {
+        line: opt_line("line", h.line)?,
+        station: h.station,
+        kind: h.kind,
+        from: h
+            .from
+            .map(|f| line::uri(&f).map_err(|e| bad_line("from", e)))
+            .transpose()?,
+        text: h.text.map(|t| t.to_lowercase()),
+        since_ms,
+    };
+    scan_back(&broker, &q, limit as usize).await
+}
+
+pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Vec<Bytes>, WireError> {
+    let line = line::line(&f.line).map_err(|e| bad_line("line", e))?;
+    if line::station_of(&line) == "discord" {
+        return Err(stations::unavailable("discord"));
+    }
+    let limit = f.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_FETCH {
+        return Err(WireError::bad_request(format!(
+            "field `limit` must be between 1 and {MAX_FETCH}"
+        )));
+    }
+    let q = Query {
+        line: Some(line),
+        ..Query::default()
+    };
+    let mut entries = scan_back(&broker, &q, limit as usize).await?;
+    entries.reverse();
+    Ok(entries)
+}

@@ -1,0 +1,91 @@
+//! `hello`, `lines`, `stations`, `stats`.
+
+use serde_json::{json, Value};
+
+use super::OpResult;
+use crate::broker::Broker;
+use crate::proto::{Hello, OPS, PROTOCOL_VERSION};
+use crate::{fields, stations};
+
+pub fn hello(broker: &Broker, conn: u64, h: Hello) -> OpResult {
+    if let Some(client) = &h.client {
+        tracing::debug!(conn, client = %client, "hello");
+    }
+    Ok(fields! {
+        "protocol" => PROTOCOL_VERSION,
+        "server" => "metrod",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "ops" => OPS,
+        "conn" => conn,
+        "stateDir" => broker.state_dir.display().to_string(),
+    })
+}
+
+pub fn lines(broker: &Broker) -> OpResult {
+    let claims = broker.claims.snapshot();
+    let list = match broker.lines.lock() {
+        Ok(idx) => idx.list(),
+        Err(_) => Vec::new(),
+    };
+    let rows: Vec<Value> = list
+        .into_iter()
+        .map(|(line, info)| {
+            json!({
+                "owner": claims.owner(&line),
+                "line": line,
+                "station": info.station,
+                "name": info.name,
+                "lastTs": info.last_ts,
+                "lastKind": info.last_kind,
+                "events": info.events,
+            })
+        })
+        .collect();
+    Ok(fields! { "lines" => rows })
+}
+
+pub fn stations() -> OpResult {
+    Ok(fields! { "stations" => stations::all() })
+}
+
+pub fn stats(broker: &Broker) -> OpResult {
+    let end = broker.log.end();
+    let subs: Vec<Value> = broker
+        .subscriptions()
+        .into_iter()
+        .map(|st| {
+            let s = st.snapshot();
+            json!({
+                "conn": st.conn,
+                "sub": st.id,
+                "as": st.filter.as_,
+                "mode": st.filter.mode.as_str(),
+                "ack": st.ack.as_str(),
+                "follow": st.follow,
+                "cursorName": st.cursor_name,
+                "offset": s.pos,
+                "cursor": s.cursor,
+                "lag": end.saturating_sub(s.cursor),
+                "delivered": s.delivered,
+                "unacked": s.unacked,
+                "oldestUnackedMs": s.oldest_unacked_ms,
+                "finished": s.finished,
+            })
+        })
+        .collect();
+    let cursors: Vec<Value> = broker
+        .cursors
+        .all()
+        .into_iter()
+        .map(|(name, offset)| json!({ "name": name, "offset": offset, "lag": end.saturating_sub(offset) }))
+        .collect();
+    Ok(fields! {
+        "logBytes" => end,
+        "uptimeMs" => broker.uptime().as_millis() as u64,
+        "connections" => broker.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "fsync" => broker.opts.fsync.to_string(),
+        "claims" => broker.claims.snapshot().len(),
+        "subscriptions" => subs,
+        "cursors" => cursors,
+    })
+}

@@ -1,0 +1,107 @@
+//! Request handlers, one file per group of ops, dispatched from one `match`.
+
+mod claims;
+mod events;
+mod info;
+mod outbound;
+mod subscribe;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::connection::Conn;
+use crate::proto::{error_frame, ok_frame, parse_request, Request, WireError};
+
+/// A boxed answer-to-be.
+pub type Pending = Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'static>>;
+
+/// How a request is answered.
+pub enum Reply {
+    /// The answer frame, ready now.
+    Now(Vec<u8>),
+    /// The answer comes later; meanwhile the connection reads on.
+    Later(Pending),
+    /// The handler queued its answer itself (subscribe: the answer must
+    /// precede the subscription's first event frame).
+    Sent,
+}
+
+pub type OpResult = Result<Map<String, Value>, WireError>;
+
+pub fn frame(req: Option<&Value>, result: OpResult) -> Vec<u8> {
+    match result {
+        Ok(fields) => ok_frame(req, fields),
+        Err(e) => error_frame(req, &e),
+    }
+}
+
+fn now(req: Option<Value>, result: OpResult) -> Reply {
+    Reply::Now(frame(req.as_ref(), result))
+}
+
+fn later<F>(req: Option<Value>, fut: F) -> Reply
+where
+    F: Future<Output = OpResult> + Send + 'static,
+{
+    Reply::Later(Box::pin(async move { frame(req.as_ref(), fut.await) }))
+}
+
+fn later_entries<F>(req: Option<Value>, key: &'static str, fut: F) -> Reply
+where
+    F: Future<Output = Result<Vec<bytes::Bytes>, WireError>> + Send + 'static,
+{
+    Reply::Later(Box::pin(async move {
+        match fut.await {
+            Ok(entries) => events::entries_frame(req.as_ref(), key, &entries),
+            Err(e) => error_frame(req.as_ref(), &e),
+        }
+    }))
+}
+
+/// Builds a JSON object from `key => value` pairs.
+#[macro_export]
+macro_rules! fields {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut m = serde_json::Map::new();
+        $( m.insert(String::from($k), serde_json::json!($v)); )*
+        m
+    }};
+}
+
+pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
+    let (req, request) = match parse_request(line) {
+        Ok(r) => r,
+        Err(fail) => return Reply::Now(error_frame(fail.req.as_ref(), &fail.error)),
+    };
+    let broker = conn.broker.clone();
+    match request {
+        Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
+        Request::Publish(p) => match events::prepare_publish(p) {
+            Ok(event) => later(req, events::publish(broker, event)),
+            Err(e) => now(req, Err(e)),
+        },
+        Request::History(h) => later_entries(req, "entries", events::history(broker, h)),
+        Request::Fetch(f) => later_entries(req, "messages", events::fetch(broker, f)),
+        Request::Subscribe(s) => subscribe::subscribe(conn, req, s).await,
+        Request::Ack(a) => now(req, subscribe::ack(conn, a)),
+        Request::Unsubscribe(u) => now(req, subscribe::unsubscribe(conn, u)),
+        Request::Cursor(c) => now(req, subscribe::cursor(&broker, c)),
+        Request::Claim(c) => later(req, claims::claim(broker, conn.id, c)),
+        Request::Release(r) => later(req, claims::release(broker, r)),
+        Request::Claims => now(req, claims::list(&broker)),
+        Request::Send(s) => later(req, outbound::send(broker, s)),
+        Request::Edit(e) => later(req, outbound::edit(broker, e)),
+        Request::React(r) => later(req, outbound::react(broker, r)),
+        Request::Download(d) => now(req, outbound::download(d)),
+        Request::Lines => now(req, info::lines(&broker)),
+        Request::Stations => now(req, info::stations()),
+        Request::Stats => now(req, info::stats(&broker)),
+        Request::WebhookAdd(_) | Request::WebhookList | Request::WebhookRemove(_) => {
+            now(req, Err(crate::stations::unavailable("webhook")))
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `subscribe`, `ack`, `unsubscribe`, `cursor`.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{frame, OpResult, Reply};
+use crate::broker::predicate::Filter;
+use crate::broker::subscription::{self, SubState};
+use crate::broker::Broker;
+use crate::fields;
+use crate::line;
+use crate::proto::{Ack, AckMode, CursorQuery, Mode, Since, Subscribe, Unsubscribe, WireError};
+use crate::server::connection::Conn;
+
+/// Redelivery delay for explicit acks when `ackWaitMs` is not given.
+pub const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
+
+/// Longest durable cursor name accepted.
+const MAX_CURSOR_NAME: usize = 200;
+
+fn check_cursor_name(name: &str) -> Result<(), WireError> {
+    if name.is_empty() || name.len() > MAX_CURSOR_NAME || name.chars().any(char::is_control) {
+        return Err(WireError::bad_request(format!(
+            "field `cursor`: a cursor name is 1 to {MAX_CURSOR_NAME} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+struct Plan {
+    filter: Filter,
+    ack: AckMode,
+    cursor_name: Option<String>,
+    start: u64,
+}
+
+fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
+    let as_ = s
+        .as_
+        .as_deref()
+        .map(|a| line::uri(a).map_err(|e| WireError::bad_request(format!("field `as`: {e}"))))
+        .transpose()?;
+    let mode = s.mode.unwrap_or(if as_.is_some() {
+        Mode::MineOrUnclaimed
+    } else {
+        Mode::All
+    });
+    if matches!(mode, Mode::MineOnly | Mode::MineOrUnclaimed) && as_.is_none() {
+        return Err(WireError::bad_request(format!(
+            "mode {} needs `as` (whose lines are \"mine\"?)",
+            mode.as_str()
+        )));
+    }
+    let chat = s
+        .chat
+        .as_deref()
+        .map(|c| line::line(c).map_err(|e| WireError::bad_request(format!("field `chat`: {e}"))))
+        .transpose()?;
+    if let Some(k) = &s.kind {
+        super::events::check_kind(k)?;
+    }
+    if s.station.as_deref() == Some("") {
+        return Err(WireError::bad_request("field `station` is empty"));
+    }
+    if s.ack_wait_ms == Some(0) {
+        return Err(WireError::bad_request("field `ackWaitMs` must be positive"));
+    }
+    if s.limit == Some(0) {
+        return Err(WireError::bad_request("field `limit` must be positive"));
+    }
+    if let Some(c) = &s.cursor {
+        check_cursor_name(c)?;
+    }
+    let cursor_name = s.cursor.clone().or_else(|| as_.clone());
+    let since = s.since.unwrap_or(if cursor_name.is_some() {
+        Since::Cursor
+    } else {
+        Since::Start
+    });
+    let end = broker.log.end();
+    let start = match since {
+        Since::Start => 0,
+        Since::Tail => end,
+        Since::Cursor => match &cursor_name {
+            Some(name) => broker.cursors.get(name).unwrap_or(0).min(end),
+            None => {
+                return Err(WireError::bad_request(
+                    "since \"cursor\" needs `as` or `cursor` to name the cursor",
+                ))
+            }
+        },
+        Since::Offset(n) => {
+            if n > end {
+                return Err(WireError::bad_request(format!(
+                    "since {n} is past the end of the log ({end})"
+                )));
+            }
+            let boundary = broker
+                .log
+                .is_boundary(n)
+                .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?;
+            if !boundary {
+                return Err(WireError::bad_request(format!(
+                    "since {n} is not at an entry boundary (use 0, an `offset` from an event frame, or a stored cursor)"
+                )));
+            }
+            n
+        }
+    };
+    Ok(Plan {
+        filter: Filter {
+            as_,
+            mode,
+            include_webhooks: s.include_webhooks.unwrap_or(false),
+            chat,
+            station: s.station.clone(),
+            kind: s.kind.clone(),
+        },
+        ack: s.ack.unwrap_or(AckMode::Auto),
+        cursor_name,
+        start,
+    })
+}
+
+pub async fn subscribe(conn: &Arc<Conn>, req: Option<Value>, s: Subscribe) -> Reply {
+    let broker = conn.broker.clone();
+    let plan = match plan(&broker, &s) {
+        Ok(p) => p,
+        Err(e) => return Reply::Now(frame(req.as_ref(), Err(e))),
+    };
+    let id = conn.next_sub_id();
+    let st = Arc::new(SubState::new(
+        conn.id,
+        id.clone(),
+        plan.filter,
+        plan.ack,
+        plan.cursor_name,
+        s.follow.unwrap_or(false),
+        s.limit,
+        broker.opts.max_unacked,
+        std::time::Duration::from_millis(s.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS)),
+        broker.cursors.clone(),
+        plan.start,
+    ));
+    let answer = frame(
+        req.as_ref(),
+        Ok(fields! { "sub" => id, "offset" => plan.start }),
+    );
+    if conn.out.send(answer, None).await.is_err() {
+        return Reply::Sent;
+    }
+    let cancel = conn.stop.child_token();
+    conn.add_sub(st.clone(), cancel.clone());
+    let task_conn = conn.clone();
+    conn.spawn(run(task_conn, st, plan.start, cancel));
+    Reply::Sent
+}
+
+async fn run(conn: Arc<Conn>, st: Arc<SubState>, start: u64, cancel: CancellationToken) {
+    let stopped = subscription::run(
+        conn.broker.clone(),
+        st.clone(),
+        conn.out.clone(),
+        start,
+        cancel,
+    )
+    .await;
+    if stopped != subscription::Stopped::Cancelled && st.done() {
+        conn.remove_sub(&st.id);
+    }
+}
+
+pub fn ack(conn: &Conn, a: Ack) -> OpResult {
+    let st = conn.sub(&a.sub).ok_or_else(|| {
+        WireError::not_found(format!("no subscription {:?} on this connection", a.sub))
+    })?;
+    let end = conn.broker.log.end();
+    if a.offset > end {
+        return Err(WireError::bad_request(format!(
+            "offset {} is past the end of the log ({end})",
+            a.offset
+        )));
+    }
+    let cursor = st.ack(a.offset);
+    if st.done() {
+        conn.remove_sub(&a.sub);
+    }
+    Ok(fields! { "sub" => a.sub, "cursor" => cursor })
+}
+
+pub fn unsubscribe(conn: &Conn, u: Unsubscribe) -> OpResult {
+    if conn.remove_sub(&u.sub) {
+        Ok(fields! { "sub" => u.sub })
+    } else {
+        Err(WireError::not_found(format!(
+            "no subscription {:?} on this connection",
+            u.sub
+        )))
+    }
+}
+
+pub fn cursor(broker: &Broker, c: CursorQuery) -> OpResult {
+    let name = match (c.cursor, c.as_) {
+        (Some(name), _) => {
+            check_cursor_name(&name)?;
+            name
+        }
+        (None, Some(a)) => {
+            line::uri(&a).map_err(|e| WireError::bad_request(format!("field `as`: {e}")))?
+        }
+        (None, None) => return Err(WireError::bad_request("cursor needs `as` or `cursor`")),
+    };
+    let stored = broker.cursors.get(&name);
+    Ok(fields! {
+        "cursor" => name,
+        "offset" => stored.unwrap_or(0),
+        "stored" => stored.is_some(),
+        "end" => broker.log.end(),
+    })
+}

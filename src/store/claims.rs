@@ -1,0 +1,346 @@
+//! The claims map: which identity owns which line.
+//!
+//! Readers (every delivery) load an immutable snapshot without a lock.
+//! Changes go through one task that applies everything queued as a batch,
+//! persists `claims.json` once for the batch (temp file, fsync, rename, fsync
+//! of the directory) and only then publishes the new snapshot and answers.
+//! Ephemeral claims live in memory only: they vanish with their connection
+//! and with the daemon.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub who: String,
+    /// The connection that holds an ephemeral claim.
+    pub ephemeral: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClaimMap {
+    owners: HashMap<String, Owner>,
+}
+
+impl ClaimMap {
+    pub fn owner(&self, line: &str) -> Option<&str> {
+        self.owners.get(line).map(|o| o.who.as_str())
+    }
+
+    pub fn get(&self, line: &str) -> Option<&Owner> {
+        self.owners.get(line)
+    }
+
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Every claim, sorted by line.
+    pub fn iter_sorted(&self) -> Vec<(&str, &Owner)> {
+        let mut v: Vec<(&str, &Owner)> = self.owners.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    fn durable(&self) -> BTreeMap<&str, &str> {
+        self.owners
+            .iter()
+            .filter(|(_, o)| o.ephemeral.is_none())
+            .map(|(k, o)| (k.as_str(), o.who.as_str()))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ClaimOp {
+    /// Last writer wins, unless `if_free` and someone else owns the line.
+    Claim {
+        line: String,
+        who: String,
+        if_free: bool,
+        ephemeral: Option<u64>,
+    },
+    Release {
+        line: String,
+    },
+    /// Outbound auto-claim: take the line only when nobody owns it.
+    Auto {
+        line: String,
+        who: String,
+    },
+    /// A connection closed: drop its ephemeral claims.
+    DropConnection(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed {
+        owner: String,
+        previous: Option<String>,
+    },
+    Conflict {
+        owner: String,
+    },
+    Released(bool),
+    /// Auto-claim result: `claimed`, `kept` (already ours) or `skipped`.
+    Auto(&'static str),
+    Dropped(usize),
+}
+
+type Reply = oneshot::Sender<Result<ClaimOutcome, String>>;
+
+pub struct Claims {
+    snap: Arc<ArcSwap<ClaimMap>>,
+    tx: mpsc::Sender<(ClaimOp, Reply)>,
+}
+
+impl Claims {
+    /// Loads `claims.json` (missing is empty; unreadable is an error the
+    /// daemon refuses to start on) and starts the change task.
+    pub fn open(path: &Path, fsync: bool) -> io::Result<Claims> {
+        let mut map = ClaimMap::default();
+        match fs::read(path) {
+            Ok(bytes) => {
+                let parsed: BTreeMap<String, String> =
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "{} is not a JSON object of line -> owner ({e}); fix it or move it away",
+                                path.display()
+                            ),
+                        )
+                    })?;
+                for (line, who) in parsed {
+                    map.owners.insert(
+                        line,
+                        Owner {
+                            who,
+                            ephemeral: None,
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let snap = Arc::new(ArcSwap::from_pointee(map));
+        let (tx, rx) = mpsc::channel(4096);
+        let task = ClaimTask {
+            path: path.to_path_buf(),
+            fsync,
+            snap: snap.clone(),
+        };
+        tokio::spawn(task.run(rx));
+        Ok(Claims { snap, tx })
+    }
+
+    /// The current claims, without a lock.
+    pub fn snapshot(&self) -> Arc<ClaimMap> {
+        self.snap.load_full()
+    }
+
+    pub async fn apply(&self, op: ClaimOp) -> Result<ClaimOutcome, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((op, reply))
+            .await
+            .map_err(|_| "claims are shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "claims are shutting down".to_string())?
+    }
+}
+
+struct ClaimTask {
+    path: PathBuf,
+    fsync: bool,
+    snap: Arc<ArcSwap<ClaimMap>>,
+}
+
+impl ClaimTask {
+    async fn run(self, mut rx: mpsc::Receiver<(ClaimOp, Reply)>) {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 1024).await > 0 {
+            let current = self.snap.load_full();
+            let mut next = (*current).clone();
+            let outcomes: Vec<ClaimOutcome> =
+                batch.iter().map(|(op, _)| apply(&mut next, op)).collect();
+            let persist = next.durable() != current.durable();
+            let result = if persist {
+                let body = match serde_json::to_vec_pretty(&next.durable()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let why = e.to_string();
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(why.clone()));
+                        }
+                        continue;
+                    }
+                };
+                let path = self.path.clone();
+                let fsync = self.fsync;
+                tokio::task::spawn_blocking(move || write_atomic(&path, &body, fsync))
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|r| r)
+            } else {
+                Ok(())
+            };
+            match result {
+                Ok(()) => {
+                    self.snap.store(Arc::new(next));
+                    for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    let why = format!("could not write {}: {e}", self.path.display());
+                    tracing::error!("{why}");
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(why.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
+    match op {
+        ClaimOp::Claim {
+            line,
+            who,
+            if_free,
+            ephemeral,
+        } => {
+            let previous = map.owners.get(line).map(|o| o.who.clone());
+            if *if_free {
+                if let Some(owner) = &previous {
+                    if owner != who {
+                        return ClaimOutcome::Conflict {
+                            owner: owner.clone(),
+                        };
+                    }
+                }
+            }
+            map.owners.insert(
+                line.clone(),
+                Owner {
+                    who: who.clone(),
+                    ephemeral: *ephemeral,
+                },
+            );
+            ClaimOutcome::Claimed {
+                owner: who.clone(),
+                previous,
+            }
+        }
+        ClaimOp::Release { line } => ClaimOutcome::Released(map.owners.remove(line).is_some()),
+        ClaimOp::Auto { line, who } => match map.owners.get(line) {
+            None => {
+                map.owners.insert(
+                    line.clone(),
+                    Owner {
+                        who: who.clone(),
+                        ephemeral: None,
+                    },
+                );
+                ClaimOutcome::Auto("claimed")
+            }
+            Some(o) if &o.who == who => ClaimOutcome::Auto("kept"),
+            Some(_) => ClaimOutcome::Auto("skipped"),
+        },
+        ClaimOp::DropConnection(conn) => {
+            let before = map.owners.len();
+            map.owners.retain(|_, o| o.ephemeral != Some(*conn));
+            ClaimOutcome::Dropped(before - map.owners.len())
+        }
+    }
+}
+
+/// Replaces `path` atomically: temp file, fsync, rename, fsync of the dir.
+pub fn write_atomic(path: &Path, body: &[u8], fsync: bool) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(body)?;
+    f.write_all(b"\n")?;
+    if fsync {
+        f.sync_all()?;
+    }
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if fsync {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_rules() {
+        let mut m = ClaimMap::default();
+        let claim = |line: &str, who: &str, if_free| ClaimOp::Claim {
+            line: line.into(),
+            who: who.into(),
+            if_free,
+            ephemeral: None,
+        };
+        assert_eq!(
+            apply(&mut m, &claim("l", "a", false)),
+            ClaimOutcome::Claimed {
+                owner: "a".into(),
+                previous: None
+            }
+        );
+        assert_eq!(
+            apply(&mut m, &claim("l", "b", true)),
+            ClaimOutcome::Conflict { owner: "a".into() }
+        );
+        assert_eq!(
+            apply(&mut m, &claim("l", "b", false)),
+            ClaimOutcome::Claimed {
+                owner: "b".into(),
+                previous: Some("a".into())
+            }
+        );
+        let auto = |who: &str| ClaimOp::Auto {
+            line: "l".into(),
+            who: who.into(),
+        };
+        assert_eq!(apply(&mut m, &auto("b")), ClaimOutcome::Auto("kept"));
+        assert_eq!(apply(&mut m, &auto("a")), ClaimOutcome::Auto("skipped"));
+        assert_eq!(
+            apply(&mut m, &ClaimOp::Release { line: "l".into() }),
+            ClaimOutcome::Released(true)
+        );
+        assert_eq!(apply(&mut m, &auto("a")), ClaimOutcome::Auto("claimed"));
+        assert_eq!(
+            apply(&mut m, &ClaimOp::Release { line: "x".into() }),
+            ClaimOutcome::Released(false)
+        );
+    }
+}

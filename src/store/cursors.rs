@@ -1,0 +1,196 @@
+//! Durable cursors: `cursors/<slug>` holds a decimal byte offset.
+//!
+//! Cursors live in memory and are written by one flusher that coalesces
+//! (every 100 ms and at shutdown), each file replaced atomically. A crash
+//! loses at most the last interval: events are then delivered again, never
+//! skipped. At startup every cursor is checked against the log: one past the
+//! end is pulled back to the end, one inside an entry is moved back to that
+//! entry's start, each with a warning.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::log::Log;
+
+/// The file name for a cursor name: `metro://` is dropped, then every byte
+/// outside `[A-Za-z0-9._-]` is written `%XX` (so distinct names never share a
+/// file, and the name can be read back from it).
+pub fn slug(name: &str) -> String {
+    let name = name.strip_prefix(crate::line::SCHEME).unwrap_or(name);
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, b) in name.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    value: u64,
+    dirty: bool,
+}
+
+pub struct Cursors {
+    dir: PathBuf,
+    slots: Mutex<HashMap<String, Slot>>,
+    fsync: bool,
+}
+
+/// A cursor repaired at startup.
+#[derive(Debug, Clone)]
+pub struct Repair {
+    pub slug: String,
+    pub was: String,
+    pub now: u64,
+}
+
+impl Cursors {
+    /// Loads every cursor under `dir` and repairs those that do not point at
+    /// an entry boundary of `log`.
+    pub fn open(dir: &Path, log: &Log, fsync: bool) -> io::Result<(Cursors, Vec<Repair>)> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mut slots = HashMap::new();
+        let mut repairs = Vec::new();
+        let end = log.end();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.ends_with(".tmp") || !entry.file_type()?.is_file() {
+                continue;
+            }
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            let parsed = text.trim().parse::<u64>();
+            let value = match parsed {
+                Ok(v) if v <= end && log.is_boundary(v)? => {
+                    slots.insert(
+                        name,
+                        Slot {
+                            value: v,
+                            dirty: false,
+                        },
+                    );
+                    continue;
+                }
+                Ok(v) if v > end => end,
+                Ok(v) => log.boundary_at_or_before(v)?,
+                Err(_) => 0,
+            };
+            repairs.push(Repair {
+                slug: name.clone(),
+                was: text.trim().chars().take(40).collect(),
+                now: value,
+            });
+            slots.insert(name, Slot { value, dirty: true });
+        }
+        let cursors = Cursors {
+            dir: dir.to_path_buf(),
+            slots: Mutex::new(slots),
+            fsync,
+        };
+        cursors.flush()?;
+        Ok((cursors, repairs))
+    }
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let slots = self.slots.lock().ok()?;
+        slots.get(&slug(name)).map(|s| s.value)
+    }
+
+    pub fn set(&self, name: &str, value: u64) {
+        if let Ok(mut slots) = self.slots.lock() {
+            let slot = slots
+                .entry(slug(name))
+                .or_insert(Slot { value, dirty: true });
+            if slot.value != value {
+                slot.value = value;
+                slot.dirty = true;
+            }
+        }
+    }
+
+    /// Every cursor, by file name.
+    pub fn all(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = match self.slots.lock() {
+            Ok(slots) => slots.iter().map(|(k, s)| (k.clone(), s.value)).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    /// Writes every changed cursor (temp file, rename).
+    pub fn flush(&self) -> io::Result<()> {
+        let dirty: Vec<(String, u64)> = match self.slots.lock() {
+            Ok(mut slots) => slots
+                .iter_mut()
+                .filter(|(_, s)| s.dirty)
+                .map(|(k, s)| {
+                    s.dirty = false;
+                    (k.clone(), s.value)
+                })
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        let mut first_err = None;
+        for (name, value) in &dirty {
+            if let Err(e) = self.write_one(name, *value) {
+                tracing::error!("could not write cursor {name}: {e}");
+                if let Ok(mut slots) = self.slots.lock() {
+                    if let Some(s) = slots.get_mut(name) {
+                        s.dirty = true;
+                    }
+                }
+                first_err.get_or_insert(e);
+            }
+        }
+        if !dirty.is_empty() && self.fsync {
+            if let Ok(d) = fs::File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn write_one(&self, name: &str, value: u64) -> io::Result<()> {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        writeln!(f, "{value}")?;
+        if self.fsync {
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, self.dir.join(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slug;
+
+    #[test]
+    fn slugs_are_distinct_and_readable() {
+        assert_eq!(slug("metro://claude/user/abc"), "claude%2Fuser%2Fabc");
+        assert_eq!(slug("claude_user"), "claude_user");
+        assert_ne!(slug("a/b"), slug("a%2Fb"));
+        assert_eq!(slug(".."), "%2E.");
+    }
+}

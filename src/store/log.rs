@@ -1,0 +1,816 @@
+//! The event log, `history.jsonl`.
+//!
+//! - One writer thread owns the file. Appends from every connection and
+//!   station arrive on one channel; the writer drains whatever is queued (a
+//!   batch), mints `id` and `ts`, serializes each event once, writes the batch
+//!   with one `write` and, under `--fsync always`, one `fdatasync`. Only then
+//!   are the publishers answered and the entries made visible to readers.
+//! - Visible entries go into a byte-bounded ring (`Arc<Entry>`: the JSON bytes
+//!   plus the four fields the delivery predicate needs) and the committed end
+//!   offset is published on a `watch` channel. Live subscribers wake on that
+//!   and read the ring; a subscriber whose position has left the ring reads
+//!   the file in chunks instead. Memory is bounded by the ring, whatever a
+//!   subscriber does.
+//! - Startup looks only at the end of the file: a torn last line (a crash in
+//!   the middle of a write) is cut off and reported. The file is never
+//!   scanned whole.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::lines::LineIndex;
+use crate::proto::Event;
+
+/// How appends are made durable before they are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// One `fdatasync` per batch, before any publisher of the batch is answered.
+    Always,
+    /// Written to the OS before the answer; `fdatasync` at most this often.
+    Interval(Duration),
+    /// Written to the OS before the answer; the kernel decides when to sync.
+    Never,
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => match other.strip_prefix("interval:") {
+                Some(ms) => match ms.parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+                    _ => Err(format!(
+                        "bad fsync interval {ms:?}: expected a positive number of milliseconds"
+                    )),
+                },
+                None => Err(format!(
+                    "bad fsync policy {other:?}: expected always, interval:<ms> or never"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => write!(f, "always"),
+            FsyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+            FsyncPolicy::Never => write!(f, "never"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub fsync: FsyncPolicy,
+    /// Bytes of recent entries kept in memory for live fan-out.
+    pub ring_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            fsync: FsyncPolicy::Always,
+            ring_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The fields of an event the delivery predicate looks at, parsed once.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub line: Box<str>,
+    pub to: Box<str>,
+    pub station: Box<str>,
+    pub kind: Box<str>,
+    /// False for a log line that is not an event object; such lines are
+    /// passed over (the cursor moves past them) but never delivered.
+    pub valid: bool,
+}
+
+#[derive(Deserialize)]
+struct MetaRef<'a> {
+    #[serde(borrow)]
+    line: Cow<'a, str>,
+    #[serde(borrow, default)]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    station: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+impl Meta {
+    pub fn of(event: &Event) -> Meta {
+        Meta {
+            line: event.line.as_str().into(),
+            to: event.to.as_str().into(),
+            station: event.station.as_str().into(),
+            kind: event.kind.as_str().into(),
+            valid: true,
+        }
+    }
+
+    /// Parses the predicate fields of a stored line. Lines written by the
+    /// TypeScript metro may lack `to` or `station`: `to` defaults to `line`,
+    /// `station` to the line's station, `kind` to `inbound`.
+    pub fn parse(json: &[u8]) -> Meta {
+        match serde_json::from_slice::<MetaRef>(json) {
+            Ok(m) => {
+                let station = match m.station {
+                    Some(s) => s.into_owned().into_boxed_str(),
+                    None => crate::line::station_of(&m.line).into(),
+                };
+                Meta {
+                    to: m.to.as_deref().unwrap_or(&m.line).into(),
+                    line: m.line.into_owned().into_boxed_str(),
+                    station,
+                    kind: m.kind.as_deref().unwrap_or("inbound").into(),
+                    valid: true,
+                }
+            }
+            Err(_) => Meta::default(),
+        }
+    }
+}
+
+/// One committed log entry.
+#[derive(Debug)]
+pub struct Entry {
+    /// Byte offset just after this entry's `\n`.
+    pub end: u64,
+    /// The event's JSON, without the trailing `\n`.
+    pub json: Bytes,
+    pub meta: Meta,
+}
+
+impl Entry {
+    pub fn start(&self) -> u64 {
+        self.end - self.json.len() as u64 - 1
+    }
+}
+
+/// What a publisher is told once its event is durable.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub id: String,
+    pub ts: String,
+    pub offset: u64,
+}
+
+#[derive(Debug, Error, Clone)]
+pub enum AppendError {
+    #[error("could not write the log: {0}")]
+    Io(String),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+// Appends travel by value: boxing would add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum WriterMsg {
+    Append(Pending),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Pending {
+    event: Event,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+struct Ring {
+    entries: VecDeque<Arc<Entry>>,
+    bytes: usize,
+    cap: usize,
+}
+
+/// Per-entry bookkeeping counted against the ring's budget besides the JSON.
+const ENTRY_OVERHEAD: usize = 128;
+
+impl Ring {
+    fn push(&mut self, e: Arc<Entry>) {
+        self.bytes += e.json.len() + ENTRY_OVERHEAD;
+        self.entries.push_back(e);
+        while self.bytes > self.cap && self.entries.len() > 1 {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.json.len() + ENTRY_OVERHEAD;
+            }
+        }
+    }
+}
+
+struct Shared {
+    ring: RwLock<Ring>,
+    reader: File,
+    lines: Arc<Mutex<LineIndex>>,
+}
+
+/// Handle to the log, shared by every connection and station.
+pub struct Log {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<WriterMsg>,
+    end_rx: watch::Receiver<u64>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What [`Log::open`] found and repaired.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Bytes of a torn last line that were cut off.
+    pub cut_bytes: u64,
+}
+
+/// Largest chunk read from the file at once by catch-up readers.
+const READ_CHUNK: usize = 256 << 10;
+/// Most entries handed out by one ring or file read.
+pub const MAX_ENTRIES_PER_READ: usize = 1024;
+/// Most appends committed in one batch.
+const MAX_BATCH: usize = 4096;
+/// Appends waiting for the writer before publishers wait too.
+const QUEUE: usize = 8192;
+
+impl Log {
+    /// Opens (creating) the log, repairs a torn tail and starts the writer.
+    pub fn open(
+        path: &Path,
+        opts: LogOptions,
+        lines: Arc<Mutex<LineIndex>>,
+    ) -> io::Result<(Log, Recovery)> {
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(path)?;
+        if !existed {
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        let cut_bytes = cut_torn_tail(&mut file)?;
+        let end = file.metadata()?.len();
+        let reader = File::open(path)?;
+        let shared = Arc::new(Shared {
+            ring: RwLock::new(Ring {
+                entries: VecDeque::new(),
+                bytes: 0,
+                cap: opts.ring_bytes.max(64 << 10),
+            }),
+            reader,
+            lines,
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (end_tx, end_rx) = watch::channel(end);
+        let writer_shared = shared.clone();
+        let fsync = opts.fsync;
+        let handle = std::thread::Builder::new()
+            .name("metro-log-writer".into())
+            .spawn(move || writer_thread(file, end, rx, end_tx, writer_shared, fsync))?;
+        let log = Log {
+            path: path.to_path_buf(),
+            shared,
+            tx,
+            end_rx,
+            writer: Mutex::new(Some(handle)),
+        };
+        Ok((log, Recovery { cut_bytes }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Offset just after the last committed entry.
+    pub fn end(&self) -> u64 {
+        *self.end_rx.borrow()
+    }
+
+    /// A receiver that changes whenever entries are committed.
+    pub fn watch_end(&self) -> watch::Receiver<u64> {
+        self.end_rx.clone()
+    }
+
+    /// Appends one event (its `id` and `ts` are minted here) and waits until
+    /// it is durable under the fsync policy.
+    pub async fn append(&self, event: Event) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriterMsg::Append(Pending { event, reply }))
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        rx.await.map_err(|_| AppendError::ShuttingDown)?
+    }
+
+    /// Lets the writer commit what is queued, sync, and stop. Appends after
+    /// this answer [`AppendError::ShuttingDown`].
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(WriterMsg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    /// Entries starting at `pos` and ending at or before `until`, from the
+    /// ring. `None` when `pos` is older than the ring (read the file).
+    pub fn read_ring(&self, pos: u64, until: u64) -> Option<Vec<Arc<Entry>>> {
+        let ring = self.shared.ring.read().ok()?;
+        let first = ring.entries.front()?;
+        if pos < first.start() {
+            return None;
+        }
+        let idx = ring.entries.partition_point(|e| e.end <= pos);
+        let out: Vec<Arc<Entry>> = ring
+            .entries
+            .range(idx..)
+            .take_while(|e| e.end <= until)
+            .take(MAX_ENTRIES_PER_READ)
+            .cloned()
+            .collect();
+        Some(out)
+    }
+
+    /// Entries from `pos` (an entry boundary) up to at most `until`, read
+    /// from the file: one chunk, complete lines only.
+    pub async fn read_file(&self, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || read_entries(&shared.reader, pos, until))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Entries from `pos`, from the ring when it still holds them, else from
+    /// the file.
+    pub async fn read_from(&self, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
+        if pos >= until {
+            return Ok(Vec::new());
+        }
+        match self.read_ring(pos, until) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => self.read_file(pos, until).await,
+        }
+    }
+
+    /// True when `offset` is 0 or the byte before it is the `\n` of a
+    /// committed entry.
+    pub fn is_boundary(&self, offset: u64) -> io::Result<bool> {
+        if offset == 0 {
+            return Ok(true);
+        }
+        if offset > self.end() {
+            return Ok(false);
+        }
+        let mut b = [0u8; 1];
+        self.shared.reader.read_exact_at(&mut b, offset - 1)?;
+        Ok(b[0] == b'\n')
+    }
+
+    /// The entry boundary at or before `offset` (for repairing cursors).
+    pub fn boundary_at_or_before(&self, offset: u64) -> io::Result<u64> {
+        let offset = offset.min(self.end());
+        let (start, _) = scan_back_for_newline(&self.shared.reader, offset)?;
+        Ok(start)
+    }
+
+    /// Complete lines ending at or before `before`, newest first, reading
+    /// backwards about `chunk` bytes. Returns the lines (without `\n`, with
+    /// their end offsets) and the offset where the next call should continue
+    /// (0 when the start of the file was reached).
+    pub async fn read_back(
+        &self,
+        before: u64,
+        chunk: usize,
+    ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || read_back(&shared.reader, before, chunk))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Blocking variant of [`Log::read_back`], for startup.
+    pub fn read_back_blocking(
+        &self,
+        before: u64,
+        chunk: usize,
+    ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
+        read_back(&self.shared.reader, before, chunk)
+    }
+}
+
+/// Cuts a last line without its `\n`. Reads backwards only as far as the
+/// last `\n`.
+fn cut_torn_tail(file: &mut File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(0);
+    }
+    let (keep, _) = scan_back_for_newline(file, len)?;
+    file.set_len(keep)?;
+    file.sync_all()?;
+    Ok(len - keep)
+}
+
+/// Finds the offset just after the last `\n` before `offset` (0 if none).
+/// Returns it and the number of bytes read.
+fn scan_back_for_newline(file: &File, offset: u64) -> io::Result<(u64, u64)> {
+    let mut hi = offset;
+    let mut read = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    while hi > 0 {
+        let lo = hi.saturating_sub(buf.len() as u64);
+        let n = (hi - lo) as usize;
+        file.read_exact_at(&mut buf[..n], lo)?;
+        read += n as u64;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok((lo + i as u64 + 1, read));
+        }
+        hi = lo;
+    }
+    Ok((0, read))
+}
+
+fn read_entries(file: &File, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
+    let mut want = READ_CHUNK.min((until - pos) as usize);
+    loop {
+        let mut buf = vec![0u8; want];
+        file.read_exact_at(&mut buf, pos)?;
+        let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
+            if pos + (want as u64) >= until {
+                // The committed region always ends with `\n`; reaching here
+                // means `pos` was not an entry boundary.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "log region has no complete line",
+                ));
+            }
+            // A line longer than the chunk: read more.
+            want = (want * 2).min((until - pos) as usize);
+            continue;
+        };
+        buf.truncate(last_nl + 1);
+        let bytes = Bytes::from(buf);
+        let mut out = Vec::new();
+        let mut start = 0usize;
+        while start < bytes.len() && out.len() < MAX_ENTRIES_PER_READ {
+            let nl = match bytes[start..].iter().position(|&b| b == b'\n') {
+                Some(i) => start + i,
+                None => break,
+            };
+            let json = bytes.slice(start..nl);
+            let meta = Meta::parse(&json);
+            if !meta.valid {
+                tracing::warn!(
+                    offset = pos + start as u64,
+                    "log line is not an event object; passing over it"
+                );
+            }
+            out.push(Arc::new(Entry {
+                end: pos + nl as u64 + 1,
+                json,
+                meta,
+            }));
+            start = nl + 1;
+        }
+        return Ok(out);
+    }
+}
+
+fn read_back(file: &File, before: u64, chunk: usize) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
+    if before == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let mut want = chunk.max(4096) as u64;
+    loop {
+        let lo = before.saturating_sub(want);
+        let mut buf = vec![0u8; (before - lo) as usize];
+        file.read_exact_at(&mut buf, lo)?;
+        // Lines are complete from the first `\n` in the chunk on, or from the
+        // chunk's start when it is the file's start.
+        let first = if lo == 0 {
+            0
+        } else {
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) if i + 1 < buf.len() || lo == 0 => i + 1,
+                _ => {
+                    want *= 2;
+                    continue;
+                }
+            }
+        };
+        let bytes = Bytes::from(buf);
+        let mut out = Vec::new();
+        let mut end = bytes.len();
+        // bytes[end-1] is the `\n` of the newest line.
+        while end > first {
+            let line_end = end - 1;
+            let line_start = bytes[first..line_end]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| first + i + 1)
+                .unwrap_or(first);
+            out.push((lo + end as u64, bytes.slice(line_start..line_end)));
+            end = line_start;
+        }
+        return Ok((out, lo + first as u64));
+    }
+}
+
+/// Mints ids (`msg_` + 11 hex digits of milliseconds + 6 of a per-process
+/// random counter) and timestamps that never go backwards.
+struct Mint {
+    last_ms: i128,
+    counter: u32,
+}
+
+impl Mint {
+    fn new() -> Mint {
+        let mut seed = [0u8; 4];
+        let _ = getrandom::fill(&mut seed);
+        Mint {
+            last_ms: 0,
+            counter: u32::from_le_bytes(seed),
+        }
+    }
+
+    fn next(&mut self) -> (String, String) {
+        let now = time::OffsetDateTime::now_utc();
+        let ms = (now.unix_timestamp_nanos() / 1_000_000).max(self.last_ms);
+        self.last_ms = ms;
+        self.counter = self.counter.wrapping_add(1);
+        let id = format!("msg_{:011x}{:06x}", ms as u64, self.counter & 0xff_ffff);
+        (id, crate::clock::format_ms(ms))
+    }
+}
+
+fn writer_thread(
+    file: File,
+    pos: u64,
+    rx: mpsc::Receiver<WriterMsg>,
+    end_tx: watch::Sender<u64>,
+    shared: Arc<Shared>,
+    fsync: FsyncPolicy,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("log writer could not start: {e}");
+            return;
+        }
+    };
+    let mut w = Writer {
+        file,
+        pos,
+        end_tx,
+        shared,
+        fsync,
+        mint: Mint::new(),
+        unsynced: false,
+        last_sync: std::time::Instant::now(),
+        broken: None,
+    };
+    rt.block_on(w.run(rx));
+}
+
+struct Writer {
+    file: File,
+    pos: u64,
+    end_tx: watch::Sender<u64>,
+    shared: Arc<Shared>,
+    fsync: FsyncPolicy,
+    mint: Mint,
+    unsynced: bool,
+    last_sync: std::time::Instant,
+    /// Set when the file could not be restored after a failed write: every
+    /// later append is refused rather than risk a torn log.
+    broken: Option<String>,
+}
+
+impl Writer {
+    async fn run(&mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+        let mut batch: Vec<Pending> = Vec::new();
+        let mut shutdown = None;
+        loop {
+            let msg = match (self.fsync, self.unsynced) {
+                (FsyncPolicy::Interval(every), true) => {
+                    let deadline = tokio::time::Instant::from_std(self.last_sync + every);
+                    tokio::select! {
+                        m = rx.recv() => m,
+                        _ = tokio::time::sleep_until(deadline) => {
+                            self.sync();
+                            continue;
+                        }
+                    }
+                }
+                _ => rx.recv().await,
+            };
+            match msg {
+                None => break,
+                Some(WriterMsg::Shutdown(tx)) => {
+                    shutdown = Some(tx);
+                    break;
+                }
+                Some(WriterMsg::Append(p)) => batch.push(p),
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(WriterMsg::Append(p)) => batch.push(p),
+                    Ok(WriterMsg::Shutdown(tx)) => {
+                        shutdown = Some(tx);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+            if shutdown.is_some() {
+                break;
+            }
+        }
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                WriterMsg::Append(p) => {
+                    let _ = p.reply.send(Err(AppendError::ShuttingDown));
+                }
+                WriterMsg::Shutdown(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        if self.fsync != FsyncPolicy::Never || self.unsynced {
+            self.sync();
+        }
+        if let Some(tx) = shutdown {
+            let _ = tx.send(());
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Err(e) = self.file.sync_data() {
+            tracing::error!("fdatasync of the log failed: {e}");
+        }
+        self.unsynced = false;
+        self.last_sync = std::time::Instant::now();
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        if let Some(why) = &self.broken {
+            for p in batch.drain(..) {
+                let _ = p.reply.send(Err(AppendError::Io(why.clone())));
+            }
+            return;
+        }
+        let mut buf = Vec::with_capacity(batch.len() * 384);
+        let mut spans = Vec::with_capacity(batch.len());
+        for p in batch.iter_mut() {
+            let (id, ts) = self.mint.next();
+            p.event.id = id;
+            p.event.ts = ts;
+            let start = buf.len();
+            // Serializing an Event (strings and JSON values) cannot fail.
+            if serde_json::to_writer(&mut buf, &p.event).is_err() {
+                buf.truncate(start);
+            }
+            buf.push(b'\n');
+            spans.push((start, buf.len()));
+        }
+        let written = self.file.write_all(&buf).and_then(|()| {
+            if self.fsync == FsyncPolicy::Always {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            let why = e.to_string();
+            tracing::error!(
+                offset = self.pos,
+                "append of {} events failed: {why}",
+                batch.len()
+            );
+            // Cut whatever part of the batch reached the file.
+            if let Err(e2) = self.file.set_len(self.pos) {
+                let msg = format!(
+                    "log could not be restored to offset {} after a failed write ({e2}); restart metrod",
+                    self.pos
+                );
+                tracing::error!("{msg}");
+                self.broken = Some(msg);
+            }
+            for p in batch.drain(..) {
+                let _ = p.reply.send(Err(AppendError::Io(why.clone())));
+            }
+            return;
+        }
+        if self.fsync != FsyncPolicy::Always {
+            self.unsynced = true;
+        }
+        let base = self.pos;
+        self.pos += buf.len() as u64;
+        let bytes = Bytes::from(buf);
+        let entries: Vec<Arc<Entry>> = batch
+            .iter()
+            .zip(&spans)
+            .map(|(p, &(s, e))| {
+                Arc::new(Entry {
+                    end: base + e as u64,
+                    json: bytes.slice(s..e - 1),
+                    meta: Meta::of(&p.event),
+                })
+            })
+            .collect();
+        if let Ok(mut ring) = self.shared.ring.write() {
+            for e in &entries {
+                ring.push(e.clone());
+            }
+        }
+        if let Ok(mut lines) = self.shared.lines.lock() {
+            for p in batch.iter() {
+                lines.observe(&p.event);
+            }
+        }
+        self.end_tx.send_replace(self.pos);
+        for (p, e) in batch.drain(..).zip(&entries) {
+            let _ = p.reply.send(Ok(Appended {
+                id: p.event.id,
+                ts: p.event.ts,
+                offset: e.end,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policy_parses() {
+        assert_eq!("always".parse::<FsyncPolicy>(), Ok(FsyncPolicy::Always));
+        assert_eq!(
+            "interval:250".parse::<FsyncPolicy>(),
+            Ok(FsyncPolicy::Interval(Duration::from_millis(250)))
+        );
+        assert!("interval:0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_reads_go_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        std::fs::write(
+            &path,
+            b"{\"line\":\"metro://a/b\"}\n{\"line\":\"metro://a/c\"}\n{\"li",
+        )
+        .unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        assert_eq!(cut_torn_tail(&mut f).unwrap(), 4);
+        let len = f.metadata().unwrap().len();
+        assert_eq!(len, 46);
+        let entries = read_entries(&f, 0, len).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].end, 23);
+        assert_eq!(&*entries[1].meta.line, "metro://a/c");
+        assert_eq!(&*entries[1].meta.to, "metro://a/c");
+        let (back, next) = read_back(&f, len, 30).unwrap();
+        let ends: Vec<u64> = back.iter().map(|(end, _)| *end).collect();
+        assert_eq!(ends, vec![46, 23], "newest first");
+        assert_eq!(&back[1].1[..], b"{\"line\":\"metro://a/b\"}");
+        assert_eq!(next, 0);
+        let (back, next) = read_back(&f, 23, 30).unwrap();
+        assert_eq!((back.len(), next), (1, 0));
+    }
+}

@@ -1,0 +1,357 @@
+//! Test harness: the real `metrod` binary on a temp state dir, and a
+//! blocking JSON-lines client on the real socket.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const METROD: &str = env!("CARGO_BIN_EXE_metrod");
+pub const METROCTL: &str = env!("CARGO_BIN_EXE_metroctl");
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub stderr_path: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// A daemon on a fresh temp state dir.
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Daemon {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("state");
+        let mut d = Self::start_in(&dir, args);
+        d._tmp = Some(tmp);
+        d
+    }
+
+    /// A daemon on `dir` (which may hold state from an earlier daemon).
+    pub fn start_in(dir: &Path, args: &[&str]) -> Daemon {
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            socket: dir.join("metro.sock"),
+            stderr_path: dir.with_extension(format!("stderr.{}", unique())),
+            child: None,
+            _tmp: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::File::create(&self.stderr_path).expect("stderr file");
+        let child = Command::new(METROD)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .args(&self.args)
+            .env_remove("METRO_SOCKET")
+            .env_remove("METRO_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn metrod");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(mut c) = Client::try_connect(&self.socket) {
+                if c.try_request(json!({"op": "hello"})).is_some() {
+                    return;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("metrod exited early ({status}): {}", self.stderr());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrod not ready: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.socket)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn history_path(&self) -> PathBuf {
+        self.dir.join("history.jsonl")
+    }
+
+    pub fn history(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.history_path()).unwrap_or_default();
+        text.split_terminator('\n')
+            .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+            .collect()
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        wait_timeout(&mut child, PATIENCE).expect("metrod did not stop on SIGTERM")
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same dir (after `stop` or `kill9`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the daemon first");
+        self.spawn();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) + std::process::id() as u64 * 1_000_000
+}
+
+/// A blocking protocol client. Frames that arrive while it waits for an
+/// answer are kept for [`Client::frame`].
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_req: u64,
+    backlog: VecDeque<Value>,
+    /// Every line received, for schema checks.
+    pub received: Vec<String>,
+    /// Every line sent.
+    pub sent: Vec<String>,
+}
+
+impl Client {
+    pub fn try_connect(path: &Path) -> std::io::Result<Client> {
+        let s = UnixStream::connect(path)?;
+        s.set_read_timeout(Some(PATIENCE))?;
+        Ok(Client {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+            next_req: 1,
+            backlog: VecDeque::new(),
+            received: Vec::new(),
+            sent: Vec::new(),
+        })
+    }
+
+    pub fn connect(path: &Path) -> Client {
+        Self::try_connect(path).expect("connect to metrod")
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.writer
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to socket");
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        let line = serde_json::to_string(v).expect("json");
+        self.sent.push(line.clone());
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    /// Reads one line; `None` on EOF or timeout.
+    pub fn read_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                self.received.push(line.trim_end().to_string());
+                Some(line)
+            }
+        }
+    }
+
+    fn read_value(&mut self) -> Option<Value> {
+        let line = self.read_line()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad frame {line:?}: {e}")))
+    }
+
+    /// Sends `v` with a fresh `req` and returns its answer.
+    pub fn request(&mut self, v: Value) -> Value {
+        self.try_request(v).expect("no answer from metrod")
+    }
+
+    pub fn try_request(&mut self, mut v: Value) -> Option<Value> {
+        let req = self.next_req;
+        self.next_req += 1;
+        v["req"] = json!(req);
+        self.send(&v);
+        self.answer_to(&json!(req))
+    }
+
+    /// Waits for the answer whose `req` is `req`, keeping other frames.
+    pub fn answer_to(&mut self, req: &Value) -> Option<Value> {
+        if let Some(i) = self
+            .backlog
+            .iter()
+            .position(|f| f.get("req") == Some(req) && f.get("ok").is_some())
+        {
+            return self.backlog.remove(i);
+        }
+        loop {
+            let f = self.read_value()?;
+            if f.get("req") == Some(req) && f.get("ok").is_some() {
+                return Some(f);
+            }
+            self.backlog.push_back(f);
+        }
+    }
+
+    /// An answer that must be ok.
+    pub fn ok(&mut self, v: Value) -> Value {
+        let what = v.to_string();
+        let a = self.request(v);
+        assert_eq!(a["ok"], json!(true), "{what} -> {a}");
+        a
+    }
+
+    /// An answer that must be an error with `code`; returns the error.
+    pub fn err(&mut self, v: Value, code: &str) -> Value {
+        let what = v.to_string();
+        let a = self.request(v);
+        assert_eq!(a["ok"], json!(false), "{what} -> {a}");
+        assert_eq!(a["error"]["code"], json!(code), "{what} -> {a}");
+        assert!(a["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        a["error"].clone()
+    }
+
+    /// The next frame that is not an answer.
+    pub fn frame(&mut self) -> Value {
+        self.try_frame().expect("expected a frame from metrod")
+    }
+
+    pub fn try_frame(&mut self) -> Option<Value> {
+        if let Some(i) = self.backlog.iter().position(|f| f.get("ok").is_none()) {
+            return self.backlog.remove(i);
+        }
+        loop {
+            let f = self.read_value()?;
+            if f.get("ok").is_none() {
+                return Some(f);
+            }
+            self.backlog.push_back(f);
+        }
+    }
+
+    /// Waits `d` for a frame; `None` if none came.
+    pub fn frame_within(&mut self, d: Duration) -> Option<Value> {
+        if let Some(i) = self.backlog.iter().position(|f| f.get("ok").is_none()) {
+            return self.backlog.remove(i);
+        }
+        self.writer.set_read_timeout(Some(d)).ok()?;
+        let f = self.try_frame();
+        self.writer.set_read_timeout(Some(PATIENCE)).ok()?;
+        f
+    }
+
+    /// Subscribes; returns the sub id.
+    pub fn subscribe(&mut self, mut v: Value) -> String {
+        v["op"] = json!("subscribe");
+        let a = self.ok(v);
+        a["sub"].as_str().expect("sub id").to_string()
+    }
+
+    /// Event frames of a non-follow subscription up to its `end`; returns
+    /// them and the end offset.
+    pub fn drain(&mut self, sub: &str) -> (Vec<Value>, u64) {
+        let mut events = Vec::new();
+        loop {
+            let f = self.frame();
+            assert_eq!(f["sub"], json!(sub), "frame of another sub: {f}");
+            if f["end"] == json!(true) {
+                return (events, f["offset"].as_u64().expect("end offset"));
+            }
+            events.push(f);
+        }
+    }
+
+    /// `n` event frames.
+    pub fn events(&mut self, n: usize) -> Vec<Value> {
+        (0..n).map(|_| self.frame()).collect()
+    }
+
+    /// True when the daemon closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0))
+    }
+}
+
+/// Publishes `event`; returns the answer.
+pub fn publish(c: &mut Client, event: Value) -> Value {
+    c.ok(json!({"op": "publish", "event": event}))
+}
+
+/// The `text` of each event frame.
+pub fn texts(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| f["event"]["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
