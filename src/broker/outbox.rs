@@ -67,8 +67,17 @@ impl Outbox {
             .map_err(|_| Closed)
     }
 
-    /// Makes every waiting and later `send` fail (the socket is gone).
+    /// A handle that can fail every waiting and later `send` (the socket is
+    /// gone) without keeping the queue open, as a clone of the outbox would.
+    pub fn closer(&self) -> Closer {
+        Closer(self.budget.clone())
+    }
+}
+
+pub struct Closer(Arc<Semaphore>);
+
+impl Closer {
     pub fn close(&self) {
-        self.budget.close();
+        self.0.close();
     }
 }

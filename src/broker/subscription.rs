@@ -297,23 +297,14 @@ pub async fn run(
             break Stopped::Cancelled;
         }
         // Explicit acks: send again what has waited too long for its ack.
-        let mut next_due = None;
-        if explicit {
-            let (due, next) = st.due();
-            next_due = next.map(tokio::time::Instant::from_std);
-            if !due.is_empty() {
-                for (e, n) in &due {
-                    proto::event_frame_head(&mut buf, &sub_json, e.end);
-                    buf.extend_from_slice(&e.json);
-                    buf.extend_from_slice(b",\"redelivered\":");
-                    buf.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
-                    buf.extend_from_slice(proto::EVENT_FRAME_TAIL);
-                }
-                if out.send(std::mem::take(&mut buf), None).await.is_err() {
-                    return Stopped::Cancelled;
-                }
+        let next_due = if explicit {
+            match redeliver_due(&st, &out, &sub_json).await {
+                Ok(next) => next,
+                Err(_) => return Stopped::Cancelled,
             }
-        }
+        } else {
+            None
+        };
         let redelivery = async move {
             match next_due {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -401,7 +392,58 @@ pub async fn run(
     if stopped == Stopped::Ended {
         st.finish();
         let advance = auto.then(|| (st.clone(), pos));
-        let _ = out.send(proto::end_frame(&sub_json, pos), advance).await;
+        if out
+            .send(proto::end_frame(&sub_json, pos), advance)
+            .await
+            .is_err()
+        {
+            return Stopped::Cancelled;
+        }
+        // After `end`, explicit acks still owe redeliveries until all is acked.
+        while explicit && !st.done() {
+            let acked = st.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            let next_due = match redeliver_due(&st, &out, &sub_json).await {
+                Ok(next) => next,
+                Err(_) => return Stopped::Cancelled,
+            };
+            if st.done() {
+                break;
+            }
+            tokio::select! {
+                _ = acked => {}
+                _ = stop.cancelled() => return Stopped::Cancelled,
+                _ = async {
+                    match next_due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
     }
     stopped
+}
+
+/// Sends again, as redelivery frames, the unacked events whose `ackWaitMs`
+/// has run out; returns when the next one will.
+async fn redeliver_due(
+    st: &Arc<SubState>,
+    out: &Outbox,
+    sub_json: &[u8],
+) -> Result<Option<tokio::time::Instant>, super::outbox::Closed> {
+    let (due, next) = st.due();
+    if !due.is_empty() {
+        let mut buf = Vec::new();
+        for (e, n) in &due {
+            proto::event_frame_head(&mut buf, sub_json, e.end);
+            buf.extend_from_slice(&e.json);
+            buf.extend_from_slice(b",\"redelivered\":");
+            buf.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
+            buf.extend_from_slice(proto::EVENT_FRAME_TAIL);
+        }
+        out.send(buf, None).await?;
+    }
+    Ok(next.map(tokio::time::Instant::from_std))
 }

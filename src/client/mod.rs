@@ -1,3 +1,160 @@
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! `metroctl`, the thin client: one subcommand per op (or group of ops),
+//! each a request over the socket. Files: [`conn`] (the connection),
+//! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
+//! [`tail`] (the streaming command), [`commands`] (everything else).
+
+pub mod commands;
+pub mod conn;
+pub mod identity;
+pub mod output;
+pub mod tail;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code when the daemon cannot be reached.
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(
+        "metrod is not running: cannot connect to {} ({cause}).\n\
+         Start it with `metrod` (it uses $METRO_STATE_DIR, else ~/.local/state/metro), \
+         or point metroctl at its socket with --socket or $METRO_SOCKET.",
+        socket.display()
+    )]
+    NotRunning {
+        socket: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{code}: {message}")]
+    Daemon { code: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// metroctl: talk to the metro broker.
+#[derive(Debug, Parser)]
+#[command(name = "metroctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Socket of metrod [default: $METRO_SOCKET, else <state dir>/metro.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Who this command acts as.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Identity {
+    /// Identity line [default: $METRO_AS, else the agent's environment]
+    #[arg(long = "as", value_name = "URI")]
+    pub as_: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the daemon's hello (protocol, version, ops).
+    Hello,
+    /// Print events; with --follow, keep printing as they arrive.
+    Tail(tail::TailArgs),
+    /// Claim a line (last writer wins unless --if-free).
+    Claim {
+        line: String,
+        #[command(flatten)]
+        who: Identity,
+        /// Fail with `conflict` if someone else owns the line.
+        #[arg(long)]
+        if_free: bool,
+    },
+    /// Release a line.
+    Release { line: String },
+    /// List claims.
+    Claims {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to a line (TEXT `-` reads stdin).
+    Send {
+        line: String,
+        text: String,
+        /// Sender identity [default: as for --as]
+        #[arg(long, value_name = "URI")]
+        from: Option<String>,
+        /// Do not claim the line (also METRO_NO_AUTO_CLAIM=1).
+        #[arg(long)]
+        no_claim: bool,
+        /// Message id this replies to.
+        #[arg(long, value_name = "ID")]
+        reply_to: Option<String>,
+    },
+    /// Edit a message.
+    Edit {
+        line: String,
+        message_id: String,
+        text: String,
+        #[arg(long, value_name = "URI")]
+        from: Option<String>,
+        #[arg(long)]
+        no_claim: bool,
+    },
+    /// React to a message ("" clears).
+    React {
+        line: String,
+        message_id: String,
+        emoji: String,
+        #[arg(long, value_name = "URI")]
+        from: Option<String>,
+        #[arg(long)]
+        no_claim: bool,
+    },
+    /// Search the log, newest first.
+    History(commands::HistoryArgs),
+    /// Recently seen conversations.
+    Lines {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stations and their status.
+    Stations {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Log size, uptime, subscriptions and cursors.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a durable cursor.
+    Cursor {
+        #[command(flatten)]
+        who: Identity,
+        /// Cursor name (instead of the identity's).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Publish a raw event (JSON object; `-` reads stdin). For scripts and tests.
+    Publish { json: String },
+}
+
+/// Entry point of the `metroctl` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli.socket.clone().unwrap_or_else(crate::paths::socket);
+    match commands::run(&socket, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("metroctl: {e}");
+            match e {
+                CliError::NotRunning { .. } => ExitCode::from(EXIT_NOT_RUNNING),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
 }

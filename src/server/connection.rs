@@ -23,7 +23,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, Reply};
-use crate::broker::outbox::{Outbox, Outgoing};
+use crate::broker::outbox::{Closer, Outbox, Outgoing};
 use crate::broker::subscription::SubState;
 use crate::broker::Broker;
 use crate::proto::{error_frame, ErrorCode, WireError};
@@ -157,10 +157,13 @@ impl Conn {
         self.tasks.spawn(fut);
     }
 
-    fn cancel_following(&self) {
+    /// At end of input: stop what could only go on with the client's help
+    /// (following, and explicit acks that can no longer arrive); let finite
+    /// auto/none subscriptions run to their `end`.
+    fn cancel_open_ended(&self) {
         if let Ok(subs) = self.subs.lock() {
             for h in subs.values() {
-                if h.state.follow {
+                if h.state.follow || h.state.ack == crate::proto::AckMode::Explicit {
                     h.cancel.cancel();
                 }
             }
@@ -197,7 +200,7 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, shutdown: Cancellati
     };
     let (rd, wr) = stream.into_split();
     let (out, rx) = Outbox::new();
-    let writer = tokio::spawn(write_loop(wr, rx, out.clone()));
+    let writer = tokio::spawn(write_loop(wr, rx, out.closer()));
     if !peer_ok {
         tracing::warn!(conn = id, "refused a connection from another user");
         let err = WireError::new(
@@ -221,7 +224,7 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, shutdown: Cancellati
     });
     let ended = read_loop(&conn, rd).await;
     match ended {
-        Ended::Eof => conn.cancel_following(),
+        Ended::Eof => conn.cancel_open_ended(),
         Ended::Abort => conn.stop.cancel(),
     }
     conn.tasks.close();
@@ -302,7 +305,7 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
 async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    out: Outbox,
+    closer: Closer,
 ) {
     let mut group: Vec<Outgoing> = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
@@ -339,6 +342,6 @@ async fn write_loop(
             buf = Vec::with_capacity(64 << 10);
         }
     }
-    out.close();
+    closer.close();
     let _ = wr.shutdown().await;
 }

@@ -33,6 +33,28 @@ pub fn slug(name: &str) -> String {
     out
 }
 
+/// The cursor name a file name stands for (`metro://` is not restored).
+pub fn unslug(slug: &str) -> String {
+    let bytes = slug.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     value: u64,
@@ -184,7 +206,7 @@ impl Cursors {
 
 #[cfg(test)]
 mod tests {
-    use super::slug;
+    use super::{slug, unslug};
 
     #[test]
     fn slugs_are_distinct_and_readable() {
@@ -192,5 +214,8 @@ mod tests {
         assert_eq!(slug("claude_user"), "claude_user");
         assert_ne!(slug("a/b"), slug("a%2Fb"));
         assert_eq!(slug(".."), "%2E.");
+        assert_eq!(unslug("claude%2Fuser%2Fabc"), "claude/user/abc");
+        assert_eq!(unslug(&slug("a b/ü")), "a b/ü");
+        assert_eq!(unslug("50%"), "50%");
     }
 }

@@ -266,6 +266,7 @@ impl Log {
         }
         let cut_bytes = cut_torn_tail(&mut file)?;
         let end = file.metadata()?.len();
+        let last_ms = last_timestamp(&file, end);
         let reader = File::open(path)?;
         let shared = Arc::new(Shared {
             ring: RwLock::new(Ring {
@@ -282,7 +283,7 @@ impl Log {
         let fsync = opts.fsync;
         let handle = std::thread::Builder::new()
             .name("metro-log-writer".into())
-            .spawn(move || writer_thread(file, end, rx, end_tx, writer_shared, fsync))?;
+            .spawn(move || writer_thread(file, end, last_ms, rx, end_tx, writer_shared, fsync))?;
         let log = Log {
             path: path.to_path_buf(),
             shared,
@@ -417,6 +418,24 @@ impl Log {
     }
 }
 
+/// The `ts` of the last entry (so timestamps never go backwards across a
+/// restart either), or 0.
+fn last_timestamp(file: &File, end: u64) -> i128 {
+    #[derive(Deserialize)]
+    struct Ts<'a> {
+        #[serde(borrow)]
+        ts: Cow<'a, str>,
+    }
+    let Ok((lines, _)) = read_back(file, end, 64 << 10) else {
+        return 0;
+    };
+    lines
+        .first()
+        .and_then(|(_, json)| serde_json::from_slice::<Ts>(json).ok())
+        .and_then(|t| crate::clock::parse_ms(&t.ts))
+        .unwrap_or(0)
+}
+
 /// Cuts a last line without its `\n`. Reads backwards only as far as the
 /// last `\n`.
 fn cut_torn_tail(file: &mut File) -> io::Result<u64> {
@@ -548,11 +567,11 @@ struct Mint {
 }
 
 impl Mint {
-    fn new() -> Mint {
+    fn new(last_ms: i128) -> Mint {
         let mut seed = [0u8; 4];
         let _ = getrandom::fill(&mut seed);
         Mint {
-            last_ms: 0,
+            last_ms,
             counter: u32::from_le_bytes(seed),
         }
     }
@@ -570,6 +589,7 @@ impl Mint {
 fn writer_thread(
     file: File,
     pos: u64,
+    last_ms: i128,
     rx: mpsc::Receiver<WriterMsg>,
     end_tx: watch::Sender<u64>,
     shared: Arc<Shared>,
@@ -591,7 +611,7 @@ fn writer_thread(
         end_tx,
         shared,
         fsync,
-        mint: Mint::new(),
+        mint: Mint::new(last_ms),
         unsynced: false,
         last_sync: std::time::Instant::now(),
         broken: None,

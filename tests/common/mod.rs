@@ -338,8 +338,13 @@ impl Client {
 
     /// True when the daemon closed the connection.
     pub fn closed(&mut self) -> bool {
+        // A close with unread input in the daemon's queue arrives as a reset.
         let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0))
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
     }
 }
 

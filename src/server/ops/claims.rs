@@ -45,7 +45,7 @@ pub async fn claim(broker: Arc<Broker>, conn: u64, c: Claim) -> OpResult {
 
 pub async fn release(broker: Arc<Broker>, r: Release) -> OpResult {
     let line =
-        line::line(&r.line).map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
+        line::uri(&r.line).map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
     match broker
         .claims
         .apply(ClaimOp::Release { line: line.clone() })

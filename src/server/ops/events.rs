@@ -203,7 +203,9 @@ pub fn entries_frame(req: Option<&Value>, key: &str, entries: &[Bytes]) -> Vec<u
 }
 
 fn opt_line(field: &str, v: Option<String>) -> Result<Option<String>, WireError> {
-    v.map(|l| line::line(&l).map_err(|e| bad_line(field, e)))
+    // Filters accept any well-formed URI: a log may hold lines older
+    // versions wrote in other shapes, and they must stay searchable.
+    v.map(|l| line::uri(&l).map_err(|e| bad_line(field, e)))
         .transpose()
 }
 
@@ -240,7 +242,7 @@ pub async fn history(broker: Arc<Broker>, h: History) -> Result<Vec<Bytes>, Wire
 }
 
 pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Vec<Bytes>, WireError> {
-    let line = line::line(&f.line).map_err(|e| bad_line("line", e))?;
+    let line = line::uri(&f.line).map_err(|e| bad_line("line", e))?;
     if line::station_of(&line) == "discord" {
         return Err(stations::unavailable("discord"));
     }

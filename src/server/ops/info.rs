@@ -77,7 +77,14 @@ pub fn stats(broker: &Broker) -> OpResult {
         .cursors
         .all()
         .into_iter()
-        .map(|(name, offset)| json!({ "name": name, "offset": offset, "lag": end.saturating_sub(offset) }))
+        .map(|(file, offset)| {
+            json!({
+                "name": crate::store::cursors::unslug(&file),
+                "file": format!("cursors/{file}"),
+                "offset": offset,
+                "lag": end.saturating_sub(offset),
+            })
+        })
         .collect();
     Ok(fields! {
         "logBytes" => end,

@@ -56,7 +56,7 @@ fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
     let chat = s
         .chat
         .as_deref()
-        .map(|c| line::line(c).map_err(|e| WireError::bad_request(format!("field `chat`: {e}"))))
+        .map(|c| line::uri(c).map_err(|e| WireError::bad_request(format!("field `chat`: {e}"))))
         .transpose()?;
     if let Some(k) = &s.kind {
         super::events::check_kind(k)?;

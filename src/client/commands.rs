@@ -1,0 +1,326 @@
+//! Every `metroctl` command but `tail`: build the request, call, print.
+
+use std::io::Read;
+use std::path::Path;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::conn::Connection;
+use super::{identity, output, tail, CliError, Command};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Most entries to print (1..1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u64,
+    #[arg(long, value_name = "LINE")]
+    pub line: Option<String>,
+    #[arg(long)]
+    pub station: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long, value_name = "URI")]
+    pub from: Option<String>,
+    /// Case-insensitive substring of the text.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Only entries at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn usage<E: std::fmt::Display>(e: E) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+fn line_arg(l: &str) -> Result<String, CliError> {
+    crate::line::line(l).map_err(usage)
+}
+
+fn uri_arg(u: &str) -> Result<String, CliError> {
+    crate::line::uri(u).map_err(usage)
+}
+
+fn read_stdin() -> Result<String, CliError> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(CliError::Io)?;
+    Ok(s)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+fn no_claim(flag: bool) -> bool {
+    flag || std::env::var("METRO_NO_AUTO_CLAIM").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The actor of an outbound op: `--from`, else the identity.
+fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
+    identity::resolve(from.as_deref())
+        .map(|a| uri_arg(&a))
+        .transpose()
+}
+
+pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
+    if let Command::Tail(args) = command {
+        return tail::run(socket, args);
+    }
+    let request = build(command)?;
+    let (request, printer) = request;
+    let mut conn = Connection::open(socket)?;
+    let answer = conn.call(request)?;
+    printer(&answer);
+    Ok(())
+}
+
+type Printer = Box<dyn Fn(&Value)>;
+
+fn fields_only(a: &Value) -> Value {
+    let mut a = a.clone();
+    if let Some(m) = a.as_object_mut() {
+        m.remove("req");
+        m.remove("ok");
+    }
+    a
+}
+
+fn plain() -> Printer {
+    Box::new(|a| print_json(&fields_only(a)))
+}
+
+fn build(command: Command) -> Result<(Value, Printer), CliError> {
+    Ok(match command {
+        Command::Tail(_) => unreachable!("handled by run"),
+        Command::Hello => (json!({"op": "hello", "client": "metroctl"}), plain()),
+        Command::Claim { line, who, if_free } => {
+            let who = identity::resolve(who.as_.as_deref()).ok_or_else(|| {
+                CliError::Usage(
+                    "claim needs an identity: --as, $METRO_AS or an agent environment".into(),
+                )
+            })?;
+            (
+                json!({"op": "claim", "line": line_arg(&line)?, "as": uri_arg(&who)?, "ifFree": if_free}),
+                plain(),
+            )
+        }
+        Command::Release { line } => (json!({"op": "release", "line": line_arg(&line)?}), plain()),
+        Command::Claims { json } => (
+            json!({"op": "claims"}),
+            Box::new(move |a| {
+                if output::json_mode(json) {
+                    print_json(&a["claims"]);
+                } else {
+                    let rows: Vec<Vec<String>> = a["claims"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(l, o)| vec![l.clone(), o.as_str().unwrap_or("").to_string()])
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    println!("{}", output::table(&["LINE", "OWNER"], &rows));
+                }
+            }),
+        ),
+        Command::Send {
+            line,
+            text,
+            from,
+            no_claim: nc,
+            reply_to,
+        } => {
+            let text = if text == "-" { read_stdin()? } else { text };
+            let mut req = json!({"op": "send", "line": line_arg(&line)?, "text": text, "noClaim": no_claim(nc)});
+            if let Some(f) = actor(from)? {
+                req["from"] = json!(f);
+            }
+            if let Some(r) = reply_to {
+                req["replyTo"] = json!(r);
+            }
+            (req, plain())
+        }
+        Command::Edit {
+            line,
+            message_id,
+            text,
+            from,
+            no_claim: nc,
+        } => {
+            let text = if text == "-" { read_stdin()? } else { text };
+            let mut req = json!({"op": "edit", "line": line_arg(&line)?, "messageId": message_id, "text": text, "noClaim": no_claim(nc)});
+            if let Some(f) = actor(from)? {
+                req["from"] = json!(f);
+            }
+            (req, plain())
+        }
+        Command::React {
+            line,
+            message_id,
+            emoji,
+            from,
+            no_claim: nc,
+        } => {
+            let mut req = json!({"op": "react", "line": line_arg(&line)?, "messageId": message_id, "emoji": emoji, "noClaim": no_claim(nc)});
+            if let Some(f) = actor(from)? {
+                req["from"] = json!(f);
+            }
+            (req, plain())
+        }
+        Command::History(h) => {
+            let mut req = json!({"op": "history", "limit": h.limit});
+            if let Some(l) = &h.line {
+                req["line"] = json!(line_arg(l)?);
+            }
+            if let Some(f) = &h.from {
+                req["from"] = json!(uri_arg(f)?);
+            }
+            for (k, v) in [
+                ("station", &h.station),
+                ("kind", &h.kind),
+                ("text", &h.text),
+                ("since", &h.since),
+            ] {
+                if let Some(v) = v {
+                    req[k] = json!(v);
+                }
+            }
+            let json = h.json;
+            (
+                req,
+                Box::new(move |a| {
+                    let entries = a["entries"].as_array().cloned().unwrap_or_default();
+                    for e in &entries {
+                        if output::json_mode(json) {
+                            print_json(e);
+                        } else {
+                            println!("{}", output::event_row(e));
+                        }
+                    }
+                }),
+            )
+        }
+        Command::Lines { json } => (
+            json!({"op": "lines"}),
+            Box::new(move |a| {
+                let lines = a["lines"].as_array().cloned().unwrap_or_default();
+                if output::json_mode(json) {
+                    lines.iter().for_each(print_json);
+                    return;
+                }
+                let rows: Vec<Vec<String>> = lines
+                    .iter()
+                    .map(|l| {
+                        ["line", "station", "name", "lastTs", "owner"]
+                            .iter()
+                            .map(|k| l[*k].as_str().unwrap_or("-").to_string())
+                            .collect()
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(&["LINE", "STATION", "NAME", "LAST", "OWNER"], &rows)
+                );
+            }),
+        ),
+        Command::Stations { json } => (
+            json!({"op": "stations"}),
+            Box::new(move |a| {
+                let st = a["stations"].as_array().cloned().unwrap_or_default();
+                if output::json_mode(json) {
+                    st.iter().for_each(print_json);
+                    return;
+                }
+                let rows: Vec<Vec<String>> = st
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s["name"].as_str().unwrap_or("").to_string(),
+                            if s["enabled"] == json!(true) {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                            .to_string(),
+                            s["status"].as_str().unwrap_or("").to_string(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(&["STATION", "ENABLED", "STATUS"], &rows)
+                );
+            }),
+        ),
+        Command::Stats { json } => (
+            json!({"op": "stats"}),
+            Box::new(move |a| {
+                let a = fields_only(a);
+                if output::json_mode(json) {
+                    print_json(&a);
+                    return;
+                }
+                println!(
+                    "log {} bytes, up {} s, {} connections, fsync {}, {} claims",
+                    a["logBytes"],
+                    a["uptimeMs"].as_u64().unwrap_or(0) / 1000,
+                    a["connections"],
+                    a["fsync"].as_str().unwrap_or(""),
+                    a["claims"]
+                );
+                let subs = a["subscriptions"].as_array().cloned().unwrap_or_default();
+                let rows: Vec<Vec<String>> = subs
+                    .iter()
+                    .map(|s| {
+                        [
+                            "conn", "sub", "as", "mode", "ack", "offset", "cursor", "lag",
+                            "unacked",
+                        ]
+                        .iter()
+                        .map(|k| match &s[*k] {
+                            Value::String(v) => v.clone(),
+                            Value::Null => "-".into(),
+                            v => v.to_string(),
+                        })
+                        .collect()
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    println!(
+                        "{}",
+                        output::table(
+                            &[
+                                "CONN", "SUB", "AS", "MODE", "ACK", "OFFSET", "CURSOR", "LAG",
+                                "UNACKED"
+                            ],
+                            &rows
+                        )
+                    );
+                }
+            }),
+        ),
+        Command::Cursor { who, cursor } => {
+            let req = match cursor {
+                Some(c) => json!({"op": "cursor", "cursor": c}),
+                None => {
+                    let who = identity::resolve(who.as_.as_deref()).ok_or_else(|| {
+                        CliError::Usage("cursor needs --as, --cursor or $METRO_AS".into())
+                    })?;
+                    json!({"op": "cursor", "as": uri_arg(&who)?})
+                }
+            };
+            (req, plain())
+        }
+        Command::Publish { json } => {
+            let text = if json == "-" { read_stdin()? } else { json };
+            let event: Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("publish needs a JSON object: {e}")))?;
+            (json!({"op": "publish", "event": event}), plain())
+        }
+    })
+}

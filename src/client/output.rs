@@ -1,0 +1,87 @@
+//! How `metroctl` prints: JSON lines when stdout is not a terminal (or with
+//! `--json`), aligned human rows on a terminal.
+
+use std::io::IsTerminal;
+
+use serde_json::Value;
+
+pub fn json_mode(flag: bool) -> bool {
+    flag || !std::io::stdout().is_terminal()
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn short(uri: &str) -> &str {
+    uri.strip_prefix(crate::line::SCHEME).unwrap_or(uri)
+}
+
+fn clip(text: &str, max: usize) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c == '\n' { '⏎' } else { c })
+        .collect();
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// One event as a human row: time, kind, line, sender, text.
+pub fn event_row(ev: &Value) -> String {
+    let ts = s(ev, "ts");
+    let time = ts.get(11..19).unwrap_or(ts);
+    let who = match s(ev, "fromName") {
+        "" => short(s(ev, "from")).to_string(),
+        name => name.to_string(),
+    };
+    let text = match (s(ev, "text"), s(ev, "emoji")) {
+        ("", "") => String::new(),
+        ("", emoji) => format!("[{emoji}]"),
+        (t, _) => t.to_string(),
+    };
+    format!(
+        "{time:<8}  {:<7}  {:<28}  {:<20}  {}",
+        clip(s(ev, "kind"), 7),
+        clip(short(s(ev, "line")), 28),
+        clip(&who, 20),
+        clip(&text, 100)
+    )
+}
+
+/// Prints rows of columns aligned to the widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let fmt = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                if i + 1 == cells.len() {
+                    c.clone()
+                } else {
+                    format!("{c}{}", " ".repeat(pad))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = fmt(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&fmt(r.clone()));
+    }
+    out
+}
