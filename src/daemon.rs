@@ -206,8 +206,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     }
     for r in &startup.cursor_repairs {
         tracing::warn!(
-            "cursor {} held {:?}, which is not an entry boundary of the log; set to {}",
+            "cursor {}: {} (it held {:?}); set to {}, an entry boundary",
             r.slug,
+            r.why,
             r.was,
             r.now
         );

@@ -38,7 +38,14 @@ impl Connection {
         let mut line =
             serde_json::to_vec(&request).map_err(|e| CliError::Io(io::Error::other(e)))?;
         line.push(b'\n');
-        self.writer.write_all(&line).map_err(CliError::Io)?;
+        if let Err(e) = self.writer.write_all(&line) {
+            // The daemon may have refused us and closed first: its reason
+            // is waiting to be read.
+            if let Ok(Some(frame)) = self.read() {
+                answer(frame)?;
+            }
+            return Err(CliError::Io(e));
+        }
         Ok(req)
     }
 
@@ -68,6 +75,10 @@ impl Connection {
                 return Err(CliError::Protocol("metrod closed the connection".into()));
             };
             if frame.get("req") == Some(&json!(req)) && frame.get("ok").is_some() {
+                return answer(frame);
+            }
+            // Connection-level errors (unauthorized, too_large) carry no req.
+            if frame.get("req").is_none() && frame["ok"] == json!(false) {
                 return answer(frame);
             }
         }

@@ -72,6 +72,7 @@ pub struct Cursors {
 pub struct Repair {
     pub slug: String,
     pub was: String,
+    pub why: &'static str,
     pub now: u64,
 }
 
@@ -94,7 +95,7 @@ impl Cursors {
             }
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
             let parsed = text.trim().parse::<u64>();
-            let value = match parsed {
+            let (value, why) = match parsed {
                 Ok(v) if v <= end && log.is_boundary(v)? => {
                     slots.insert(
                         name,
@@ -105,13 +106,14 @@ impl Cursors {
                     );
                     continue;
                 }
-                Ok(v) if v > end => end,
-                Ok(v) => log.boundary_at_or_before(v)?,
-                Err(_) => 0,
+                Ok(v) if v > end => (end, "past the end of the log"),
+                Ok(v) => (log.boundary_at_or_before(v)?, "inside an entry"),
+                Err(_) => (0, "not a byte offset"),
             };
             repairs.push(Repair {
                 slug: name.clone(),
                 was: text.trim().chars().take(40).collect(),
+                why,
                 now: value,
             });
             slots.insert(name, Slot { value, dirty: true });

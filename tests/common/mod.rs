@@ -127,6 +127,12 @@ impl Daemon {
         wait_timeout(&mut child, PATIENCE).expect("metrod did not stop on SIGTERM")
     }
 
+    /// Waits for a daemon that was sent a signal by the test itself.
+    pub fn stop_after_signal(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        wait_timeout(&mut child, PATIENCE).expect("metrod did not stop")
+    }
+
     /// kill -9.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
