@@ -1,0 +1,137 @@
+//! proto/metro.schema.json describes real traffic: a session that uses every
+//! op (and some errors) is recorded, and every line sent and received is
+//! validated against the schema.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn schema() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/proto/metro.schema.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).expect("schema is JSON")
+}
+
+/// A validator for one `$defs` entry of the schema.
+fn validator(def: &str) -> jsonschema::Validator {
+    let mut s = schema();
+    s.as_object_mut().unwrap().remove("anyOf");
+    s["$ref"] = json!(format!("#/$defs/{def}"));
+    jsonschema::validator_for(&s).expect("schema compiles")
+}
+
+fn check(v: &jsonschema::Validator, what: &str, line: &str) {
+    let value: Value = serde_json::from_str(line).unwrap();
+    let errors: Vec<String> = v
+        .iter_errors(&value)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match the schema: {line}\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn real_traffic_matches_the_schema() {
+    let d = Daemon::start();
+    let mut c = d.connect();
+    let a = "metro://claude/user/a";
+    c.ok(json!({"op": "hello", "client": "schema-test"}));
+    publish(
+        &mut c,
+        json!({"line": "telegram/-100/5", "text": "hi", "fromName": "Ann", "lineName": "ops"}),
+    );
+    publish(
+        &mut c,
+        json!({"line": "webhook/gh1", "payload": {"action": "opened"}, "headers": {"x-github-event": "pull_request"}}),
+    );
+    let last = publish(
+        &mut c,
+        json!({"line": "discord/42", "kind": "react", "emoji": "👍", "messageId": "9", "to": a}),
+    )["offset"]
+        .clone();
+    let s = c.subscribe(json!({"as": a, "ack": "explicit", "follow": true, "ackWaitMs": 100, "includeWebhooks": true}));
+    let f = c.frame();
+    let again = loop {
+        let g = c.frame();
+        if g.get("redelivered").is_some() {
+            break g;
+        }
+    };
+    assert!(again["redelivered"].as_u64().unwrap() >= 1);
+    c.ok(json!({"op": "ack", "sub": s, "offset": f["offset"]}));
+    c.ok(json!({"op": "ack", "sub": s, "offset": last}));
+    c.ok(json!({"op": "unsubscribe", "sub": s}));
+    let first = c;
+    let mut c = d.connect();
+    let s = c.subscribe(json!({"since": "start", "limit": 2, "mode": "all"}));
+    c.drain(&s);
+    c.ok(json!({"op": "claim", "line": "telegram/-100/5", "as": a, "ifFree": true}));
+    c.err(json!({"op": "claim", "line": "telegram/-100/5", "as": "metro://codex/user/b", "ifFree": true}), "conflict");
+    c.ok(json!({"op": "claim", "line": "telegram/7", "as": a, "ephemeral": true}));
+    c.ok(json!({"op": "claims"}));
+    c.ok(json!({"op": "release", "line": "telegram/7"}));
+    let sent = c.ok(json!({"op": "send", "line": "codex/user/b", "text": "hello", "from": a, "images": ["/tmp/x.png"]}));
+    c.ok(json!({"op": "edit", "line": "codex/user/b", "messageId": sent["id"], "text": "hello!", "from": a}));
+    c.ok(json!({"op": "react", "line": "codex/user/b", "messageId": sent["id"], "emoji": "", "from": a}));
+    c.err(
+        json!({"op": "download", "line": "telegram/1", "messageId": "1", "outDir": "/tmp"}),
+        "unavailable",
+    );
+    c.ok(json!({"op": "fetch", "line": "codex/user/b", "limit": 5}));
+    c.ok(json!({"op": "history", "limit": 10, "text": "hel"}));
+    c.ok(json!({"op": "lines"}));
+    c.ok(json!({"op": "stations"}));
+    let _sub = c.subscribe(json!({"as": a, "follow": true, "since": "tail"}));
+    c.ok(json!({"op": "stats"}));
+    c.ok(json!({"op": "cursor", "as": a}));
+    c.err(
+        json!({"op": "webhookAdd", "label": "gh", "secret": "s"}),
+        "unavailable",
+    );
+    c.err(json!({"op": "webhookList"}), "unavailable");
+    c.err(json!({"op": "webhookRemove", "id": "x"}), "unavailable");
+    c.err(json!({"op": "nope"}), "unknown_op");
+    c.err(json!({"op": "ack", "sub": "s99", "offset": 0}), "not_found");
+    c.err(
+        json!({"op": "subscribe", "mode": "mine-only"}),
+        "bad_request",
+    );
+
+    let requests = validator("request");
+    let frames = validator("frame");
+    let bad = ["nope", "\"mine-only\"", "s99"];
+    let sent: Vec<&String> = first.sent.iter().chain(&c.sent).collect();
+    let received: Vec<&String> = first.received.iter().chain(&c.received).collect();
+    for line in sent {
+        if bad.iter().any(|b| line.contains(b)) {
+            continue;
+        }
+        check(&requests, "request", line);
+    }
+    assert!(received.len() > 30);
+    for line in received {
+        check(&frames, "frame", line);
+    }
+    // Every log line is an `event`.
+    let events = validator("event");
+    for line in std::fs::read_to_string(d.history_path()).unwrap().lines() {
+        check(&events, "event", line);
+    }
+    // And the schema is strict where the daemon is.
+    for wrong in [
+        json!({"op": "subscribe", "mode": "mine-only"}),
+        json!({"op": "publish", "event": {"text": "no line"}}),
+        json!({"op": "ack", "sub": "s1", "offset": "12"}),
+        json!({"op": "claim", "line": "telegram/1"}),
+    ] {
+        assert!(!requests.is_valid(&wrong), "schema accepts {wrong}");
+    }
+    assert!(!frames.is_valid(&json!({"sub": "s1", "offset": 5})));
+}
