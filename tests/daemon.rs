@@ -60,6 +60,27 @@ fn a_second_daemon_on_the_same_dir_is_refused() {
 }
 
 #[test]
+fn a_socket_served_by_another_daemon_is_not_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("shared.sock");
+    let first = Daemon::start_with(&["--socket", sock.to_str().unwrap()]);
+    let out = Command::new(METROD)
+        .arg("--state-dir")
+        .arg(tmp.path().join("other"))
+        .arg("--socket")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another running metrod"), "{err}");
+    let mut c = Client::connect(&sock);
+    let hello = c.ok(json!({"op": "hello"}));
+    assert_eq!(hello["stateDir"], json!(first.dir.to_str().unwrap()));
+}
+
+#[test]
 fn bad_flags_are_refused_with_a_message() {
     for args in [
         vec!["--fsync", "sometimes"],

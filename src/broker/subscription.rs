@@ -171,9 +171,16 @@ impl SubState {
     }
 
     fn delivered_explicit(&self, entry: &Arc<Entry>) {
+        // An entry read from the file shares its whole read buffer; keep an
+        // own copy so held unacked events cost only their own bytes.
+        let own = Arc::new(Entry {
+            end: entry.end,
+            json: bytes::Bytes::copy_from_slice(&entry.json),
+            meta: entry.meta.clone(),
+        });
         self.with(|p| {
             p.unacked.push_back(Unacked {
-                entry: entry.clone(),
+                entry: own,
                 delivered_at: Instant::now(),
                 redelivered: 0,
             })

@@ -246,7 +246,11 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, shutdown: Cancellati
     let abort = writer.abort_handle();
     tokio::select! {
         _ = writer => {}
-        _ = shutdown.cancelled() => abort.abort(),
+        _ = async {
+            shutdown.cancelled().await;
+            // Stopping: a moment to flush what is queued, then cut off.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        } => abort.abort(),
     }
 }
 

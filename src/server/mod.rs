@@ -32,7 +32,20 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         ));
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(m) if m.file_type().is_socket() => {
+            // Our lock covers our state dir, not a --socket elsewhere: make
+            // sure no live daemon answers there before taking the path.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is in use by another running metrod; stop it or choose another --socket",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)?
+        }
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,

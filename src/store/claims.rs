@@ -207,9 +207,21 @@ impl ClaimTask {
                 Err(e) => {
                     let why = format!("could not write {}: {e}", self.path.display());
                     tracing::error!("{why}");
-                    for (_, reply) in batch.drain(..) {
-                        let _ = reply.send(Err(why.clone()));
+                    // Ops that leave the durable map as it is (ephemeral
+                    // claims, dropping a closed connection's claims, no-op
+                    // releases) need no write: they still take effect.
+                    let mut partial = (*current).clone();
+                    for (op, reply) in batch.drain(..) {
+                        let mut trial = partial.clone();
+                        let outcome = apply(&mut trial, &op);
+                        if trial.durable() == partial.durable() {
+                            partial = trial;
+                            let _ = reply.send(Ok(outcome));
+                        } else {
+                            let _ = reply.send(Err(why.clone()));
+                        }
                     }
+                    self.snap.store(Arc::new(partial));
                 }
             }
         }

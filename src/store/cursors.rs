@@ -19,8 +19,8 @@ use super::log::Log;
 /// The file name for a cursor name: `metro://` is dropped, then every byte
 /// outside `[A-Za-z0-9._-]` is written `%XX` (so distinct names never share a
 /// file, and the name can be read back from it).
-pub fn slug(name: &str) -> String {
-    let name = name.strip_prefix(crate::line::SCHEME).unwrap_or(name);
+pub fn slug(full: &str) -> String {
+    let name = full.strip_prefix(crate::line::SCHEME).unwrap_or(full);
     let mut out = String::with_capacity(name.len() + 8);
     for (i, b) in name.bytes().enumerate() {
         let plain = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
@@ -30,7 +30,28 @@ pub fn slug(name: &str) -> String {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+    // File names are limited (255 bytes, and the temp name adds a few):
+    // cut long slugs and keep them distinct with a hash of the name.
+    if out.len() > MAX_SLUG {
+        let mut cut = MAX_SLUG - 17;
+        // Do not split a %XX escape.
+        while out.as_bytes()[cut - 1] == b'%' || out.as_bytes()[cut - 2] == b'%' {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(&format!("~{:016x}", fnv1a(full.as_bytes())));
+    }
     out
+}
+
+/// Longest slug written as is.
+const MAX_SLUG: usize = 200;
+
+/// FNV-1a, 64 bits: stable across builds, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The cursor name a file name stands for (`metro://` is not restored).
@@ -90,7 +111,8 @@ impl Cursors {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name.ends_with(".tmp") || !entry.file_type()?.is_file() {
+            // Temp files start with '.'; slugs never do.
+            if name.starts_with('.') || !entry.file_type()?.is_file() {
                 continue;
             }
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
@@ -219,5 +241,10 @@ mod tests {
         assert_eq!(unslug("claude%2Fuser%2Fabc"), "claude/user/abc");
         assert_eq!(unslug(&slug("a b/ü")), "a b/ü");
         assert_eq!(unslug("50%"), "50%");
+        let long = format!("metro://claude/{}", "é/".repeat(300));
+        let s = slug(&long);
+        assert!(s.len() <= 200, "{}", s.len());
+        assert_ne!(s, slug(&format!("{long}x")));
+        assert_eq!(s, slug(&long));
     }
 }

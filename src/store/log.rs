@@ -473,6 +473,15 @@ fn scan_back_for_newline(file: &File, offset: u64) -> io::Result<(u64, u64)> {
     Ok((0, read))
 }
 
+/// Warns once per corrupt line, however many readers pass over it.
+fn warn_corrupt(offset: u64) {
+    static WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prev = WARNED.fetch_max(offset + 1, std::sync::atomic::Ordering::Relaxed);
+    if prev < offset + 1 {
+        tracing::warn!(offset, "log line is not an event object; passing over it");
+    }
+}
+
 fn read_entries(file: &File, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
     let mut want = READ_CHUNK.min((until - pos) as usize);
     loop {
@@ -503,10 +512,7 @@ fn read_entries(file: &File, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>
             let json = bytes.slice(start..nl);
             let meta = Meta::parse(&json);
             if !meta.valid {
-                tracing::warn!(
-                    offset = pos + start as u64,
-                    "log line is not an event object; passing over it"
-                );
+                warn_corrupt(pos + start as u64);
             }
             out.push(Arc::new(Entry {
                 end: pos + nl as u64 + 1,
@@ -710,17 +716,28 @@ impl Writer {
         }
         let mut buf = Vec::with_capacity(batch.len() * 384);
         let mut spans = Vec::with_capacity(batch.len());
-        for p in batch.iter_mut() {
+        let mut kept = Vec::with_capacity(batch.len());
+        for mut p in batch.drain(..) {
             let (id, ts) = self.mint.next();
             p.event.id = id;
             p.event.ts = ts;
             let start = buf.len();
-            // Serializing an Event (strings and JSON values) cannot fail.
-            if serde_json::to_writer(&mut buf, &p.event).is_err() {
+            // Serializing an Event (strings and JSON values) does not fail;
+            // if it ever did, that one event is refused, never half-written.
+            if let Err(e) = serde_json::to_writer(&mut buf, &p.event) {
                 buf.truncate(start);
+                let _ = p
+                    .reply
+                    .send(Err(AppendError::Io(format!("cannot serialize: {e}"))));
+                continue;
             }
             buf.push(b'\n');
             spans.push((start, buf.len()));
+            kept.push(p);
+        }
+        *batch = kept;
+        if batch.is_empty() {
+            return;
         }
         let written = self.file.write_all(&buf).and_then(|()| {
             if self.fsync == FsyncPolicy::Always {
@@ -737,14 +754,20 @@ impl Writer {
                 batch.len()
             );
             // Cut whatever part of the batch reached the file.
-            if let Err(e2) = self.file.set_len(self.pos) {
-                let msg = format!(
-                    "log could not be restored to offset {} after a failed write ({e2}); restart metrod",
-                    self.pos
-                );
-                tracing::error!("{msg}");
-                self.broken = Some(msg);
-            }
+            let why = match self.file.set_len(self.pos) {
+                Ok(()) => format!("{why}; nothing was written"),
+                Err(e2) => {
+                    let msg = format!(
+                        "the log could not be cut back to offset {} after a failed write ({e2}); \
+                         it may end in part of this batch, which a restart repairs; \
+                         metrod refuses appends until then",
+                        self.pos
+                    );
+                    tracing::error!("{msg}");
+                    self.broken = Some(msg.clone());
+                    format!("{why}; {msg}")
+                }
+            };
             for p in batch.drain(..) {
                 let _ = p.reply.send(Err(AppendError::Io(why.clone())));
             }

@@ -43,9 +43,14 @@ impl Daemon {
 
     /// A daemon on `dir` (which may hold state from an earlier daemon).
     pub fn start_in(dir: &Path, args: &[&str]) -> Daemon {
+        let socket = args
+            .iter()
+            .position(|a| *a == "--socket")
+            .map(|i| PathBuf::from(args[i + 1]))
+            .unwrap_or_else(|| dir.join("metro.sock"));
         let mut d = Daemon {
             dir: dir.to_path_buf(),
-            socket: dir.join("metro.sock"),
+            socket,
             stderr_path: dir.with_extension(format!("stderr.{}", unique())),
             child: None,
             _tmp: None,

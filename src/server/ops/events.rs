@@ -72,9 +72,7 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
 
 pub fn append_error(e: AppendError) -> WireError {
     match e {
-        AppendError::Io(why) => WireError::internal(format!(
-            "the event was not stored: {why}; nothing was written"
-        )),
+        AppendError::Io(why) => WireError::internal(format!("the event was not stored: {why}")),
         AppendError::ShuttingDown => WireError::unavailable("metrod is shutting down"),
     }
 }

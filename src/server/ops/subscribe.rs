@@ -167,8 +167,15 @@ async fn run(conn: Arc<Conn>, st: Arc<SubState>, start: u64, cancel: Cancellatio
         cancel,
     )
     .await;
-    if stopped != subscription::Stopped::Cancelled && st.done() {
-        conn.remove_sub(&st.id);
+    match stopped {
+        // The log could not be read: close the connection rather than leave
+        // the client waiting on a subscription that will never move; it
+        // reconnects and resumes from its cursor.
+        subscription::Stopped::Failed => conn.stop.cancel(),
+        subscription::Stopped::Ended if st.done() => {
+            conn.remove_sub(&st.id);
+        }
+        _ => {}
     }
 }
 
