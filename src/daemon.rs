@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerOptions};
-use crate::store::log::FsyncPolicy;
+use crate::store::log::{FsyncPolicy, LogOptions};
 use crate::{paths, server};
 
 /// metrod: the metro broker daemon (foreground; logs to stderr).
@@ -42,6 +42,49 @@ pub struct Args {
     /// Explicit-ack subscriptions pause after this many unacknowledged events.
     #[arg(long, default_value_t = 1024)]
     pub max_unacked: usize,
+    /// Roll history.jsonl into a segment at this size (e.g. 64M).
+    #[arg(long, default_value = "64M", value_parser = parse_bytes)]
+    pub segment_bytes: u64,
+    /// Also roll history.jsonl once it is this old (e.g. 1d, 12h).
+    #[arg(long, value_parser = parse_age)]
+    pub segment_age: Option<Duration>,
+    /// Delete the oldest segments while the log takes more than this (e.g. 1G).
+    #[arg(long, value_parser = parse_bytes)]
+    pub retain_bytes: Option<u64>,
+    /// Delete segments whose newest event is older than this (e.g. 30d).
+    #[arg(long, value_parser = parse_age)]
+    pub retain_age: Option<Duration>,
+}
+
+/// `4096`, `64K`, `64M`, `2G` (binary units).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (bytes, or with K, M or G)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < 4096 {
+        return Err("must be at least 4096 bytes".into());
+    }
+    Ok(bytes)
+}
+
+/// `90s`, `15m`, `12h`, `30d`.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 90s, 15m, 12h or 30d: {e}"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
 }
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
@@ -188,10 +231,16 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     let _lock = lock_state_dir(&state_dir)?;
 
     let opts = BrokerOptions {
-        fsync: args.fsync,
+        log: LogOptions {
+            fsync: args.fsync,
+            ring_bytes: args.ring_bytes,
+            segment_bytes: args.segment_bytes,
+            segment_age: args.segment_age,
+            retain_bytes: args.retain_bytes,
+            retain_age: args.retain_age,
+        },
         max_request: args.max_request_bytes,
         max_unacked: args.max_unacked,
-        ring_bytes: args.ring_bytes,
     };
     let (broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
         "cannot open the state in {}",

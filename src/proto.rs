@@ -645,6 +645,22 @@ pub fn event_frame_head(out: &mut Vec<u8>, sub_json: &[u8], offset: u64) {
 
 pub const EVENT_FRAME_TAIL: &[u8] = b"}\n";
 
+/// `{"sub":<sub>,"gap":true,"from":<a>,"missed":<b-a>,"offset":<b>}\n`: the
+/// subscription's position `a` was deleted by retention; it goes on at `b`.
+pub fn gap_frame(sub_json: &[u8], from: u64, to: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + sub_json.len());
+    out.extend_from_slice(b"{\"sub\":");
+    out.extend_from_slice(sub_json);
+    out.extend_from_slice(b",\"gap\":true,\"from\":");
+    out.extend_from_slice(itoa::Buffer::new().format(from).as_bytes());
+    out.extend_from_slice(b",\"missed\":");
+    out.extend_from_slice(itoa::Buffer::new().format(to - from).as_bytes());
+    out.extend_from_slice(b",\"offset\":");
+    out.extend_from_slice(itoa::Buffer::new().format(to).as_bytes());
+    out.extend_from_slice(b"}\n");
+    out
+}
+
 /// `{"sub":<sub>,"end":true,"offset":<n>}\n`
 pub fn end_frame(sub_json: &[u8], offset: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + sub_json.len());

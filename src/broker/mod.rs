@@ -20,21 +20,20 @@ use subscription::SubState;
 
 #[derive(Debug, Clone)]
 pub struct BrokerOptions {
-    pub fsync: FsyncPolicy,
+    /// Durability, ring, segments and retention of the log.
+    pub log: LogOptions,
     /// Longest request line accepted.
     pub max_request: usize,
     /// Explicit-ack subscriptions pause at this many unacked events.
     pub max_unacked: usize,
-    pub ring_bytes: usize,
 }
 
 impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
-            fsync: FsyncPolicy::Always,
+            log: LogOptions::default(),
             max_request: crate::proto::DEFAULT_MAX_REQUEST,
             max_unacked: 1024,
-            ring_bytes: 8 << 20,
         }
     }
 }
@@ -68,14 +67,7 @@ impl Broker {
     /// inside a tokio runtime.
     pub fn open(state_dir: &Path, opts: BrokerOptions) -> io::Result<(Broker, Startup)> {
         let lines = Arc::new(Mutex::new(LineIndex::default()));
-        let (log, recovery) = Log::open(
-            &state_dir.join("history.jsonl"),
-            LogOptions {
-                fsync: opts.fsync,
-                ring_bytes: opts.ring_bytes,
-            },
-            lines.clone(),
-        )?;
+        let (log, recovery) = Log::open(state_dir, opts.log.clone(), lines.clone())?;
         // Seed `lines` from the newest megabyte only.
         let (recent, _) = log.read_back_blocking(log.end(), LINES_SEED_BYTES)?;
         if let Ok(mut idx) = lines.lock() {
@@ -83,7 +75,7 @@ impl Broker {
                 idx.observe_json(json);
             }
         }
-        let fsync = opts.fsync != FsyncPolicy::Never;
+        let fsync = opts.log.fsync != FsyncPolicy::Never;
         let (cursors, repairs) = Cursors::open(&state_dir.join("cursors"), &log, fsync)?;
         let claims = Claims::open(&state_dir.join("claims.json"), fsync)?;
         let startup = Startup {

@@ -347,8 +347,24 @@ pub async fn run(
                 continue;
             }
         }
+        // Retention deleted what this subscription still had to read: say
+        // how much, and go on from the oldest kept event.
+        let oldest = log.oldest();
+        if pos < oldest {
+            let frame = proto::gap_frame(&sub_json, pos, oldest);
+            let advance = auto.then(|| (st.clone(), oldest));
+            if out.send(frame, advance).await.is_err() {
+                return Stopped::Cancelled;
+            }
+            tracing::warn!(sub = %st.id, from = pos, to = oldest, "subscriber missed events deleted by retention");
+            pos = oldest;
+            st.scanned(pos, 0);
+            continue;
+        }
         let entries = match log.read_from(pos, until).await {
             Ok(v) if !v.is_empty() => v,
+            // Deleted between the check and the read: check again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Ok(_) => {
                 tracing::error!(sub = %st.id, pos, until, "log read returned nothing");
                 break Stopped::Failed;

@@ -139,6 +139,13 @@ pub fn run(socket: &Path, args: TailArgs) -> Result<(), CliError> {
         if frame["sub"].as_str() != Some(sub_id.as_str()) {
             continue;
         }
+        if frame["gap"] == json!(true) {
+            eprintln!(
+                "metroctl: {} bytes of history were deleted by retention before this subscription read them; resuming at offset {}",
+                frame["missed"], frame["offset"]
+            );
+            continue;
+        }
         if frame["end"] == json!(true) {
             if let Err(e) = out.flush() {
                 return broken_pipe(e);

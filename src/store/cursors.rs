@@ -118,7 +118,9 @@ impl Cursors {
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
             let parsed = text.trim().parse::<u64>();
             let (value, why) = match parsed {
-                Ok(v) if v <= end && log.is_boundary(v)? => {
+                // Below the oldest kept offset is fine: the subscriber is told
+                // what retention deleted and resumes at the oldest event.
+                Ok(v) if v <= end && (v < log.oldest() || log.is_boundary(v)?) => {
                     slots.insert(
                         name,
                         Slot {

@@ -17,9 +17,9 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -31,6 +31,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::lines::LineIndex;
+use super::segments::{self, FileSet, Located, Segment};
 use crate::proto::Event;
 
 /// How appends are made durable before they are answered.
@@ -80,6 +81,14 @@ pub struct LogOptions {
     pub fsync: FsyncPolicy,
     /// Bytes of recent entries kept in memory for live fan-out.
     pub ring_bytes: usize,
+    /// `history.jsonl` is rolled into a segment once it holds this much.
+    pub segment_bytes: u64,
+    /// ... or once its first entry is this old.
+    pub segment_age: Option<Duration>,
+    /// Oldest segments are deleted while all files hold more than this.
+    pub retain_bytes: Option<u64>,
+    /// Segments whose newest entry is older than this are deleted.
+    pub retain_age: Option<Duration>,
 }
 
 impl Default for LogOptions {
@@ -87,6 +96,10 @@ impl Default for LogOptions {
         LogOptions {
             fsync: FsyncPolicy::Always,
             ring_bytes: 8 << 20,
+            segment_bytes: 64 << 20,
+            segment_age: None,
+            retain_bytes: None,
+            retain_age: None,
         }
     }
 }
@@ -216,13 +229,22 @@ impl Ring {
 
 struct Shared {
     ring: RwLock<Ring>,
-    reader: File,
+    files: RwLock<FileSet>,
     lines: Arc<Mutex<LineIndex>>,
+}
+
+impl Shared {
+    fn files(&self) -> io::Result<FileSet> {
+        self.files
+            .read()
+            .map(|f| f.clone())
+            .map_err(|_| io::Error::other("log file set lock poisoned"))
+    }
 }
 
 /// Handle to the log, shared by every connection and station.
 pub struct Log {
-    path: PathBuf,
+    dir: PathBuf,
     shared: Arc<Shared>,
     tx: mpsc::Sender<WriterMsg>,
     end_rx: watch::Receiver<u64>,
@@ -240,52 +262,67 @@ pub struct Recovery {
 const READ_CHUNK: usize = 256 << 10;
 /// Most entries handed out by one ring or file read.
 pub const MAX_ENTRIES_PER_READ: usize = 1024;
+/// How often age-based rolling and retention are checked.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Most appends committed in one batch.
 const MAX_BATCH: usize = 4096;
 /// Appends waiting for the writer before publishers wait too.
 const QUEUE: usize = 8192;
 
 impl Log {
-    /// Opens (creating) the log, repairs a torn tail and starts the writer.
+    /// Opens (creating) the log in `dir`, repairs a torn tail and starts the
+    /// writer.
     pub fn open(
-        path: &Path,
+        dir: &Path,
         opts: LogOptions,
         lines: Arc<Mutex<LineIndex>>,
     ) -> io::Result<(Log, Recovery)> {
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(path)?;
+        let existed = dir.join(segments::ACTIVE).exists();
+        let (segs, active_base) = segments::scan(dir)?;
+        let mut file = segments::open_active(dir)?;
         if !existed {
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
+            File::open(dir)?.sync_all()?;
         }
         let cut_bytes = cut_torn_tail(&mut file)?;
-        let end = file.metadata()?.len();
-        let last_ms = last_timestamp(&file, end);
-        let reader = File::open(path)?;
+        let end = active_base + file.metadata()?.len();
+        let files = FileSet {
+            dir: dir.to_path_buf(),
+            segments: segs,
+            active_base,
+            active: Arc::new(File::open(dir.join(segments::ACTIVE))?),
+        };
+        let last_ms = last_timestamp(&files, end);
         let shared = Arc::new(Shared {
             ring: RwLock::new(Ring {
                 entries: VecDeque::new(),
                 bytes: 0,
                 cap: opts.ring_bytes.max(64 << 10),
             }),
-            reader,
+            files: RwLock::new(files),
             lines,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (end_tx, end_rx) = watch::channel(end);
-        let writer_shared = shared.clone();
-        let fsync = opts.fsync;
+        let mut w = Writer {
+            file,
+            pos: end,
+            active_base,
+            opened: std::time::Instant::now(),
+            end_tx,
+            shared: shared.clone(),
+            opts,
+            mint: Mint::new(last_ms),
+            unsynced: false,
+            last_sync: std::time::Instant::now(),
+            broken: None,
+        };
+        // Retention applies at startup too (the limits may have shrunk).
+        w.retention();
         let handle = std::thread::Builder::new()
             .name("metro-log-writer".into())
-            .spawn(move || writer_thread(file, end, last_ms, rx, end_tx, writer_shared, fsync))?;
+            .spawn(move || writer_thread(w, rx))?;
         let log = Log {
-            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
             shared,
             tx,
             end_rx,
@@ -294,8 +331,23 @@ impl Log {
         Ok((log, Recovery { cut_bytes }))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The oldest offset still on disk (0 until retention deletes a
+    /// segment).
+    pub fn oldest(&self) -> u64 {
+        self.shared.files().map(|f| f.oldest()).unwrap_or(0)
+    }
+
+    /// Rolled segments on disk and bytes in all files.
+    pub fn disk_usage(&self) -> (usize, u64) {
+        let end = self.end();
+        self.shared
+            .files()
+            .map(|f| (f.segments.len(), f.bytes(end)))
+            .unwrap_or((0, 0))
     }
 
     /// Offset just after the last committed entry.
@@ -352,10 +404,17 @@ impl Log {
     }
 
     /// Entries from `pos` (an entry boundary) up to at most `until`, read
-    /// from the file: one chunk, complete lines only.
+    /// from the file that holds `pos`: one chunk, complete lines only.
+    /// `pos` older than the oldest kept offset is an error of kind
+    /// `NotFound` (check [`Log::oldest`] first).
     pub async fn read_file(&self, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || read_entries(&shared.reader, pos, until))
+        let loc = self.shared.files()?.locate(pos, until).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("offset {pos} was deleted by retention"),
+            )
+        })?;
+        tokio::task::spawn_blocking(move || read_entries(&loc, pos, until))
             .await
             .map_err(io::Error::other)?
     }
@@ -372,38 +431,53 @@ impl Log {
         }
     }
 
-    /// True when `offset` is 0 or the byte before it is the `\n` of a
-    /// committed entry.
+    /// True when `offset` is at an entry boundary of the kept log: the start
+    /// of a file, or just after a committed entry's `\n`.
     pub fn is_boundary(&self, offset: u64) -> io::Result<bool> {
-        if offset == 0 {
-            return Ok(true);
-        }
-        if offset > self.end() {
+        let end = self.end();
+        if offset > end {
             return Ok(false);
         }
+        let files = self.shared.files()?;
+        if offset == 0 || files.is_file_start(offset) {
+            return Ok(true);
+        }
+        let Some(loc) = files.locate(offset - 1, end) else {
+            return Ok(false);
+        };
         let mut b = [0u8; 1];
-        self.shared.reader.read_exact_at(&mut b, offset - 1)?;
+        loc.file.read_exact_at(&mut b, offset - 1 - loc.base)?;
         Ok(b[0] == b'\n')
     }
 
-    /// The entry boundary at or before `offset` (for repairing cursors).
+    /// The entry boundary at or before `offset` (for repairing cursors);
+    /// never before the oldest kept offset.
     pub fn boundary_at_or_before(&self, offset: u64) -> io::Result<u64> {
-        let offset = offset.min(self.end());
-        let (start, _) = scan_back_for_newline(&self.shared.reader, offset)?;
-        Ok(start)
+        let end = self.end();
+        let offset = offset.min(end);
+        let files = self.shared.files()?;
+        if offset <= files.oldest() || files.is_file_start(offset) {
+            return Ok(offset.max(files.oldest()));
+        }
+        let Some(loc) = files.locate(offset - 1, end) else {
+            return Ok(files.oldest());
+        };
+        let (start, _) = scan_back_for_newline(&loc.file, offset - loc.base)?;
+        Ok(loc.base + start)
     }
 
     /// Complete lines ending at or before `before`, newest first, reading
-    /// backwards about `chunk` bytes. Returns the lines (without `\n`, with
-    /// their end offsets) and the offset where the next call should continue
-    /// (0 when the start of the file was reached).
+    /// backwards about `chunk` bytes within one file. Returns the lines
+    /// (without `\n`, with their end offsets) and the offset where the next
+    /// call should continue (0 when nothing older is kept).
     pub async fn read_back(
         &self,
         before: u64,
         chunk: usize,
     ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || read_back(&shared.reader, before, chunk))
+        let files = self.shared.files()?;
+        let end = self.end();
+        tokio::task::spawn_blocking(move || read_back(&files, end, before, chunk))
             .await
             .map_err(io::Error::other)?
     }
@@ -414,19 +488,19 @@ impl Log {
         before: u64,
         chunk: usize,
     ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
-        read_back(&self.shared.reader, before, chunk)
+        read_back(&self.shared.files()?, self.end(), before, chunk)
     }
 }
 
 /// The `ts` of the last entry (so timestamps never go backwards across a
 /// restart either), or 0.
-fn last_timestamp(file: &File, end: u64) -> i128 {
+fn last_timestamp(files: &FileSet, end: u64) -> i128 {
     #[derive(Deserialize)]
     struct Ts<'a> {
         #[serde(borrow)]
         ts: Cow<'a, str>,
     }
-    let Ok((lines, _)) = read_back(file, end, 64 << 10) else {
+    let Ok((lines, _)) = read_back(files, end, end, 64 << 10) else {
         return 0;
     };
     lines
@@ -482,11 +556,14 @@ fn warn_corrupt(offset: u64) {
     }
 }
 
-fn read_entries(file: &File, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
+fn read_entries(loc: &Located, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
+    // Entries never span files: read no further than this one's end.
+    let until = until.min(loc.end);
+    let file = &loc.file;
     let mut want = READ_CHUNK.min((until - pos) as usize);
     loop {
         let mut buf = vec![0u8; want];
-        file.read_exact_at(&mut buf, pos)?;
+        file.read_exact_at(&mut buf, pos - loc.base)?;
         let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
             if pos + (want as u64) >= until {
                 // The committed region always ends with `\n`; reaching here
@@ -525,7 +602,29 @@ fn read_entries(file: &File, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>
     }
 }
 
-fn read_back(file: &File, before: u64, chunk: usize) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
+fn read_back(
+    files: &FileSet,
+    end: u64,
+    before: u64,
+    chunk: usize,
+) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
+    let before = before.min(end);
+    if before == 0 || before <= files.oldest() {
+        return Ok((Vec::new(), 0));
+    }
+    let Some(loc) = files.locate(before - 1, end) else {
+        return Ok((Vec::new(), 0));
+    };
+    let (lines, next) = read_back_in(&loc.file, before - loc.base, chunk)?;
+    let lines = lines.into_iter().map(|(e, b)| (loc.base + e, b)).collect();
+    let next = loc.base + next;
+    // At the start of the oldest kept file there is nothing further back.
+    let next = if next <= files.oldest() { 0 } else { next };
+    Ok((lines, next))
+}
+
+/// [`read_back`] within one file, with offsets local to it.
+fn read_back_in(file: &File, before: u64, chunk: usize) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
     if before == 0 {
         return Ok((Vec::new(), 0));
     }
@@ -592,15 +691,7 @@ impl Mint {
     }
 }
 
-fn writer_thread(
-    file: File,
-    pos: u64,
-    last_ms: i128,
-    rx: mpsc::Receiver<WriterMsg>,
-    end_tx: watch::Sender<u64>,
-    shared: Arc<Shared>,
-    fsync: FsyncPolicy,
-) {
+fn writer_thread(mut w: Writer, rx: mpsc::Receiver<WriterMsg>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -611,26 +702,19 @@ fn writer_thread(
             return;
         }
     };
-    let mut w = Writer {
-        file,
-        pos,
-        end_tx,
-        shared,
-        fsync,
-        mint: Mint::new(last_ms),
-        unsynced: false,
-        last_sync: std::time::Instant::now(),
-        broken: None,
-    };
     rt.block_on(w.run(rx));
 }
 
 struct Writer {
     file: File,
     pos: u64,
+    /// Global offset of `history.jsonl`'s first byte.
+    active_base: u64,
+    /// When `history.jsonl` was opened (for rolling by age).
+    opened: std::time::Instant,
     end_tx: watch::Sender<u64>,
     shared: Arc<Shared>,
-    fsync: FsyncPolicy,
+    opts: LogOptions,
     mint: Mint,
     unsynced: bool,
     last_sync: std::time::Instant,
@@ -643,19 +727,36 @@ impl Writer {
     async fn run(&mut self, mut rx: mpsc::Receiver<WriterMsg>) {
         let mut batch: Vec<Pending> = Vec::new();
         let mut shutdown = None;
+        let timed = self.opts.segment_age.is_some() || self.opts.retain_age.is_some();
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let msg = match (self.fsync, self.unsynced) {
+            let sync_at = match (self.opts.fsync, self.unsynced) {
                 (FsyncPolicy::Interval(every), true) => {
-                    let deadline = tokio::time::Instant::from_std(self.last_sync + every);
-                    tokio::select! {
-                        m = rx.recv() => m,
-                        _ = tokio::time::sleep_until(deadline) => {
-                            self.sync();
-                            continue;
-                        }
-                    }
+                    Some(tokio::time::Instant::from_std(self.last_sync + every))
                 }
-                _ => rx.recv().await,
+                _ => None,
+            };
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = async {
+                    match sync_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.sync();
+                    continue;
+                }
+                _ = housekeeping.tick(), if timed => {
+                    if self.opts.segment_age.is_some_and(|age| self.opened.elapsed() >= age)
+                        && self.pos > self.active_base
+                    {
+                        self.roll();
+                    }
+                    self.retention();
+                    continue;
+                }
             };
             match msg {
                 None => break,
@@ -691,7 +792,7 @@ impl Writer {
                 }
             }
         }
-        if self.fsync != FsyncPolicy::Never || self.unsynced {
+        if self.opts.fsync != FsyncPolicy::Never || self.unsynced {
             self.sync();
         }
         if let Some(tx) = shutdown {
@@ -740,7 +841,7 @@ impl Writer {
             return;
         }
         let written = self.file.write_all(&buf).and_then(|()| {
-            if self.fsync == FsyncPolicy::Always {
+            if self.opts.fsync == FsyncPolicy::Always {
                 self.file.sync_data()
             } else {
                 Ok(())
@@ -773,7 +874,7 @@ impl Writer {
             }
             return;
         }
-        if self.fsync != FsyncPolicy::Always {
+        if self.opts.fsync != FsyncPolicy::Always {
             self.unsynced = true;
         }
         let base = self.pos;
@@ -808,6 +909,106 @@ impl Writer {
                 offset: e.end,
             }));
         }
+        if self.pos - self.active_base >= self.opts.segment_bytes {
+            self.roll();
+        }
+    }
+
+    /// Turns `history.jsonl` into the segment `history.<base>.jsonl` and
+    /// starts a new, empty `history.jsonl`. On failure the current file
+    /// simply stays active (and the roll is tried again later).
+    fn roll(&mut self) {
+        let dir = match self.shared.files() {
+            Ok(f) => f.dir,
+            Err(_) => return,
+        };
+        let base = self.active_base;
+        let seg_path = dir.join(segments::segment_name(base));
+        let result = (|| -> io::Result<File> {
+            self.file.sync_all()?;
+            std::fs::rename(dir.join(segments::ACTIVE), &seg_path)?;
+            let fresh = segments::open_active(&dir)?;
+            File::open(&dir)?.sync_all()?;
+            crate::store::write_atomic(
+                &dir.join(segments::BASE),
+                self.pos.to_string().as_bytes(),
+                true,
+            )?;
+            Ok(fresh)
+        })();
+        let fresh = match result {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("could not roll the log at offset {}: {e}", self.pos);
+                // If the rename happened, history.jsonl may be missing:
+                // reopen whatever is there so appends go on.
+                if let Ok(f) = segments::open_active(&dir) {
+                    self.file = f;
+                }
+                return;
+            }
+        };
+        let reader = match File::open(dir.join(segments::ACTIVE)) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::error!("could not open the new history.jsonl: {e}");
+                return;
+            }
+        };
+        let len = self.pos - base;
+        if let Ok(mut files) = self.shared.files.write() {
+            let old_active = std::mem::replace(&mut files.active, reader);
+            files.segments.push(Segment {
+                start: base,
+                len,
+                path: seg_path,
+                file: old_active,
+                modified: std::time::SystemTime::now(),
+            });
+            files.active_base = self.pos;
+        }
+        self.file = fresh;
+        self.active_base = self.pos;
+        self.opened = std::time::Instant::now();
+        tracing::info!(
+            "rolled {len} bytes into segment {base}; history.jsonl starts at {}",
+            self.pos
+        );
+        self.retention();
+    }
+
+    /// Deletes the oldest segments beyond `--retain-bytes` / `--retain-age`.
+    /// The active file is never deleted.
+    fn retention(&mut self) {
+        if self.opts.retain_bytes.is_none() && self.opts.retain_age.is_none() {
+            return;
+        }
+        let Ok(mut files) = self.shared.files.write() else {
+            return;
+        };
+        let mut total = files.bytes(self.pos);
+        while let Some(oldest) = files.segments.first() {
+            let too_big = self.opts.retain_bytes.is_some_and(|max| total > max);
+            let too_old = self
+                .opts
+                .retain_age
+                .is_some_and(|age| oldest.modified.elapsed().is_ok_and(|elapsed| elapsed > age));
+            if !too_big && !too_old {
+                break;
+            }
+            let seg = files.segments.remove(0);
+            total -= seg.len;
+            match std::fs::remove_file(&seg.path) {
+                Ok(()) => tracing::info!(
+                    "retention deleted segment {} ({} bytes, offsets {}..{})",
+                    seg.path.display(),
+                    seg.len,
+                    seg.start,
+                    seg.end()
+                ),
+                Err(e) => tracing::error!("could not delete {}: {e}", seg.path.display()),
+            }
+        }
     }
 }
 
@@ -835,7 +1036,7 @@ mod tests {
             b"{\"line\":\"metro://a/b\"}\n{\"line\":\"metro://a/c\"}\n{\"li",
         )
         .unwrap();
-        let mut f = OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
@@ -843,17 +1044,23 @@ mod tests {
         assert_eq!(cut_torn_tail(&mut f).unwrap(), 4);
         let len = f.metadata().unwrap().len();
         assert_eq!(len, 46);
-        let entries = read_entries(&f, 0, len).unwrap();
+        let loc = Located {
+            file: Arc::new(f.try_clone().unwrap()),
+            base: 1000,
+            end: 1000 + len,
+        };
+        // Offsets are global: this file starts at 1000.
+        let entries = read_entries(&loc, 1000, 1000 + len).unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].end, 23);
+        assert_eq!(entries[0].end, 1023);
         assert_eq!(&*entries[1].meta.line, "metro://a/c");
         assert_eq!(&*entries[1].meta.to, "metro://a/c");
-        let (back, next) = read_back(&f, len, 30).unwrap();
+        let (back, next) = read_back_in(&f, len, 30).unwrap();
         let ends: Vec<u64> = back.iter().map(|(end, _)| *end).collect();
         assert_eq!(ends, vec![46, 23], "newest first");
         assert_eq!(&back[1].1[..], b"{\"line\":\"metro://a/b\"}");
         assert_eq!(next, 0);
-        let (back, next) = read_back(&f, 23, 30).unwrap();
+        let (back, next) = read_back_in(&f, 23, 30).unwrap();
         assert_eq!((back.len(), next), (1, 0));
     }
 }

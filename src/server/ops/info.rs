@@ -88,9 +88,12 @@ pub fn stats(broker: &Broker) -> OpResult {
         .collect();
     Ok(fields! {
         "logBytes" => end,
+        "oldestOffset" => broker.log.oldest(),
+        "segments" => broker.log.disk_usage().0,
+        "diskBytes" => broker.log.disk_usage().1,
         "uptimeMs" => broker.uptime().as_millis() as u64,
         "connections" => broker.connections.load(std::sync::atomic::Ordering::Relaxed),
-        "fsync" => broker.opts.fsync.to_string(),
+        "fsync" => broker.opts.log.fsync.to_string(),
         "claims" => broker.claims.snapshot().len(),
         "subscriptions" => subs,
         "cursors" => cursors,

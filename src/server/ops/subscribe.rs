@@ -97,10 +97,11 @@ fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
                     "since {n} is past the end of the log ({end})"
                 )));
             }
-            let boundary = broker
-                .log
-                .is_boundary(n)
-                .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?;
+            let boundary = n < broker.log.oldest()
+                || broker
+                    .log
+                    .is_boundary(n)
+                    .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?;
             if !boundary {
                 return Err(WireError::bad_request(format!(
                     "since {n} is not at an entry boundary (use 0, an `offset` from an event frame, or a stored cursor)"
