@@ -37,6 +37,7 @@ const FLUSH_BYTES: usize = 64 << 10;
 #[derive(Debug, Clone)]
 struct Unacked {
     entry: Arc<Entry>,
+    first_delivered: Instant,
     delivered_at: Instant,
     /// Times sent before the latest delivery.
     redelivered: u32,
@@ -64,9 +65,26 @@ pub struct SubState {
     pub limit: Option<u64>,
     pub max_unacked: usize,
     pub ack_wait: Duration,
+    /// Deliveries (first one included) after which an unacked event is
+    /// given up on and reported with a `system` event.
+    pub max_deliver: Option<u32>,
     cursors: Arc<Cursors>,
     progress: Mutex<Progress>,
     acked: Notify,
+}
+
+/// An event given up on after `maxDeliver` deliveries.
+#[derive(Debug, Clone)]
+pub struct GivenUp {
+    pub entry: Arc<Entry>,
+    pub deliveries: u32,
+    pub unacked_for: Duration,
+}
+
+struct Due {
+    resend: Vec<(Arc<Entry>, u32)>,
+    next: Option<Instant>,
+    given_up: Vec<GivenUp>,
 }
 
 /// A point-in-time view for `stats`.
@@ -92,6 +110,7 @@ impl SubState {
         limit: Option<u64>,
         max_unacked: usize,
         ack_wait: Duration,
+        max_deliver: Option<u32>,
         cursors: Arc<Cursors>,
         start: u64,
     ) -> SubState {
@@ -105,6 +124,7 @@ impl SubState {
             limit,
             max_unacked: max_unacked.max(1),
             ack_wait,
+            max_deliver,
             cursors,
             progress: Mutex::new(Progress {
                 pos: start,
@@ -181,6 +201,7 @@ impl SubState {
         self.with(|p| {
             p.unacked.push_back(Unacked {
                 entry: own,
+                first_delivered: Instant::now(),
                 delivered_at: Instant::now(),
                 redelivered: 0,
             })
@@ -189,26 +210,68 @@ impl SubState {
 
     /// Unacked events whose `ackWaitMs` has run out (marked as sent again
     /// now), and when the next one will.
-    fn due(&self) -> (Vec<(Arc<Entry>, u32)>, Option<Instant>) {
+    fn due(&self) -> Due {
         let now = Instant::now();
-        self.with(|p| {
-            let mut due = Vec::new();
-            let mut next: Option<Instant> = None;
-            for u in p.unacked.iter_mut() {
-                let deadline = u.delivered_at + self.ack_wait;
-                if deadline <= now {
-                    u.redelivered += 1;
-                    u.delivered_at = now;
-                    due.push((u.entry.clone(), u.redelivered));
-                    let again = now + self.ack_wait;
-                    next = Some(next.map_or(again, |n| n.min(again)));
-                } else {
-                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+        let (due, next, given_up, moved) = self
+            .with(|p| {
+                let mut due = Vec::new();
+                let mut next: Option<Instant> = None;
+                let mut given_up = Vec::new();
+                // Past `maxDeliver`: stop sending, report, let the cursor pass.
+                if let Some(max) = self.max_deliver {
+                    p.unacked.retain(|u| {
+                        let spent =
+                            u.delivered_at + self.ack_wait <= now && u.redelivered + 1 >= max;
+                        if spent {
+                            given_up.push(GivenUp {
+                                entry: u.entry.clone(),
+                                deliveries: u.redelivered + 1,
+                                unacked_for: now - u.first_delivered,
+                            });
+                        }
+                        !spent
+                    });
                 }
-            }
-            (due, next)
-        })
-        .unwrap_or((Vec::new(), None))
+                let moved = if given_up.is_empty() {
+                    None
+                } else {
+                    Self::explicit_cursor(p)
+                };
+                for u in p.unacked.iter_mut() {
+                    let deadline = u.delivered_at + self.ack_wait;
+                    if deadline <= now {
+                        u.redelivered += 1;
+                        u.delivered_at = now;
+                        due.push((u.entry.clone(), u.redelivered));
+                        let again = now + self.ack_wait;
+                        next = Some(next.map_or(again, |n| n.min(again)));
+                    } else {
+                        next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    }
+                }
+                (due, next, given_up, moved)
+            })
+            .unwrap_or((Vec::new(), None, Vec::new(), None));
+        if let Some(c) = moved {
+            self.store_cursor(c);
+        }
+        if !given_up.is_empty() {
+            self.acked.notify_one();
+        }
+        Due {
+            resend: due,
+            next,
+            given_up,
+        }
+    }
+
+    /// Who this subscription is, in words, for reports.
+    pub fn who(&self) -> String {
+        match (&self.filter.as_, &self.cursor_name) {
+            (Some(a), _) => a.clone(),
+            (None, Some(c)) => format!("cursor {c}"),
+            (None, None) => format!("subscription {} of connection {}", self.id, self.conn),
+        }
     }
 
     fn unacked_len(&self) -> usize {
@@ -250,8 +313,10 @@ impl SubState {
             unacked: p.unacked.len(),
             oldest_unacked_ms: p
                 .unacked
-                .front()
-                .map(|u| u.delivered_at.elapsed().as_millis() as u64),
+                .iter()
+                .map(|u| u.first_delivered)
+                .min()
+                .map(|t| t.elapsed().as_millis() as u64),
             finished: p.finished,
         })
         .unwrap_or(SubSnapshot {
@@ -305,7 +370,7 @@ pub async fn run(
         }
         // Explicit acks: send again what has waited too long for its ack.
         let next_due = if explicit {
-            match redeliver_due(&st, &out, &sub_json).await {
+            match redeliver_due(&broker, &st, &out, &sub_json).await {
                 Ok(next) => next,
                 Err(_) => return Stopped::Cancelled,
             }
@@ -427,7 +492,7 @@ pub async fn run(
             let acked = st.acked.notified();
             tokio::pin!(acked);
             acked.as_mut().enable();
-            let next_due = match redeliver_due(&st, &out, &sub_json).await {
+            let next_due = match redeliver_due(&broker, &st, &out, &sub_json).await {
                 Ok(next) => next,
                 Err(_) => return Stopped::Cancelled,
             };
@@ -452,11 +517,19 @@ pub async fn run(
 /// Sends again, as redelivery frames, the unacked events whose `ackWaitMs`
 /// has run out; returns when the next one will.
 async fn redeliver_due(
+    broker: &Broker,
     st: &Arc<SubState>,
     out: &Outbox,
     sub_json: &[u8],
 ) -> Result<Option<tokio::time::Instant>, super::outbox::Closed> {
-    let (due, next) = st.due();
+    let Due {
+        resend: due,
+        next,
+        given_up,
+    } = st.due();
+    for g in given_up {
+        report_given_up(broker, st, g).await;
+    }
     if !due.is_empty() {
         let mut buf = Vec::new();
         for (e, n) in &due {
@@ -469,4 +542,68 @@ async fn redeliver_due(
         out.send(buf, None).await?;
     }
     Ok(next.map(tokio::time::Instant::from_std))
+}
+
+/// Appends a `kind: "system"` event on the line of an event nobody acked
+/// after `maxDeliver` deliveries, so a router (`unclaimed`) can take the
+/// conversation over.
+async fn report_given_up(broker: &Broker, st: &SubState, g: GivenUp) {
+    // A report nobody acknowledged is not reported again: that would feed
+    // on itself.
+    if &*g.entry.meta.kind == "system" {
+        tracing::warn!(sub = %st.id, offset = g.entry.end, "gave up on an unacknowledged system event");
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(default)]
+        id: Option<String>,
+    }
+    let event_id = serde_json::from_slice::<Id>(&g.entry.json)
+        .ok()
+        .and_then(|i| i.id)
+        .unwrap_or_default();
+    let who = st.who();
+    let secs = g.unacked_for.as_secs_f64();
+    let line = g.entry.meta.line.to_string();
+    let text = format!(
+        "{who} left {event_id} unhandled for {secs:.1} s ({} deliveries, never acknowledged)",
+        g.deliveries
+    );
+    tracing::warn!(sub = %st.id, "{text}");
+    // The conversation must not stay stuck with an owner that does not
+    // answer: release its claim, so the line is back in broadcast and an
+    // `unclaimed` router sees this report.
+    let mut released = false;
+    if let Some(me) = &st.filter.as_ {
+        let op = crate::store::claims::ClaimOp::ReleaseIfOwner {
+            line: line.clone(),
+            who: me.clone(),
+        };
+        released = matches!(
+            broker.claims.apply(op).await,
+            Ok(crate::store::claims::ClaimOutcome::Released(true))
+        );
+    }
+    let event = crate::proto::Event {
+        station: crate::line::station_of(&line).to_string(),
+        kind: "system".into(),
+        from: crate::stations::DAEMON.into(),
+        to: line.clone(),
+        line,
+        text: Some(text),
+        payload: Some(serde_json::json!({
+            "reason": "maxDeliver",
+            "identity": who,
+            "eventId": event_id,
+            "offset": g.entry.end,
+            "deliveries": g.deliveries,
+            "unackedMs": g.unacked_for.as_millis() as u64,
+            "released": released,
+        })),
+        ..Default::default()
+    };
+    if let Err(e) = broker.log.append(event).await {
+        tracing::error!("could not report an unhandled event: {e}");
+    }
 }

@@ -41,5 +41,8 @@ pub fn unavailable(station: &str) -> WireError {
     ))
 }
 
+/// `from` of the events the daemon writes itself (`kind: "system"`).
+pub const DAEMON: &str = "metro://local/metrod";
+
 /// Identity used as `from` when an op names no actor.
 pub const ANONYMOUS: &str = "metro://local/anonymous";

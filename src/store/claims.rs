@@ -73,6 +73,11 @@ pub enum ClaimOp {
     Release {
         line: String,
     },
+    /// Release only if `who` owns the line.
+    ReleaseIfOwner {
+        line: String,
+        who: String,
+    },
     /// Outbound auto-claim: take the line only when nobody owns it.
     Auto {
         line: String,
@@ -258,6 +263,14 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
             }
         }
         ClaimOp::Release { line } => ClaimOutcome::Released(map.owners.remove(line).is_some()),
+        ClaimOp::ReleaseIfOwner { line, who } => {
+            if map.owners.get(line).is_some_and(|o| &o.who == who) {
+                map.owners.remove(line);
+                ClaimOutcome::Released(true)
+            } else {
+                ClaimOutcome::Released(false)
+            }
+        }
         ClaimOp::Auto { line, who } => match map.owners.get(line) {
             None => {
                 map.owners.insert(

@@ -218,6 +218,12 @@ impl Client {
         self.writer.write_all(bytes).expect("write to socket");
     }
 
+    /// Sends without panicking; false when the daemon is gone.
+    pub fn try_send(&mut self, v: &Value) -> bool {
+        let line = format!("{v}\n");
+        self.writer.write_all(line.as_bytes()).is_ok()
+    }
+
     pub fn send(&mut self, v: &Value) {
         let line = serde_json::to_string(v).expect("json");
         self.sent.push(line.clone());

@@ -67,6 +67,11 @@ fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
     if s.ack_wait_ms == Some(0) {
         return Err(WireError::bad_request("field `ackWaitMs` must be positive"));
     }
+    if s.max_deliver == Some(0) {
+        return Err(WireError::bad_request(
+            "field `maxDeliver` must be at least 1",
+        ));
+    }
     if s.limit == Some(0) {
         return Err(WireError::bad_request("field `limit` must be positive"));
     }
@@ -142,6 +147,7 @@ pub async fn subscribe(conn: &Arc<Conn>, req: Option<Value>, s: Subscribe) -> Re
         s.limit,
         broker.opts.max_unacked,
         std::time::Duration::from_millis(s.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS)),
+        s.max_deliver,
         broker.cursors.clone(),
         plan.start,
     ));
