@@ -1,11 +1,12 @@
 //! The webhook station against a real daemon: real HTTP requests to its
 //! listener (GitHub's published signature example, bearer tokens, every
-//! bad input), duplicate deliveries, restarts, the delivery predicate.
+//! bad input), duplicate deliveries, restarts, the delivery predicate, and
+//! `metroctl webhook` / `metroctl tunnel`.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 use metro::stations::webhook::verify;
@@ -595,6 +596,205 @@ fn listener_off_or_port_taken_leaves_the_daemon_running() {
         d.stderr()
     );
     c.ok(json!({"op": "publish", "event": {"line": "claude/user/x", "text": "still fine"}}));
+}
+
+fn ctl(d: &Daemon, args: &[&str]) -> Command {
+    let mut c = Command::new(METROCTL);
+    c.arg("--socket").arg(&d.socket).args(args);
+    c.env_remove("METRO_SOCKET").env_remove("METRO_AS");
+    c.stdin(Stdio::null());
+    c
+}
+
+fn ok_out(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run metroctl");
+    assert!(
+        out.status.success(),
+        "metroctl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn metroctl_webhook_add_list_remove() {
+    let d = Daemon::start();
+    let added: Value = serde_json::from_str(&stdout(&ok_out(&mut ctl(
+        &d,
+        &["webhook", "add", "github", "--secret", "s3"],
+    ))))
+    .unwrap();
+    let id = added["id"].as_str().unwrap();
+    assert_eq!(
+        added["url"],
+        json!(format!("{}/hooks/{id}", d.webhook_url()))
+    );
+    // The secret from stdin, kept off the command line.
+    let mut child = ctl(&d, &["webhook", "add", "ci", "--secret", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"from-stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let ci: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let (status, _) = post(
+        ci["url"].as_str().unwrap(),
+        &[("authorization", "Bearer from-stdin")],
+        "x",
+    );
+    assert_eq!(status, 202);
+
+    let list = stdout(&ok_out(&mut ctl(&d, &["webhook", "list", "--json"])));
+    let rows: Vec<Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["label"], "github");
+    assert_eq!(rows[1]["hasSecret"], json!(true));
+    assert!(!list.contains("s3") && !list.contains("from-stdin"));
+
+    let removed: Value =
+        serde_json::from_str(&stdout(&ok_out(&mut ctl(&d, &["webhook", "remove", id])))).unwrap();
+    assert_eq!(removed["removed"], json!(true));
+    let list = stdout(&ok_out(&mut ctl(&d, &["webhook", "list", "--json"])));
+    assert_eq!(list.lines().count(), 1);
+}
+
+#[test]
+fn tunnel_setup_writes_a_cloudflared_config_and_check_reads_it() {
+    let d = Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cf");
+    let dir_s = dir.to_str().unwrap();
+    let port = d.webhook_url().rsplit(':').next().unwrap().to_string();
+    let out = stdout(&ok_out(&mut ctl(
+        &d,
+        &[
+            "tunnel",
+            "setup",
+            "metro",
+            "Hooks.Example.com",
+            "--config-dir",
+            dir_s,
+        ],
+    )));
+    let file = dir.join("metro.yml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let cred = dir.join("metro.json");
+    for want in [
+        "tunnel: metro\n".to_string(),
+        format!("credentials-file: \"{}\"\n", cred.display()),
+        "ingress:\n".to_string(),
+        "  - hostname: hooks.example.com\n".to_string(),
+        "    path: \"^/hooks/\"\n".to_string(),
+        format!("    service: \"http://127.0.0.1:{port}\"\n"),
+        "  - service: http_status:404\n".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing from\n{text}");
+    }
+    assert!(
+        text.find("hostname:").unwrap() < text.find("http_status:404").unwrap(),
+        "the catch-all comes last"
+    );
+    for want in [
+        format!(
+            "cloudflared tunnel create --credentials-file {} metro",
+            cred.display()
+        ),
+        "cloudflared tunnel route dns metro hooks.example.com".to_string(),
+        format!("cloudflared tunnel --config {} run metro", file.display()),
+    ] {
+        assert!(out.contains(&want), "{want:?} missing from\n{out}");
+    }
+    // No silent overwrite.
+    let again = ctl(
+        &d,
+        &[
+            "tunnel",
+            "setup",
+            "metro",
+            "hooks.example.com",
+            "--config-dir",
+            dir_s,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    // Without a daemon: the default address.
+    let none = tmp.path().join("none.sock");
+    ok_out(Command::new(METROCTL).arg("--socket").arg(&none).args([
+        "tunnel",
+        "setup",
+        "other",
+        "h.example.org",
+        "--config-dir",
+        dir_s,
+    ]));
+    let other = std::fs::read_to_string(dir.join("other.yml")).unwrap();
+    assert!(
+        other.contains("service: \"http://127.0.0.1:8787\""),
+        "{other}"
+    );
+
+    // check: no cloudflared on an empty PATH, no credentials yet.
+    let empty_path = tmp.path().join("bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let check = |args: &[&str]| {
+        let out = ctl(&d, args).env("PATH", &empty_path).output().unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.success(), report)
+    };
+    let (ok, r) = check(&["tunnel", "check", "metro", "--config-dir", dir_s, "--json"]);
+    assert!(!ok);
+    assert_eq!(r["cloudflared"], Value::Null);
+    let cfg = &r["configs"][0];
+    assert_eq!(cfg["parses"], json!(true));
+    assert_eq!(cfg["tunnel"], "metro");
+    assert_eq!(cfg["credentialsFound"], json!(false));
+    assert_eq!(
+        cfg["ingress"][0]["service"],
+        json!(format!("http://127.0.0.1:{port}"))
+    );
+    let problems = r["problems"].to_string();
+    assert!(
+        problems.contains("cloudflared is not on PATH"),
+        "{problems}"
+    );
+    assert!(problems.contains("does not exist yet"), "{problems}");
+
+    // With credentials and a cloudflared on PATH (never run), all is well.
+    std::fs::write(&cred, "{}").unwrap();
+    let fake = empty_path.join("cloudflared");
+    std::fs::write(&fake, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, r) = check(&["tunnel", "check", "metro", "--config-dir", dir_s, "--json"]);
+    assert!(ok, "{r}");
+    assert_eq!(r["cloudflared"], json!(fake.display().to_string()));
+    // doctor adds the daemon; `other.yml` routes to 8787, not to this
+    // daemon's listener, and has no credentials: two problems.
+    let (ok, r) = check(&["doctor", "--config-dir", dir_s, "--json"]);
+    assert!(!ok);
+    assert_eq!(r["daemon"]["webhook"]["status"], "ok");
+    assert_eq!(r["configs"].as_array().unwrap().len(), 2);
+    assert_eq!(r["problems"].as_array().unwrap().len(), 2, "{r}");
+
+    // A broken file is reported as such.
+    std::fs::write(&file, "tunnel: [metro\n").unwrap();
+    let (ok, r) = check(&["tunnel", "check", "metro", "--config-dir", dir_s, "--json"]);
+    assert!(!ok);
+    assert_eq!(r["configs"][0]["parses"], json!(false));
 }
 
 #[test]
