@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerOptions};
+use crate::stations::webhook;
 use crate::store::log::{FsyncPolicy, LogOptions};
 use crate::{paths, server};
 
@@ -54,6 +55,12 @@ pub struct Args {
     /// Delete segments whose newest event is older than this (e.g. 30d).
     #[arg(long, value_parser = parse_age)]
     pub retain_age: Option<Duration>,
+    /// Webhook HTTP listener: ip:port (port 0 picks a free one), or `off`.
+    #[arg(long, env = "METRO_WEBHOOK_ADDR", default_value = webhook::DEFAULT_ADDR)]
+    pub webhook_addr: webhook::ListenAddr,
+    /// Largest webhook request body accepted, in bytes.
+    #[arg(long, default_value_t = webhook::DEFAULT_MAX_BODY, value_parser = parse_size)]
+    pub webhook_max_body: usize,
 }
 
 /// `4096`, `64K`, `64M`, `2G` (binary units).
@@ -242,7 +249,7 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         max_request: args.max_request_bytes,
         max_unacked: args.max_unacked,
     };
-    let (broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
+    let (mut broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
         "cannot open the state in {}",
         state_dir.display()
     )))?;
@@ -262,6 +269,15 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             r.now
         );
     }
+    let hooks = webhook::Config {
+        addr: args.webhook_addr,
+        max_body: args.webhook_max_body,
+        fsync: args.fsync != FsyncPolicy::Never,
+    };
+    let (hooks, http) = webhook::Webhooks::open(&state_dir, &broker.log, &hooks)
+        .map_err(io_err("cannot open the webhook station"))?;
+    let hooks = Arc::new(hooks);
+    broker.webhooks = Some(hooks.clone());
     let broker = Arc::new(broker);
     let listener =
         server::bind(&socket).map_err(io_err(format!("cannot listen on {}", socket.display())))?;
@@ -277,6 +293,14 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         shutdown.clone(),
         tracker.clone(),
     ));
+    let http = http.map(|l| {
+        tokio::spawn(webhook::http::serve(
+            broker.clone(),
+            hooks.clone(),
+            l,
+            shutdown.clone(),
+        ))
+    });
     tracing::info!(
         "metrod {} ready: socket {}, state {}, log {} bytes, fsync {}",
         env!("CARGO_PKG_VERSION"),
@@ -300,6 +324,14 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         .is_err()
     {
         tracing::warn!("some connections did not close within 5 s");
+    }
+    if let Some(http) = http {
+        if tokio::time::timeout(Duration::from_secs(5), http)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some webhook deliveries did not finish within 5 s");
+        }
     }
     broker.log.shutdown().await;
     let _ = flusher.await;

@@ -19,7 +19,9 @@
 //! - [`server`]: the socket (bind `0600`, peer uid check), one task per
 //!   connection (framing, in-flight requests, coalesced writes), and
 //!   [`server::ops`], one file per group of ops.
-//! - [`stations`]: where outbound ops go (this build: local agent lines).
+//! - [`stations`]: where events come from and outbound ops go: local agent
+//!   lines, and [`stations::webhook`] — endpoints (`webhooks.json`) and the
+//!   HTTP listener that turns each verified POST into one logged event.
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
 //! - [`client`]: `metroctl` — one file per command group.
 //! - [`paths`], [`clock`]: default locations, timestamps.

@@ -22,6 +22,11 @@ pub fn socket() -> PathBuf {
     }
 }
 
+/// `~/.cloudflared`, where cloudflared keeps its configs and credentials.
+pub fn cloudflared_dir() -> PathBuf {
+    home().join(".cloudflared")
+}
+
 fn home() -> PathBuf {
     non_empty_env("HOME")
         .map(PathBuf::from)

@@ -281,9 +281,9 @@ fn platform_station_ops_answer_unavailable() {
         json!({"op": "react", "line": "discord/1", "messageId": "5", "emoji": "x"}),
         json!({"op": "download", "line": "telegram/1", "messageId": "5", "outDir": "/tmp"}),
         json!({"op": "fetch", "line": "discord/1"}),
-        json!({"op": "webhookAdd", "label": "gh"}),
-        json!({"op": "webhookList"}),
-        json!({"op": "webhookRemove", "id": "x"}),
+        // Webhook lines are inbound only.
+        json!({"op": "send", "line": "webhook/abc", "text": "x", "from": A}),
+        json!({"op": "react", "line": "webhook/abc", "messageId": "5", "emoji": "x"}),
     ] {
         c.err(req, "unavailable");
     }
@@ -304,6 +304,8 @@ fn platform_station_ops_answer_unavailable() {
     assert_eq!(names, ["local", "telegram", "discord", "webhook"]);
     assert_eq!(st["stations"][0]["enabled"], json!(true));
     assert_eq!(st["stations"][1]["enabled"], json!(false));
+    assert_eq!(st["stations"][3]["enabled"], json!(true));
+    assert_eq!(st["stations"][3]["status"], json!("ok"));
 }
 
 #[test]

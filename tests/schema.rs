@@ -91,12 +91,24 @@ fn real_traffic_matches_the_schema() {
     let _sub = c.subscribe(json!({"as": a, "follow": true, "since": "tail"}));
     c.ok(json!({"op": "stats"}));
     c.ok(json!({"op": "cursor", "as": a}));
-    c.err(
-        json!({"op": "webhookAdd", "label": "gh", "secret": "s"}),
-        "unavailable",
-    );
-    c.err(json!({"op": "webhookList"}), "unavailable");
-    c.err(json!({"op": "webhookRemove", "id": "x"}), "unavailable");
+    let hook = c.ok(json!({"op": "webhookAdd", "label": "gh", "secret": "s"}));
+    let plain = c.ok(json!({"op": "webhookAdd", "label": "plain"}));
+    // A real delivery, so the log holds a webhook event too.
+    let url = format!("{}{}", d.webhook_url(), plain["path"].as_str().unwrap());
+    let status = reqwest::blocking::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-1")
+        .body(r#"{"ref":"refs/heads/main","repository":{"full_name":"o/r"}}"#)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 202);
+    c.ok(json!({"op": "webhookList"}));
+    c.ok(json!({"op": "webhookRemove", "id": hook["id"]}));
+    c.ok(json!({"op": "webhookRemove", "id": "x"}));
+    c.err(json!({"op": "webhookAdd", "label": ""}), "bad_request");
     c.err(json!({"op": "nope"}), "unknown_op");
     c.err(json!({"op": "ack", "sub": "s99", "offset": 0}), "not_found");
     c.err(
@@ -106,7 +118,7 @@ fn real_traffic_matches_the_schema() {
 
     let requests = validator("request");
     let frames = validator("frame");
-    let bad = ["nope", "\"mine-only\"", "s99"];
+    let bad = ["nope", "\"mine-only\"", "s99", "\"label\":\"\""];
     let sent: Vec<&String> = first.sent.iter().chain(&c.sent).collect();
     let received: Vec<&String> = first.received.iter().chain(&c.received).collect();
     for line in sent {

@@ -55,6 +55,9 @@ pub struct Broker {
     pub lines: Arc<Mutex<LineIndex>>,
     pub started: Instant,
     pub connections: AtomicUsize,
+    /// The webhook station's endpoints, when the daemon runs it (it sets
+    /// this after [`Broker::open`]).
+    pub webhooks: Option<Arc<crate::stations::webhook::Webhooks>>,
     next_conn: AtomicU64,
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
@@ -93,6 +96,7 @@ impl Broker {
                 lines,
                 started: Instant::now(),
                 connections: AtomicUsize::new(0),
+                webhooks: None,
                 next_conn: AtomicU64::new(1),
                 subs: Mutex::new(BTreeMap::new()),
             },

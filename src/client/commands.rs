@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::Connection;
-use super::{identity, output, tail, CliError, Command};
+use super::{identity, output, tail, tunnel, webhook, CliError, Command};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -68,9 +68,13 @@ fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
 }
 
 pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
-    if let Command::Tail(args) = command {
-        return tail::run(socket, args);
-    }
+    let command = match command {
+        Command::Tail(args) => return tail::run(socket, args),
+        Command::Webhook(cmd) => return webhook::run(socket, cmd),
+        Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
+        Command::Doctor(args) => return tunnel::doctor(socket, &args),
+        other => other,
+    };
     let request = build(command)?;
     let (request, printer) = request;
     let mut conn = Connection::open(socket)?;
@@ -96,7 +100,9 @@ fn plain() -> Printer {
 
 fn build(command: Command) -> Result<(Value, Printer), CliError> {
     Ok(match command {
-        Command::Tail(_) => unreachable!("handled by run"),
+        Command::Tail(_) | Command::Webhook(_) | Command::Tunnel(_) | Command::Doctor(_) => {
+            unreachable!("handled by run")
+        }
         Command::Hello => (json!({"op": "hello", "client": "metroctl"}), plain()),
         Command::Claim { line, who, if_free } => {
             let who = identity::resolve(who.as_.as_deref()).ok_or_else(|| {

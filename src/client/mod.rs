@@ -1,13 +1,17 @@
 //! `metroctl`, the thin client: one subcommand per op (or group of ops),
 //! each a request over the socket. Files: [`conn`] (the connection),
 //! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
-//! [`tail`] (the streaming command), [`commands`] (everything else).
+//! [`tail`] (the streaming command), [`webhook`] (webhook endpoints),
+//! [`tunnel`] (cloudflared config, `tunnel check`, `doctor`), [`commands`]
+//! (everything else).
 
 pub mod commands;
 pub mod conn;
 pub mod identity;
 pub mod output;
 pub mod tail;
+pub mod tunnel;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +41,9 @@ pub enum CliError {
     Protocol(String),
     #[error("{0}")]
     Io(std::io::Error),
+    /// A check (`doctor`, `tunnel check`) found problems; the report is printed.
+    #[error("{0}")]
+    Check(String),
 }
 
 /// metroctl: talk to the metro broker.
@@ -141,6 +148,14 @@ pub enum Command {
     },
     /// Publish a raw event (JSON object; `-` reads stdin). For scripts and tests.
     Publish { json: String },
+    /// Webhook endpoints: add, list, remove.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
+    /// Cloudflare Tunnel to the webhook listener: setup, check.
+    #[command(subcommand)]
+    Tunnel(tunnel::TunnelCommand),
+    /// Check the setup: metrod, its webhook listener, cloudflared, tunnel configs.
+    Doctor(tunnel::CheckArgs),
 }
 
 /// Entry point of the `metroctl` binary.

@@ -1,18 +1,23 @@
 //! Stations: where events come from and where outbound ops go.
 //!
-//! This build has the `local` station only: lines of local agents
-//! (`metro://claude/…`, `metro://codex/…`, any station name that is not a
-//! platform). `send`, `edit` and `react` to such a line append a `notify`,
-//! `edit` or `react` event addressed to it. The platform stations
-//! (`telegram`, `discord`, `webhook`) are listed as not available: their ops
-//! answer `unavailable`.
+//! - `local`: lines of local agents (`metro://claude/…`, `metro://codex/…`,
+//!   any station name that is not a platform). `send`, `edit` and `react` to
+//!   such a line append a `notify`, `edit` or `react` event addressed to it.
+//! - [`webhook`]: HTTP senders become `inbound` events on
+//!   `metro://webhook/<id>` lines. Inbound only: outbound ops on its lines
+//!   answer `unavailable`.
+//! - `telegram`, `discord`: listed as not available; their ops answer
+//!   `unavailable`.
+
+pub mod webhook;
 
 use serde_json::{json, Value};
 
 use crate::proto::WireError;
 
-/// One row of the `stations` answer.
-pub fn all() -> Vec<Value> {
+/// The rows of the `stations` answer; `webhook` is the running webhook
+/// station, if any.
+pub fn all(webhook: Option<&webhook::Webhooks>) -> Vec<Value> {
     let missing = |name: &str| {
         json!({
             "name": name,
@@ -30,12 +35,21 @@ pub fn all() -> Vec<Value> {
         }),
         missing("telegram"),
         missing("discord"),
-        missing("webhook"),
+        match webhook {
+            Some(w) => w.station_row(),
+            None => missing("webhook"),
+        },
     ]
 }
 
-/// The answer to an op on a station this build does not run.
+/// The answer to an op on a station this build does not run, or to an
+/// outbound op on a webhook line.
 pub fn unavailable(station: &str) -> WireError {
+    if station == "webhook" {
+        return WireError::unavailable(
+            "webhook lines are inbound only: metro cannot send, edit, react or download on them",
+        );
+    }
     WireError::unavailable(format!(
         "the {station} station is not available in this metrod build"
     ))

@@ -68,6 +68,9 @@ impl Daemon {
             .args(&self.args)
             .env_remove("METRO_SOCKET")
             .env_remove("METRO_STATE_DIR")
+            // Never the real 8787: each test daemon's webhook listener takes
+            // a free port (`webhook_url` finds it); `--webhook-addr` wins.
+            .env("METRO_WEBHOOK_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -109,6 +112,20 @@ impl Daemon {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:<port>` of the webhook listener, from `stations`.
+    pub fn webhook_url(&self) -> String {
+        let st = self.connect().ok(json!({"op": "stations"}));
+        let row = st["stations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == "webhook"))
+            .cloned()
+            .expect("a webhook row in stations");
+        row["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("webhook listener not running: {row}"))
+            .to_string()
     }
 
     pub fn history_path(&self) -> PathBuf {

@@ -44,8 +44,8 @@ pub fn lines(broker: &Broker) -> OpResult {
     Ok(fields! { "lines" => rows })
 }
 
-pub fn stations() -> OpResult {
-    Ok(fields! { "stations" => stations::all() })
+pub fn stations(broker: &Broker) -> OpResult {
+    Ok(fields! { "stations" => stations::all(broker.webhooks.as_deref()) })
 }
 
 pub fn stats(broker: &Broker) -> OpResult {

@@ -5,6 +5,7 @@ mod events;
 mod info;
 mod outbound;
 mod subscribe;
+mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,10 +99,10 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::React(r) => later(req, outbound::react(broker, r)),
         Request::Download(d) => now(req, outbound::download(d)),
         Request::Lines => now(req, info::lines(&broker)),
-        Request::Stations => now(req, info::stations()),
+        Request::Stations => now(req, info::stations(&broker)),
         Request::Stats => now(req, info::stats(&broker)),
-        Request::WebhookAdd(_) | Request::WebhookList | Request::WebhookRemove(_) => {
-            now(req, Err(crate::stations::unavailable("webhook")))
-        }
+        Request::WebhookAdd(a) => later(req, webhooks::add(broker, a)),
+        Request::WebhookList => now(req, webhooks::list(&broker)),
+        Request::WebhookRemove(r) => later(req, webhooks::remove(broker, r)),
     }
 }

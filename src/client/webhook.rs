@@ -1,0 +1,104 @@
+//! `metroctl webhook add|list|remove`: the webhook station's endpoints.
+
+use std::io::Read;
+use std::path::Path;
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::conn::Connection;
+use super::{output, CliError};
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Create an endpoint; prints its id, path and URL.
+    Add {
+        /// A name for humans (shown as the line's name).
+        label: String,
+        /// Require this secret: GitHub's X-Hub-Signature-256, or
+        /// `Authorization: Bearer <secret>`. `-` reads it from stdin.
+        #[arg(long, value_name = "SECRET")]
+        secret: Option<String>,
+    },
+    /// List endpoints (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an endpoint; its URL answers 404 from then on.
+    Remove { id: String },
+}
+
+pub fn run(socket: &Path, cmd: WebhookCommand) -> Result<(), CliError> {
+    let mut conn = Connection::open(socket)?;
+    match cmd {
+        WebhookCommand::Add { label, secret } => {
+            let mut req = json!({"op": "webhookAdd", "label": label});
+            if let Some(s) = secret {
+                req["secret"] = json!(if s == "-" { read_secret()? } else { s });
+            }
+            let a = conn.call(req)?;
+            print_fields(&a, &["id", "label", "path", "url"]);
+        }
+        WebhookCommand::List { json } => {
+            let a = conn.call(json!({"op": "webhookList"}))?;
+            let eps = a["endpoints"].as_array().cloned().unwrap_or_default();
+            if output::json_mode(json) {
+                for e in &eps {
+                    println!("{e}");
+                }
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = eps
+                .iter()
+                .map(|e| {
+                    vec![
+                        str_of(e, "id"),
+                        str_of(e, "label"),
+                        if e["hasSecret"] == json!(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                        str_of(e, "createdAt"),
+                        match e["url"].as_str() {
+                            Some(u) => u.to_string(),
+                            None => str_of(e, "path"),
+                        },
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                output::table(&["ID", "LABEL", "SECRET", "CREATED", "URL"], &rows)
+            );
+        }
+        WebhookCommand::Remove { id } => {
+            let a = conn.call(json!({"op": "webhookRemove", "id": id}))?;
+            print_fields(&a, &["id", "removed"]);
+        }
+    }
+    Ok(())
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or("-").to_string()
+}
+
+/// The answer's fields as one JSON object.
+fn print_fields(a: &Value, keys: &[&str]) {
+    let mut out = serde_json::Map::new();
+    for k in keys {
+        out.insert(k.to_string(), a[*k].clone());
+    }
+    println!("{}", Value::Object(out));
+}
+
+fn read_secret() -> Result<String, CliError> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(CliError::Io)?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}

@@ -1,0 +1,392 @@
+//! The webhook listener: `POST /hooks/<id>` becomes one `inbound` event.
+//!
+//! A request is checked in this order, and the first failure answers with
+//! a small JSON body `{"error": "..."}`: path (404), method (405, `Allow:
+//! POST`), endpoint (404), `Content-Length` over the limit (413), missing or
+//! wrong credentials when the endpoint has a secret (401), body over the
+//! limit (413), signature (401), JSON that does not parse under a JSON
+//! content type (400), a body that is neither JSON nor UTF-8 (415). Then a
+//! delivery id already stored for the endpoint answers 202 without a second
+//! event; anything else is appended to the log and answered 202 once it is
+//! durable (500 / 503 when it could not be stored: the sender retries).
+//!
+//! The append runs in its own task, so a sender that hangs up mid-request
+//! cannot leave a half-recorded delivery behind.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::verify::{self, SIGNATURE_HEADER};
+use super::{Delivery, Webhooks};
+use crate::broker::Broker;
+use crate::proto::Event;
+use crate::store::log::AppendError;
+
+/// Headers copied into the event's `headers`: content type, sender, event
+/// type and delivery id. Never `Authorization` or a signature.
+const RECORDED_HEADERS: &[&str] = &[
+    "content-type",
+    "user-agent",
+    "x-github-event",
+    "x-github-delivery",
+    "x-github-hook-id",
+    "x-github-hook-installation-target-type",
+    "x-github-hook-installation-target-id",
+    "x-gitlab-event",
+    "x-event-key",
+    "x-event-type",
+    "x-request-id",
+    "x-delivery-id",
+    "webhook-id",
+    "webhook-timestamp",
+    "idempotency-key",
+];
+
+/// Headers that name a delivery (the first one present is the event's
+/// `messageId`; a retry carrying one already stored is not stored again).
+const DELIVERY_HEADERS: &[&str] = &[
+    "x-github-delivery",
+    "x-delivery-id",
+    "webhook-id",
+    "idempotency-key",
+];
+
+/// Headers that name the event type, for the `text` summary.
+const EVENT_TYPE_HEADERS: &[&str] = &[
+    "x-github-event",
+    "x-gitlab-event",
+    "x-event-key",
+    "x-event-type",
+];
+
+/// A delivery id longer than this is recorded but not used as `messageId`.
+const MAX_DELIVERY_ID: usize = 200;
+
+#[derive(Clone)]
+struct App {
+    broker: Arc<Broker>,
+    hooks: Arc<Webhooks>,
+}
+
+/// Serves `listener` until `shutdown`, then lets requests in flight finish.
+pub async fn serve(
+    broker: Arc<Broker>,
+    hooks: Arc<Webhooks>,
+    listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("webhook listener: {e}");
+            return;
+        }
+    };
+    if let Ok(a) = listener.local_addr() {
+        tracing::info!("webhook listener on http://{a}/hooks/<id>");
+    }
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(App { broker, hooks });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!("webhook listener stopped: {e}");
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, json_body(&json!({ "error": message.into() }))).into_response()
+}
+
+fn json_body(v: &Value) -> ([(axum::http::HeaderName, HeaderValue); 1], String) {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        v.to_string(),
+    )
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let Some(id) = path
+        .strip_prefix("/hooks/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not found: webhook endpoints are POST /hooks/<id>",
+        );
+    };
+    if parts.method != Method::POST {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed: deliveries are POST", parts.method),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let Some(ep) = app.hooks.get(id) else {
+        tracing::debug!("webhook delivery to unknown endpoint {path}");
+        return error(StatusCode::NOT_FOUND, "no such webhook endpoint");
+    };
+    let max = app.hooks.max_body;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {max} bytes"),
+        )
+    };
+    if header(&parts.headers, CONTENT_LENGTH.as_str())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+    {
+        return too_large();
+    }
+    // With a secret, refuse what can be refused before reading the body.
+    let signature = header(&parts.headers, SIGNATURE_HEADER);
+    if let Some(secret) = &ep.secret {
+        let refused = match (signature, header(&parts.headers, AUTHORIZATION.as_str())) {
+            (Some(_), _) => None,
+            (None, Some(auth)) if verify::bearer(secret, auth) => None,
+            (None, Some(_)) => Some("wrong credentials in Authorization"),
+            (None, None) => Some(
+                "this endpoint needs X-Hub-Signature-256 (HMAC-SHA256 of the body) or Authorization: Bearer <secret>",
+            ),
+        };
+        if let Some(why) = refused {
+            tracing::warn!("webhook delivery to {path} refused: {why}");
+            return error(StatusCode::UNAUTHORIZED, why);
+        }
+    }
+    let body = match axum::body::to_bytes(Body::new(body), max).await {
+        Ok(b) => b,
+        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {e}"),
+            )
+        }
+    };
+    if let (Some(secret), Some(sig)) = (&ep.secret, signature) {
+        if !verify::github_signature(secret, &body, sig) {
+            tracing::warn!("webhook delivery to {path} refused: bad signature");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "X-Hub-Signature-256 does not match the body",
+            );
+        }
+    }
+    let payload = match payload(&parts.headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let recorded = recorded_headers(&parts.headers);
+    let delivery = DELIVERY_HEADERS
+        .iter()
+        .find_map(|h| header(&parts.headers, h))
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && d.len() <= MAX_DELIVERY_ID)
+        .map(str::to_string);
+    let line = format!("metro://webhook/{}", ep.id);
+    let mut extra = Map::new();
+    extra.insert("lineName".into(), Value::String(ep.label.clone()));
+    let event = Event {
+        station: "webhook".into(),
+        kind: "inbound".into(),
+        line: line.clone(),
+        from: line.clone(),
+        to: line,
+        text: Some(summary(&ep.id, &recorded, &payload)),
+        message_id: delivery.clone(),
+        payload: Some(payload),
+        headers: Some(recorded),
+        extra,
+        ..Event::default()
+    };
+    store(app, ep.id, delivery, event).await
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// The JSON body under a JSON content type, else the body as a string.
+#[allow(clippy::result_large_err)]
+fn payload(headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+    if header(headers, CONTENT_TYPE.as_str()).is_some_and(is_json) {
+        return serde_json::from_slice(body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("body is not valid JSON: {e}"),
+            )
+        });
+    }
+    match std::str::from_utf8(body) {
+        Ok(s) => Ok(Value::String(s.to_string())),
+        Err(_) => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "body is neither JSON nor UTF-8 text",
+        )),
+    }
+}
+
+fn recorded_headers(headers: &HeaderMap) -> Map<String, Value> {
+    RECORDED_HEADERS
+        .iter()
+        .filter_map(|h| header(headers, h).map(|v| (h.to_string(), Value::String(v.into()))))
+        .collect()
+}
+
+/// A one-line summary: GitHub's `<event>[.<action>] <repo> by <actor>`,
+/// else `<event type or "webhook"> POST /hooks/<id>`.
+fn summary(id: &str, headers: &Map<String, Value>, payload: &Value) -> String {
+    let h = |name: &str| headers.get(name).and_then(Value::as_str);
+    if let Some(event) = h("x-github-event") {
+        let mut text = event.to_string();
+        if let Some(action) = payload.get("action").and_then(Value::as_str) {
+            text.push('.');
+            text.push_str(action);
+        }
+        if let Some(repo) = payload
+            .pointer("/repository/full_name")
+            .and_then(Value::as_str)
+        {
+            text.push(' ');
+            text.push_str(repo);
+        }
+        if let Some(actor) = payload.pointer("/sender/login").and_then(Value::as_str) {
+            text.push_str(" by ");
+            text.push_str(actor);
+        }
+        return text;
+    }
+    let kind = EVENT_TYPE_HEADERS
+        .iter()
+        .find_map(|n| h(n))
+        .unwrap_or("webhook");
+    format!("{kind} POST {}", super::endpoint_path(id))
+}
+
+enum Outcome {
+    Stored(String),
+    Duplicate(String),
+    Failed(AppendError),
+}
+
+/// Appends `event` unless its delivery id is already stored; answers 202
+/// once it is durable.
+async fn store(app: App, endpoint: String, delivery: Option<String>, event: Event) -> Response {
+    let task = tokio::spawn(async move {
+        let mine = match &delivery {
+            None => None,
+            Some(d) => loop {
+                match app.hooks.begin_delivery(&endpoint, d) {
+                    Delivery::Duplicate(id) => return Outcome::Duplicate(id),
+                    // Woken when the other request's append is decided.
+                    Delivery::Wait(mut rx) => while rx.changed().await.is_ok() {},
+                    Delivery::Mine(done) => break Some(done),
+                }
+            },
+        };
+        let appended = app.broker.log.append(event).await;
+        if let (Some(d), Some(done)) = (&delivery, mine) {
+            let id = appended.as_ref().ok().map(|a| a.id.as_str());
+            app.hooks.finish_delivery(&endpoint, d, id, done);
+        }
+        match appended {
+            Ok(a) => Outcome::Stored(a.id),
+            Err(e) => Outcome::Failed(e),
+        }
+    });
+    match task.await {
+        Ok(Outcome::Stored(id)) => {
+            (StatusCode::ACCEPTED, json_body(&json!({ "id": id }))).into_response()
+        }
+        Ok(Outcome::Duplicate(id)) => (
+            StatusCode::ACCEPTED,
+            json_body(&json!({ "id": id, "duplicate": true })),
+        )
+            .into_response(),
+        Ok(Outcome::Failed(AppendError::ShuttingDown)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrod is shutting down; nothing was stored, try again later",
+        ),
+        Ok(Outcome::Failed(AppendError::Io(why))) => {
+            tracing::error!("webhook delivery not stored: {why}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the event was not stored: {why}; nothing was written, try again"),
+            )
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the delivery failed: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/vnd.github+json"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json("text/plain"));
+    }
+
+    #[test]
+    fn summaries() {
+        let gh = json!({"action": "opened", "repository": {"full_name": "octo/hello"}, "sender": {"login": "ann"}});
+        let mut h = Map::new();
+        h.insert("x-github-event".into(), json!("pull_request"));
+        assert_eq!(
+            summary("x", &h, &gh),
+            "pull_request.opened octo/hello by ann"
+        );
+        assert_eq!(summary("x", &h, &json!("payload=1")), "pull_request");
+        let mut h = Map::new();
+        assert_eq!(summary("ab", &h, &json!({})), "webhook POST /hooks/ab");
+        h.insert("x-event-type".into(), json!("ticket.created"));
+        assert_eq!(
+            summary("ab", &h, &json!({})),
+            "ticket.created POST /hooks/ab"
+        );
+    }
+}
