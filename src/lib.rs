@@ -24,11 +24,13 @@
 //!   HTTP listener that turns each verified POST into one logged event.
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
 //! - [`client`]: `metroctl` — one file per command group.
+//! - [`config`]: the config file (station tokens, allowlists).
 //! - [`paths`], [`clock`]: default locations, timestamps.
 
 pub mod broker;
 pub mod client;
 pub mod clock;
+pub mod config;
 pub mod daemon;
 pub mod line;
 pub mod paths;

@@ -1,0 +1,197 @@
+//! The config file: station tokens and allowlists.
+//!
+//! `$METRO_CONFIG`, else `$XDG_CONFIG_HOME/metro/config.toml`, else
+//! `~/.config/metro/config.toml`. It holds secrets, so a file readable or
+//! writable by anyone but its owner is refused. A missing file is an empty
+//! config. Environment variables override the file:
+//! `METRO_TELEGRAM_TOKEN`, `METRO_TELEGRAM_API_URL`, `METRO_TELEGRAM_ALLOW`,
+//! `METRO_DISCORD_TOKEN`, `METRO_DISCORD_API_URL`, `METRO_DISCORD_GATEWAY_URL`,
+//! `METRO_DISCORD_ALLOW`.
+//!
+//! ```toml
+//! [telegram]
+//! token = "123456:ABC..."
+//! allow = ["12345678", "87654321"]   # Telegram user ids, or ["*"]
+//!
+//! [discord]
+//! token = "..."
+//! allow = ["*"]
+//! ```
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Who may reach the agents through a station.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Allow(pub Vec<String>);
+
+impl Allow {
+    /// `*` admits everyone.
+    pub fn everyone(&self) -> bool {
+        self.0.iter().any(|a| a == "*")
+    }
+
+    pub fn admits(&self, user_id: &str) -> bool {
+        self.everyone() || self.0.iter().any(|a| a == user_id)
+    }
+
+    /// Parses `METRO_*_ALLOW`: comma-separated ids, or `*`.
+    pub fn parse_list(s: &str) -> Allow {
+        Allow(
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// API base (self-hosted Bot API servers, proxies, tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Discord only: gateway URL, skipping the lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Allow::is_empty")]
+    pub allow: Allow,
+}
+
+impl Allow {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub telegram: StationConfig,
+    #[serde(default)]
+    pub discord: StationConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{path} is readable or writable by others (mode {mode:o}); it holds tokens. Fix it with: chmod 600 {path}"
+    )]
+    Permissions { path: String, mode: u32 },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid metro config: {message}")]
+    Parse { path: String, message: String },
+}
+
+/// Where the config file is.
+pub fn path() -> PathBuf {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(p) = env("METRO_CONFIG") {
+        return PathBuf::from(p);
+    }
+    let base = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env("HOME").unwrap_or_else(|| "/".into())).join(".config")
+        });
+    base.join("metro/config.toml")
+}
+
+/// Reads the file only (no environment overrides).
+pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: shown,
+                source,
+            })
+        }
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Permissions { path: shown, mode });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: shown,
+        message: e.to_string(),
+    })
+}
+
+/// The file, then the environment on top.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let mut c = read_file(path)?;
+    c.apply_env(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    Ok(c)
+}
+
+impl Config {
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        for (prefix, st) in [
+            ("TELEGRAM", &mut self.telegram),
+            ("DISCORD", &mut self.discord),
+        ] {
+            if let Some(t) = get(&format!("METRO_{prefix}_TOKEN")) {
+                st.token = Some(t);
+            }
+            if let Some(u) = get(&format!("METRO_{prefix}_API_URL")) {
+                st.api_url = Some(u);
+            }
+            if let Some(a) = get(&format!("METRO_{prefix}_ALLOW")) {
+                st.allow = Allow::parse_list(&a);
+            }
+        }
+        if let Some(g) = get("METRO_DISCORD_GATEWAY_URL") {
+            self.discord.gateway_url = Some(g);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "[telegram]\ntoken = \"1:abc\"\nallow = [\"42\"]\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut c = read_file(&p).unwrap();
+        assert_eq!(c.telegram.token.as_deref(), Some("1:abc"));
+        assert!(c.telegram.allow.admits("42") && !c.telegram.allow.admits("7"));
+        c.apply_env(|k| (k == "METRO_TELEGRAM_ALLOW").then(|| "*".to_string()));
+        assert!(c.telegram.allow.admits("7"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            read_file(&p),
+            Err(ConfigError::Permissions { .. })
+        ));
+        std::fs::write(&p, "[telegram]\ntokn = 1\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(read_file(&p), Err(ConfigError::Parse { .. })));
+        assert_eq!(
+            read_file(&dir.path().join("none.toml")).unwrap(),
+            Config::default()
+        );
+    }
+}
