@@ -420,6 +420,7 @@ fn a_stalled_subscriber_under_a_million_events_costs_bounded_memory() {
     }
     assert_eq!(reader.join().unwrap(), total, "the live subscriber kept up");
     let rss = rss_kib(d.pid()).max(peak);
+    eprintln!("metrod RSS after {total} events past a stalled subscriber: {rss} KiB");
     assert!(
         rss < STALLED_RSS_BOUND_KIB,
         "metrod RSS {rss} KiB with a stalled subscriber"
