@@ -294,14 +294,7 @@ fn startup_reads_only_the_end_of_a_large_log() {
     std::fs::write(dir.join("history.jsonl"), &big).unwrap();
     drop(big);
     let d = Daemon::start_in(&dir, &[]);
-    let io = std::fs::read_to_string(format!("/proc/{}/io", d.pid())).unwrap();
-    let rchar: u64 = io
-        .lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let rchar = bytes_read(d.pid());
     assert!(
         rchar < 4 << 20,
         "startup read {rchar} bytes of a 64 MiB log"

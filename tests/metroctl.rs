@@ -11,35 +11,6 @@ use serde_json::{json, Value};
 
 const A: &str = "metro://claude/user/a";
 
-fn ctl(d: &Daemon, args: &[&str]) -> Command {
-    let mut c = Command::new(METROCTL);
-    c.arg("--socket").arg(&d.socket).args(args);
-    for v in [
-        "METRO_AS",
-        "METRO_NO_AUTO_CLAIM",
-        "CLAUDECODE",
-        "CODEX_HOME",
-        "METRO_CODEX_RC",
-        "METRO_USER_ID",
-        "METRO_SOCKET",
-    ] {
-        c.env_remove(v);
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run metroctl");
-    assert!(
-        out.status.success(),
-        "metroctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn json_out(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
@@ -79,18 +50,21 @@ fn not_running_names_the_socket_and_how_to_start() {
 #[test]
 fn every_command_round_trips() {
     let d = Daemon::start();
-    let hello = json_out(&run(&mut ctl(&d, &["hello"])));
+    let hello = json_out(&run_ok(&mut metroctl(&d, &["hello"])));
     assert_eq!(hello["protocol"], json!(1));
 
-    let p = json_out(&run(&mut ctl(
+    let p = json_out(&run_ok(&mut metroctl(
         &d,
         &["publish", r#"{"line":"telegram/5","text":"from a script"}"#],
     )));
     assert!(p["id"].as_str().unwrap().starts_with("msg_"));
 
-    let claimed = json_out(&run(&mut ctl(&d, &["claim", "telegram/5", "--as", A])));
+    let claimed = json_out(&run_ok(&mut metroctl(
+        &d,
+        &["claim", "telegram/5", "--as", A],
+    )));
     assert_eq!(claimed["owner"], json!(A));
-    let out = ctl(
+    let out = metroctl(
         &d,
         &[
             "claim",
@@ -104,11 +78,11 @@ fn every_command_round_trips() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("conflict"));
-    let claims = json_out(&run(&mut ctl(&d, &["claims", "--json"])));
+    let claims = json_out(&run_ok(&mut metroctl(&d, &["claims", "--json"])));
     assert_eq!(claims, json!({"metro://telegram/5": A}));
 
     // send: text from stdin, identity from METRO_AS.
-    let mut child = ctl(&d, &["send", "codex/user/b", "-"])
+    let mut child = metroctl(&d, &["send", "codex/user/b", "-"])
         .env("METRO_AS", A)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -125,44 +99,53 @@ fn every_command_round_trips() {
     let sent = json_out(&out);
     assert_eq!(sent["claim"], json!("claimed"));
     // METRO_NO_AUTO_CLAIM=1 and --no-claim.
-    let s = json_out(&run(ctl(&d, &["send", "codex/user/c", "hi"])
-        .env("METRO_AS", A)
-        .env("METRO_NO_AUTO_CLAIM", "1")));
+    let s = json_out(&run_ok(
+        metroctl(&d, &["send", "codex/user/c", "hi"])
+            .env("METRO_AS", A)
+            .env("METRO_NO_AUTO_CLAIM", "1"),
+    ));
     assert_eq!(s["claim"], json!("off"));
-    let s = json_out(&run(&mut ctl(
+    let s = json_out(&run_ok(&mut metroctl(
         &d,
         &["send", "codex/user/c", "hi", "--from", A, "--no-claim"],
     )));
     assert_eq!(s["claim"], json!("off"));
 
-    let h = json_lines(&run(&mut ctl(&d, &["history", "--limit", "2", "--json"])));
+    let h = json_lines(&run_ok(&mut metroctl(
+        &d,
+        &["history", "--limit", "2", "--json"],
+    )));
     assert_eq!(h.len(), 2);
     assert_eq!(h[0]["text"], "hi");
-    let h = json_lines(&run(&mut ctl(&d, &["history", "--text", "MULTI"])));
+    let h = json_lines(&run_ok(&mut metroctl(&d, &["history", "--text", "MULTI"])));
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["text"], "multi\nline ✓");
     assert_eq!(h[0]["from"], json!(A));
 
-    let lines = json_lines(&run(&mut ctl(&d, &["lines"])));
+    let lines = json_lines(&run_ok(&mut metroctl(&d, &["lines"])));
     assert!(lines
         .iter()
         .any(|l| l["line"] == "metro://telegram/5" && l["owner"] == json!(A)));
-    let st = json_lines(&run(&mut ctl(&d, &["stations"])));
+    let st = json_lines(&run_ok(&mut metroctl(&d, &["stations"])));
     assert_eq!(st[0]["name"], "local");
-    let stats = json_out(&run(&mut ctl(&d, &["stats"])));
+    let stats = json_out(&run_ok(&mut metroctl(&d, &["stats"])));
     assert!(stats["logBytes"].as_u64().unwrap() > 0);
-    let released = json_out(&run(&mut ctl(&d, &["release", "telegram/5"])));
+    let released = json_out(&run_ok(&mut metroctl(&d, &["release", "telegram/5"])));
     assert_eq!(released["released"], json!(true));
-    let cur = json_out(&run(&mut ctl(&d, &["cursor", "--as", A])));
+    let cur = json_out(&run_ok(&mut metroctl(&d, &["cursor", "--as", A])));
     assert_eq!(cur["stored"], json!(false));
 
     // Bad input from the command line: a clear error, non-zero exit.
-    let out = ctl(&d, &["send", "telegram/abc", "x"]).output().unwrap();
+    let out = metroctl(&d, &["send", "telegram/abc", "x"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("telegram lines are"));
-    let out = ctl(&d, &["publish", "{not json"]).output().unwrap();
+    let out = metroctl(&d, &["publish", "{not json"]).output().unwrap();
     assert!(!out.status.success());
-    let out = ctl(&d, &["tail", "--since", "yesterday"]).output().unwrap();
+    let out = metroctl(&d, &["tail", "--since", "yesterday"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
 }
@@ -170,17 +153,17 @@ fn every_command_round_trips() {
 #[test]
 fn edit_and_react_from_the_command_line() {
     let d = Daemon::start();
-    let sent = json_out(&run(&mut ctl(
+    let sent = json_out(&run_ok(&mut metroctl(
         &d,
         &["send", "codex/user/b", "v1", "--from", A],
     )));
     let id = sent["id"].as_str().unwrap();
-    let e = json_out(&run(&mut ctl(
+    let e = json_out(&run_ok(&mut metroctl(
         &d,
         &["edit", "codex/user/b", id, "v2", "--from", A],
     )));
     assert_eq!(e["claim"], json!("kept"));
-    let r = json_out(&run(&mut ctl(
+    let r = json_out(&run_ok(&mut metroctl(
         &d,
         &["react", "codex/user/b", id, "🎉", "--from", A],
     )));
@@ -194,10 +177,12 @@ fn edit_and_react_from_the_command_line() {
 #[test]
 fn identity_comes_from_the_agent_environment() {
     let d = Daemon::start();
-    let s = json_out(&run(ctl(&d, &["send", "codex/user/b", "x"])
-        .env("CLAUDECODE", "1")
-        .env("METRO_USER_ID", "org-7")
-        .env("PATH", "/nonexistent")));
+    let s = json_out(&run_ok(
+        metroctl(&d, &["send", "codex/user/b", "x"])
+            .env("CLAUDECODE", "1")
+            .env("METRO_USER_ID", "org-7")
+            .env("PATH", "/nonexistent"),
+    ));
     assert_eq!(s["claim"], json!("claimed"));
     assert_eq!(d.history()[0]["from"], "metro://claude/user/org-7");
     let tmp = tempfile::tempdir().unwrap();
@@ -206,18 +191,20 @@ fn identity_comes_from_the_agent_environment() {
         r#"{"tokens":{"account_id":"acct-9"}}"#,
     )
     .unwrap();
-    run(ctl(&d, &["send", "claude/user/z", "y"]).env("CODEX_HOME", tmp.path()));
+    run_ok(metroctl(&d, &["send", "claude/user/z", "y"]).env("CODEX_HOME", tmp.path()));
     assert_eq!(d.history()[1]["from"], "metro://codex/user/acct-9");
     // --as beats METRO_AS beats the environment.
-    run(
-        ctl(&d, &["send", "claude/user/z", "z", "--from", "metro://x/y"])
+    run_ok(
+        metroctl(&d, &["send", "claude/user/z", "z", "--from", "metro://x/y"])
             .env("METRO_AS", A)
             .env("CLAUDECODE", "1"),
     );
     assert_eq!(d.history()[2]["from"], "metro://x/y");
-    run(ctl(&d, &["send", "claude/user/z", "w"])
-        .env("METRO_AS", A)
-        .env("CLAUDECODE", "1"));
+    run_ok(
+        metroctl(&d, &["send", "claude/user/z", "w"])
+            .env("METRO_AS", A)
+            .env("CLAUDECODE", "1"),
+    );
     assert_eq!(d.history()[3]["from"], json!(A));
 }
 
@@ -229,7 +216,7 @@ fn tail_prints_exactly_the_events_and_moves_the_cursor() {
     let end = publish(&mut c, json!({"line": "telegram/1", "text": "two"}))["offset"]
         .as_u64()
         .unwrap();
-    let out = run(&mut ctl(&d, &["tail", "--as", A]));
+    let out = run_ok(&mut metroctl(&d, &["tail", "--as", A]));
     let printed = String::from_utf8(out.stdout).unwrap();
     let stored = std::fs::read_to_string(d.history_path()).unwrap();
     assert_eq!(
@@ -241,17 +228,17 @@ fn tail_prints_exactly_the_events_and_moves_the_cursor() {
         Some(end)
     );
     // Nothing new: nothing printed.
-    let out = run(&mut ctl(&d, &["tail", "--as", A]));
+    let out = run_ok(&mut metroctl(&d, &["tail", "--as", A]));
     assert!(out.stdout.is_empty());
     // Filters and --since/--limit pass through.
-    let out = run(&mut ctl(
+    let out = run_ok(&mut metroctl(
         &d,
         &[
             "tail", "--all", "--since", "start", "--limit", "1", "--cursor", "x",
         ],
     ));
     assert_eq!(json_lines(&out).len(), 1);
-    let out = run(&mut ctl(
+    let out = run_ok(&mut metroctl(
         &d,
         &[
             "tail",
@@ -270,7 +257,7 @@ fn tail_prints_exactly_the_events_and_moves_the_cursor() {
 fn a_killed_tail_resumes_with_nothing_lost_and_nothing_skipped() {
     let d = Daemon::start();
     let mut c = d.connect();
-    let mut child = ctl(&d, &["tail", "--as", A, "--follow"])
+    let mut child = metroctl(&d, &["tail", "--as", A, "--follow"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -312,7 +299,7 @@ fn a_killed_tail_resumes_with_nothing_lost_and_nothing_skipped() {
             json!({"line": "telegram/1", "text": format!("{i}")}),
         );
     }
-    let out = run(&mut ctl(&d, &["tail", "--as", A]));
+    let out = run_ok(&mut metroctl(&d, &["tail", "--as", A]));
     let second = String::from_utf8(out.stdout).unwrap();
     let n = |l: &str| -> usize {
         let v: Value = serde_json::from_str(l).unwrap();

@@ -598,25 +598,6 @@ fn listener_off_or_port_taken_leaves_the_daemon_running() {
     c.ok(json!({"op": "publish", "event": {"line": "claude/user/x", "text": "still fine"}}));
 }
 
-fn ctl(d: &Daemon, args: &[&str]) -> Command {
-    let mut c = Command::new(METROCTL);
-    c.arg("--socket").arg(&d.socket).args(args);
-    c.env_remove("METRO_SOCKET").env_remove("METRO_AS");
-    c.stdin(Stdio::null());
-    c
-}
-
-fn ok_out(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run metroctl");
-    assert!(
-        out.status.success(),
-        "metroctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -624,7 +605,7 @@ fn stdout(out: &Output) -> String {
 #[test]
 fn metroctl_webhook_add_list_remove() {
     let d = Daemon::start();
-    let added: Value = serde_json::from_str(&stdout(&ok_out(&mut ctl(
+    let added: Value = serde_json::from_str(&stdout(&run_ok(&mut metroctl(
         &d,
         &["webhook", "add", "github", "--secret", "s3"],
     ))))
@@ -635,7 +616,7 @@ fn metroctl_webhook_add_list_remove() {
         json!(format!("{}/hooks/{id}", d.webhook_url()))
     );
     // The secret from stdin, kept off the command line.
-    let mut child = ctl(&d, &["webhook", "add", "ci", "--secret", "-"])
+    let mut child = metroctl(&d, &["webhook", "add", "ci", "--secret", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -651,7 +632,7 @@ fn metroctl_webhook_add_list_remove() {
     );
     assert_eq!(status, 202);
 
-    let list = stdout(&ok_out(&mut ctl(&d, &["webhook", "list", "--json"])));
+    let list = stdout(&run_ok(&mut metroctl(&d, &["webhook", "list", "--json"])));
     let rows: Vec<Value> = list
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -661,10 +642,13 @@ fn metroctl_webhook_add_list_remove() {
     assert_eq!(rows[1]["hasSecret"], json!(true));
     assert!(!list.contains("s3") && !list.contains("from-stdin"));
 
-    let removed: Value =
-        serde_json::from_str(&stdout(&ok_out(&mut ctl(&d, &["webhook", "remove", id])))).unwrap();
+    let removed: Value = serde_json::from_str(&stdout(&run_ok(&mut metroctl(
+        &d,
+        &["webhook", "remove", id],
+    ))))
+    .unwrap();
     assert_eq!(removed["removed"], json!(true));
-    let list = stdout(&ok_out(&mut ctl(&d, &["webhook", "list", "--json"])));
+    let list = stdout(&run_ok(&mut metroctl(&d, &["webhook", "list", "--json"])));
     assert_eq!(list.lines().count(), 1);
 }
 
@@ -675,7 +659,7 @@ fn tunnel_setup_writes_a_cloudflared_config_and_check_reads_it() {
     let dir = tmp.path().join("cf");
     let dir_s = dir.to_str().unwrap();
     let port = d.webhook_url().rsplit(':').next().unwrap().to_string();
-    let out = stdout(&ok_out(&mut ctl(
+    let out = stdout(&run_ok(&mut metroctl(
         &d,
         &[
             "tunnel",
@@ -715,7 +699,7 @@ fn tunnel_setup_writes_a_cloudflared_config_and_check_reads_it() {
         assert!(out.contains(&want), "{want:?} missing from\n{out}");
     }
     // No silent overwrite.
-    let again = ctl(
+    let again = metroctl(
         &d,
         &[
             "tunnel",
@@ -733,7 +717,7 @@ fn tunnel_setup_writes_a_cloudflared_config_and_check_reads_it() {
 
     // Without a daemon: the default address.
     let none = tmp.path().join("none.sock");
-    ok_out(Command::new(METROCTL).arg("--socket").arg(&none).args([
+    run_ok(Command::new(METROCTL).arg("--socket").arg(&none).args([
         "tunnel",
         "setup",
         "other",
@@ -751,7 +735,10 @@ fn tunnel_setup_writes_a_cloudflared_config_and_check_reads_it() {
     let empty_path = tmp.path().join("bin");
     std::fs::create_dir(&empty_path).unwrap();
     let check = |args: &[&str]| {
-        let out = ctl(&d, args).env("PATH", &empty_path).output().unwrap();
+        let out = metroctl(&d, args)
+            .env("PATH", &empty_path)
+            .output()
+            .unwrap();
         let report: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         (out.status.success(), report)
@@ -836,14 +823,7 @@ fn delivery_ids_are_seeded_from_the_end_of_the_log_only() {
     .unwrap();
 
     let d = Daemon::start_in(&dir, &[]);
-    let io = std::fs::read_to_string(format!("/proc/{}/io", d.pid())).unwrap();
-    let rchar: u64 = io
-        .lines()
-        .find_map(|l| l.strip_prefix("rchar: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let rchar = bytes_read(d.pid());
     assert!(
         rchar < 8 << 20,
         "startup read {rchar} bytes of a 24 MiB log"

@@ -394,3 +394,44 @@ pub fn texts(frames: &[Value]) -> Vec<String> {
         .map(|f| f["event"]["text"].as_str().unwrap_or("").to_string())
         .collect()
 }
+
+/// `metroctl --socket <d's socket> args…`, with the identity and socket
+/// variables of the test's own environment removed.
+pub fn metroctl(d: &Daemon, args: &[&str]) -> Command {
+    let mut c = Command::new(METROCTL);
+    c.arg("--socket").arg(&d.socket).args(args);
+    for v in [
+        "METRO_AS",
+        "METRO_NO_AUTO_CLAIM",
+        "CLAUDECODE",
+        "CODEX_HOME",
+        "METRO_CODEX_RC",
+        "METRO_USER_ID",
+        "METRO_SOCKET",
+    ] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs a command that must succeed; returns its output.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Bytes a process has read so far (`rchar` of /proc/<pid>/io).
+pub fn bytes_read(pid: i32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/<pid>/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar in /proc/<pid>/io")
+}

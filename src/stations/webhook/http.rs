@@ -155,6 +155,7 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n > max as u64)
     {
+        discard(Body::new(body)).await;
         return too_large();
     }
     // With a secret, refuse what can be refused before reading the body.
@@ -173,10 +174,10 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
             return error(StatusCode::UNAUTHORIZED, why);
         }
     }
-    let body = match axum::body::to_bytes(Body::new(body), max).await {
+    let body = match read_limited(Body::new(body), max).await {
         Ok(b) => b,
-        Err(e) if is_length_limit(&e) => return too_large(),
-        Err(e) => {
+        Err(None) => return too_large(),
+        Err(Some(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the body: {e}"),
@@ -222,15 +223,43 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
     store(app, ep.id, delivery, event).await
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// A body refused as too large is still read (and thrown away) up to this
+/// much, for at most [`DISCARD_TIME`]: a sender that writes its whole body
+/// before reading the answer then sees the 413 instead of a reset.
+const DISCARD_BYTES: usize = 16 << 20;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The body, or `Err(None)` when it is larger than `max` (then drained, see
+/// [`discard`]), or `Err(Some(e))` when it could not be read.
+async fn read_limited(mut body: Body, max: usize) -> Result<bytes::Bytes, Option<axum::Error>> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Some)?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > max {
+                discard(body).await;
+                return Err(None);
+            }
+            buf.extend_from_slice(data);
         }
-        source = s.source();
     }
-    false
+    Ok(buf.freeze())
+}
+
+/// Reads and drops what is left of a refused body (bounded in bytes and time).
+async fn discard(mut body: Body) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DISCARD_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
 
 fn is_json(content_type: &str) -> bool {
