@@ -234,12 +234,27 @@ struct Shared {
 }
 
 impl Shared {
-    fn files(&self) -> io::Result<FileSet> {
+    /// Runs `f` on the file set under its read lock (which only a roll or a
+    /// retention pass takes for writing). Keep `f` free of I/O: take the
+    /// `Arc<File>` you need and read after.
+    fn with_files<R>(&self, f: impl FnOnce(&FileSet) -> R) -> io::Result<R> {
         self.files
             .read()
-            .map(|f| f.clone())
+            .map(|files| f(&files))
             .map_err(|_| io::Error::other("log file set lock poisoned"))
     }
+}
+
+/// Where a backwards read goes: the file holding the byte before `before`,
+/// and the oldest kept offset. `None`: nothing (more) to read.
+fn back_target(files: &FileSet, end: u64, before: u64) -> Option<(Located, u64)> {
+    let before = before.min(end);
+    if before == 0 || before <= files.oldest() {
+        return None;
+    }
+    files
+        .locate(before - 1, end)
+        .map(|loc| (loc, files.oldest()))
 }
 
 /// Handle to the log, shared by every connection and station.
@@ -338,15 +353,14 @@ impl Log {
     /// The oldest offset still on disk (0 until retention deletes a
     /// segment).
     pub fn oldest(&self) -> u64 {
-        self.shared.files().map(|f| f.oldest()).unwrap_or(0)
+        self.shared.with_files(|f| f.oldest()).unwrap_or(0)
     }
 
     /// Rolled segments on disk and bytes in all files.
     pub fn disk_usage(&self) -> (usize, u64) {
         let end = self.end();
         self.shared
-            .files()
-            .map(|f| (f.segments.len(), f.bytes(end)))
+            .with_files(|f| (f.segments.len(), f.bytes(end)))
             .unwrap_or((0, 0))
     }
 
@@ -408,12 +422,15 @@ impl Log {
     /// `pos` older than the oldest kept offset is an error of kind
     /// `NotFound` (check [`Log::oldest`] first).
     pub async fn read_file(&self, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry>>> {
-        let loc = self.shared.files()?.locate(pos, until).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("offset {pos} was deleted by retention"),
-            )
-        })?;
+        let loc = self
+            .shared
+            .with_files(|f| f.locate(pos, until))?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("offset {pos} was deleted by retention"),
+                )
+            })?;
         tokio::task::spawn_blocking(move || read_entries(&loc, pos, until))
             .await
             .map_err(io::Error::other)?
@@ -438,11 +455,21 @@ impl Log {
         if offset > end {
             return Ok(false);
         }
-        let files = self.shared.files()?;
-        if offset == 0 || files.is_file_start(offset) {
+        let (start, loc) = self.shared.with_files(|files| {
+            let start = offset == 0 || files.is_file_start(offset);
+            (
+                start,
+                if start {
+                    None
+                } else {
+                    files.locate(offset - 1, end)
+                },
+            )
+        })?;
+        if start {
             return Ok(true);
         }
-        let Some(loc) = files.locate(offset - 1, end) else {
+        let Some(loc) = loc else {
             return Ok(false);
         };
         let mut b = [0u8; 1];
@@ -455,12 +482,21 @@ impl Log {
     pub fn boundary_at_or_before(&self, offset: u64) -> io::Result<u64> {
         let end = self.end();
         let offset = offset.min(end);
-        let files = self.shared.files()?;
-        if offset <= files.oldest() || files.is_file_start(offset) {
-            return Ok(offset.max(files.oldest()));
+        let (oldest, at_start, loc) = self.shared.with_files(|files| {
+            let oldest = files.oldest();
+            let at_start = offset <= oldest || files.is_file_start(offset);
+            let loc = if at_start {
+                None
+            } else {
+                files.locate(offset - 1, end)
+            };
+            (oldest, at_start, loc)
+        })?;
+        if at_start {
+            return Ok(offset.max(oldest));
         }
-        let Some(loc) = files.locate(offset - 1, end) else {
-            return Ok(files.oldest());
+        let Some(loc) = loc else {
+            return Ok(oldest);
         };
         let (start, _) = scan_back_for_newline(&loc.file, offset - loc.base)?;
         Ok(loc.base + start)
@@ -475,9 +511,11 @@ impl Log {
         before: u64,
         chunk: usize,
     ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
-        let files = self.shared.files()?;
         let end = self.end();
-        tokio::task::spawn_blocking(move || read_back(&files, end, before, chunk))
+        let Some(target) = self.shared.with_files(|f| back_target(f, end, before))? else {
+            return Ok((Vec::new(), 0));
+        };
+        tokio::task::spawn_blocking(move || read_back(target, before, chunk))
             .await
             .map_err(io::Error::other)?
     }
@@ -488,7 +526,11 @@ impl Log {
         before: u64,
         chunk: usize,
     ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
-        read_back(&self.shared.files()?, self.end(), before, chunk)
+        let end = self.end();
+        match self.shared.with_files(|f| back_target(f, end, before))? {
+            Some(target) => read_back(target, before, chunk),
+            None => Ok((Vec::new(), 0)),
+        }
     }
 }
 
@@ -500,7 +542,10 @@ fn last_timestamp(files: &FileSet, end: u64) -> i128 {
         #[serde(borrow)]
         ts: Cow<'a, str>,
     }
-    let Ok((lines, _)) = read_back(files, end, end, 64 << 10) else {
+    let Some(target) = back_target(files, end, end) else {
+        return 0;
+    };
+    let Ok((lines, _)) = read_back(target, end, 64 << 10) else {
         return 0;
     };
     lines
@@ -603,23 +648,16 @@ fn read_entries(loc: &Located, pos: u64, until: u64) -> io::Result<Vec<Arc<Entry
 }
 
 fn read_back(
-    files: &FileSet,
-    end: u64,
+    (loc, oldest): (Located, u64),
     before: u64,
     chunk: usize,
 ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
-    let before = before.min(end);
-    if before == 0 || before <= files.oldest() {
-        return Ok((Vec::new(), 0));
-    }
-    let Some(loc) = files.locate(before - 1, end) else {
-        return Ok((Vec::new(), 0));
-    };
+    let before = before.min(loc.end);
     let (lines, next) = read_back_in(&loc.file, before - loc.base, chunk)?;
     let lines = lines.into_iter().map(|(e, b)| (loc.base + e, b)).collect();
     let next = loc.base + next;
     // At the start of the oldest kept file there is nothing further back.
-    let next = if next <= files.oldest() { 0 } else { next };
+    let next = if next <= oldest { 0 } else { next };
     Ok((lines, next))
 }
 
@@ -918,8 +956,8 @@ impl Writer {
     /// starts a new, empty `history.jsonl`. On failure the current file
     /// simply stays active (and the roll is tried again later).
     fn roll(&mut self) {
-        let dir = match self.shared.files() {
-            Ok(f) => f.dir,
+        let dir = match self.shared.with_files(|f| f.dir.clone()) {
+            Ok(d) => d,
             Err(_) => return,
         };
         let base = self.active_base;

@@ -42,7 +42,7 @@ impl Segment {
 }
 
 /// The segments and the active file, as readers see them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileSet {
     pub dir: PathBuf,
     pub segments: Vec<Segment>,

@@ -86,11 +86,12 @@ pub fn stats(broker: &Broker) -> OpResult {
             })
         })
         .collect();
+    let (segments, disk_bytes) = broker.log.disk_usage();
     Ok(fields! {
         "logBytes" => end,
         "oldestOffset" => broker.log.oldest(),
-        "segments" => broker.log.disk_usage().0,
-        "diskBytes" => broker.log.disk_usage().1,
+        "segments" => segments,
+        "diskBytes" => disk_bytes,
         "uptimeMs" => broker.uptime().as_millis() as u64,
         "connections" => broker.connections.load(std::sync::atomic::Ordering::Relaxed),
         "fsync" => broker.opts.log.fsync.to_string(),
