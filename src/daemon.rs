@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerOptions};
+use crate::service::{self, reload::LiveConfig, systemd};
 use crate::stations::webhook;
 use crate::store::log::{FsyncPolicy, LogOptions};
 use crate::{paths, server};
@@ -61,6 +62,8 @@ pub struct Args {
     /// Largest webhook request body accepted, in bytes.
     #[arg(long, default_value_t = webhook::DEFAULT_MAX_BODY, value_parser = parse_size)]
     pub webhook_max_body: usize,
+    #[command(flatten)]
+    pub config: service::ConfigArgs,
 }
 
 /// `4096`, `64K`, `64M`, `2G` (binary units).
@@ -110,6 +113,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
 pub enum StartError {
     #[error("{0}")]
     Busy(String),
+    /// The config file cannot be used (exit status [`service::EXIT_CONFIG`]).
+    #[error("{0}")]
+    Config(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -126,6 +132,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
 /// Entry point of the `metrod` binary.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any thread exists: it unsets LISTEN_FDS/LISTEN_PID.
+    systemd::take_activation();
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,7 +151,10 @@ pub fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("metrod: {e}");
-            ExitCode::FAILURE
+            match e {
+                StartError::Config(_) => ExitCode::from(service::EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -236,6 +247,8 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     };
     prepare_state_dir(&state_dir)?;
     let _lock = lock_state_dir(&state_dir)?;
+    let config = LiveConfig::load(&args.config.config_path())
+        .map_err(|e| StartError::Config(format!("{e}; metrod does not start on it")))?;
 
     let opts = BrokerOptions {
         log: LogOptions {
@@ -278,18 +291,26 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         .map_err(io_err("cannot open the webhook station"))?;
     let hooks = Arc::new(hooks);
     broker.webhooks = Some(hooks.clone());
+    broker.config = Arc::new(config);
     let broker = Arc::new(broker);
-    let listener =
-        server::bind(&socket).map_err(io_err(format!("cannot listen on {}", socket.display())))?;
+    let served = systemd::listen(&socket)
+        .map_err(io_err(format!("cannot listen on {}", socket.display())))?;
+    let socket = served.path.clone();
 
     let shutdown = CancellationToken::new();
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("cannot watch SIGTERM"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("cannot watch SIGINT"))?;
+    let reloader = service::reload::spawn(
+        broker.config.clone(),
+        !args.config.no_config_watch,
+        shutdown.clone(),
+    )
+    .map_err(io_err("cannot watch SIGHUP"))?;
     let flusher = tokio::spawn(flush_cursors(broker.clone(), shutdown.clone()));
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),
-        listener,
+        served.listener,
         shutdown.clone(),
         tracker.clone(),
     ));
@@ -309,15 +330,21 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         startup.log_bytes,
         args.fsync
     );
+    systemd::ready(&service::reload::ready_status(&broker.config));
 
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
     };
     tracing::info!("{signal_name}: shutting down");
+    systemd::stopping(&format!("{signal_name}: shutting down"));
     shutdown.cancel();
     let _ = accept.await;
-    let _ = fs::remove_file(&socket);
+    let _ = reloader.await;
+    // A socket systemd made stays: its next connection starts us again.
+    if !served.activated {
+        let _ = fs::remove_file(&socket);
+    }
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await

@@ -23,6 +23,8 @@
 //!   lines, and [`stations::webhook`] — endpoints (`webhooks.json`) and the
 //!   HTTP listener that turns each verified POST into one logged event.
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
+//! - [`service`]: running under a service manager — systemd socket
+//!   activation and readiness notices, the live config and its reload.
 //! - [`client`]: `metroctl` — one file per command group.
 //! - [`config`]: the config file (station tokens, allowlists).
 //! - [`paths`], [`clock`]: default locations, timestamps.
@@ -36,5 +38,6 @@ pub mod line;
 pub mod paths;
 pub mod proto;
 pub mod server;
+pub mod service;
 pub mod stations;
 pub mod store;

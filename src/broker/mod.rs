@@ -58,6 +58,9 @@ pub struct Broker {
     /// The webhook station's endpoints, when the daemon runs it (it sets
     /// this after [`Broker::open`]).
     pub webhooks: Option<Arc<crate::stations::webhook::Webhooks>>,
+    /// The config in force (tokens, allowlists); stations subscribe to it
+    /// for reloads. The daemon sets it after [`Broker::open`].
+    pub config: Arc<crate::service::reload::LiveConfig>,
     next_conn: AtomicU64,
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
@@ -97,6 +100,9 @@ impl Broker {
                 started: Instant::now(),
                 connections: AtomicUsize::new(0),
                 webhooks: None,
+                config: Arc::new(crate::service::reload::LiveConfig::unloaded(
+                    crate::config::path(),
+                )),
                 next_conn: AtomicU64::new(1),
                 subs: Mutex::new(BTreeMap::new()),
             },

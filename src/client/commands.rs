@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::Connection;
-use super::{identity, output, tail, tunnel, webhook, CliError, Command};
+use super::{doctor, identity, output, service, setup, tail, tunnel, webhook, CliError, Command};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -72,7 +72,14 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         Command::Tail(args) => return tail::run(socket, args),
         Command::Webhook(cmd) => return webhook::run(socket, cmd),
         Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
-        Command::Doctor(args) => return tunnel::doctor(socket, &args),
+        Command::Doctor(args) => return doctor::run(socket, &args),
+        Command::Service(cmd) => return service::run(socket, cmd),
+        Command::Setup(args) => return setup::run(socket, args),
+        Command::Completions { shell } => {
+            let mut cmd = <super::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "metroctl", &mut std::io::stdout());
+            return Ok(());
+        }
         other => other,
     };
     let request = build(command)?;
@@ -100,7 +107,13 @@ fn plain() -> Printer {
 
 fn build(command: Command) -> Result<(Value, Printer), CliError> {
     Ok(match command {
-        Command::Tail(_) | Command::Webhook(_) | Command::Tunnel(_) | Command::Doctor(_) => {
+        Command::Tail(_)
+        | Command::Webhook(_)
+        | Command::Tunnel(_)
+        | Command::Doctor(_)
+        | Command::Service(_)
+        | Command::Setup(_)
+        | Command::Completions { .. } => {
             unreachable!("handled by run")
         }
         Command::Hello => (json!({"op": "hello", "client": "metroctl"}), plain()),

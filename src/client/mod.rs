@@ -2,13 +2,17 @@
 //! each a request over the socket. Files: [`conn`] (the connection),
 //! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
 //! [`tail`] (the streaming command), [`webhook`] (webhook endpoints),
-//! [`tunnel`] (cloudflared config, `tunnel check`, `doctor`), [`commands`]
-//! (everything else).
+//! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
+//! service files), [`setup`] (the config file), [`doctor`] (the health
+//! check), [`commands`] (everything else).
 
 pub mod commands;
 pub mod conn;
+pub mod doctor;
 pub mod identity;
 pub mod output;
+pub mod service;
+pub mod setup;
 pub mod tail;
 pub mod tunnel;
 pub mod webhook;
@@ -154,8 +158,19 @@ pub enum Command {
     /// Cloudflare Tunnel to the webhook listener: setup, check.
     #[command(subcommand)]
     Tunnel(tunnel::TunnelCommand),
-    /// Check the setup: metrod, its webhook listener, cloudflared, tunnel configs.
-    Doctor(tunnel::CheckArgs),
+    /// Check the setup (metrod, permissions, disk, stations, config, log,
+    /// cursors, service, tunnel); exit 1 when something needs you.
+    Doctor(doctor::DoctorArgs),
+    /// Run metrod as a user service (systemd, launchd): install, uninstall, status.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Write the config file: station tokens and allowlists (asks on a terminal).
+    Setup(setup::SetupArgs),
+    /// Print a shell completion script: `metroctl completions bash > …`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Entry point of the `metroctl` binary.

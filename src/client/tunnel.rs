@@ -1,6 +1,7 @@
-//! `metroctl tunnel setup|check` and `metroctl doctor`: expose the webhook
-//! listener through a Cloudflare Tunnel. metro only writes the cloudflared
-//! config and prints the commands; it never downloads or runs cloudflared.
+//! `metroctl tunnel setup|check`: expose the webhook listener through a
+//! Cloudflare Tunnel. metro only writes the cloudflared config and prints
+//! the commands; it never downloads or runs cloudflared. `metroctl doctor`
+//! ([`super::doctor`]) runs the same check.
 
 use std::fs;
 use std::io::Write;
@@ -81,13 +82,6 @@ pub fn run(socket: &Path, cmd: TunnelCommand) -> Result<(), CliError> {
             finish(report, args.json)
         }
     }
-}
-
-/// `metroctl doctor`: the daemon, its webhook listener, cloudflared and
-/// the tunnel configs.
-pub fn doctor(socket: &Path, args: &CheckArgs) -> Result<(), CliError> {
-    let report = check(socket, args, true);
-    finish(report, args.json)
 }
 
 fn check_name(name: &str) -> Result<(), CliError> {
@@ -376,7 +370,9 @@ pub fn check_config(file: &Path, listener: Option<&str>) -> Value {
     report
 }
 
-fn check(socket: &Path, args: &CheckArgs, with_daemon: bool) -> Value {
+/// The tunnel report: `cloudflared`, `configs`, `problems` (and `daemon`
+/// with `with_daemon`).
+pub(super) fn check(socket: &Path, args: &CheckArgs, with_daemon: bool) -> Value {
     let mut problems: Vec<String> = Vec::new();
     let mut report = json!({});
     let daemon = ask_daemon(socket);

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod svc;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -25,6 +27,7 @@ pub struct Daemon {
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -43,6 +46,11 @@ impl Daemon {
 
     /// A daemon on `dir` (which may hold state from an earlier daemon).
     pub fn start_in(dir: &Path, args: &[&str]) -> Daemon {
+        Self::start_in_env(dir, args, &[])
+    }
+
+    /// Same, with extra environment variables for metrod.
+    pub fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = args
             .iter()
             .position(|a| *a == "--socket")
@@ -55,6 +63,10 @@ impl Daemon {
             child: None,
             _tmp: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -71,6 +83,14 @@ impl Daemon {
             // Never the real 8787: each test daemon's webhook listener takes
             // a free port (`webhook_url` finds it); `--webhook-addr` wins.
             .env("METRO_WEBHOOK_ADDR", "127.0.0.1:0")
+            // Never the developer's own config file (a missing file is an
+            // empty config); `--config` wins.
+            .env("METRO_CONFIG", self.dir.with_extension("no-config.toml"))
+            // Not under a service manager unless a test says so.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -98,5 +98,6 @@ pub fn stats(broker: &Broker) -> OpResult {
         "claims" => broker.claims.snapshot().len(),
         "subscriptions" => subs,
         "cursors" => cursors,
+        "config" => broker.config.summary(),
     })
 }
