@@ -66,8 +66,18 @@ pub struct Args {
     pub config: service::ConfigArgs,
 }
 
-/// `4096`, `64K`, `64M`, `2G` (binary units).
+/// A size of at least 4096 bytes: `4096`, `64K`, `64M`, `2G` (binary units).
 fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size_at_least(s, 4096)
+}
+
+/// A size of at least 1024 bytes, as a `usize` (same units).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let n = parse_size_at_least(s, 1024)?;
+    usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
+}
+
+fn parse_size_at_least(s: &str, min: u64) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
@@ -81,8 +91,8 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     let bytes = n
         .checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))?;
-    if bytes < 4096 {
-        return Err("must be at least 4096 bytes".into());
+    if bytes < min {
+        return Err(format!("must be at least {min} bytes"));
     }
     Ok(bytes)
 }
@@ -99,14 +109,6 @@ fn parse_age(s: &str) -> Result<Duration, String> {
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1024 => Ok(n),
-        Ok(_) => Err("must be at least 1024".into()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
