@@ -8,7 +8,12 @@
 //!   answer `unavailable`.
 //! - `telegram`, `discord`: listed as not available; their ops answer
 //!   `unavailable`.
+//!
+//! Shared by the chat stations: [`access`] (allowlist, pairing codes) and
+//! [`queue`] (per-conversation turns, rate limits, `retry_after`).
 
+pub mod access;
+pub mod queue;
 pub mod webhook;
 
 use serde_json::{json, Value};
