@@ -278,6 +278,17 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         .map_err(io_err("cannot open the webhook station"))?;
     let hooks = Arc::new(hooks);
     broker.webhooks = Some(hooks.clone());
+    // The Telegram station: token and allowlist from the config file and
+    // the environment; no token, no station.
+    let config = crate::config::load(&crate::config::path())
+        .map_err(|e| io_err("cannot read the config")(io::Error::other(e)))?;
+    broker.telegram = crate::stations::telegram::open(
+        &state_dir,
+        &broker.log,
+        &config.telegram,
+        args.fsync != FsyncPolicy::Never,
+    )
+    .map_err(io_err("cannot open the telegram station"))?;
     let broker = Arc::new(broker);
     let listener =
         server::bind(&socket).map_err(io_err(format!("cannot listen on {}", socket.display())))?;
@@ -298,6 +309,13 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             broker.clone(),
             hooks.clone(),
             l,
+            shutdown.clone(),
+        ))
+    });
+    let telegram = broker.telegram.clone().map(|t| {
+        tokio::spawn(crate::stations::telegram::inbound::run(
+            broker.clone(),
+            t,
             shutdown.clone(),
         ))
     });
@@ -332,6 +350,11 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         {
             tracing::warn!("some webhook deliveries did not finish within 5 s");
         }
+    }
+    if let Some(t) = telegram {
+        // The poller stops at once; an update it was storing stays
+        // unconfirmed and comes again.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     broker.log.shutdown().await;
     let _ = flusher.await;

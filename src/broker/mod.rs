@@ -58,6 +58,8 @@ pub struct Broker {
     /// The webhook station's endpoints, when the daemon runs it (it sets
     /// this after [`Broker::open`]).
     pub webhooks: Option<Arc<crate::stations::webhook::Webhooks>>,
+    /// The Telegram station, when it has a token (set like `webhooks`).
+    pub telegram: Option<Arc<crate::stations::telegram::Telegram>>,
     next_conn: AtomicU64,
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
@@ -97,6 +99,7 @@ impl Broker {
                 started: Instant::now(),
                 connections: AtomicUsize::new(0),
                 webhooks: None,
+                telegram: None,
                 next_conn: AtomicU64::new(1),
                 subs: Mutex::new(BTreeMap::new()),
             },

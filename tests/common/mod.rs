@@ -25,6 +25,8 @@ pub struct Daemon {
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    /// Extra environment for metrod (kept across restarts).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -41,8 +43,22 @@ impl Daemon {
         d
     }
 
+    /// A daemon on a fresh temp state dir with extra environment.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("state");
+        let mut d = Self::start_in_env(&dir, args, env);
+        d._tmp = Some(tmp);
+        d
+    }
+
     /// A daemon on `dir` (which may hold state from an earlier daemon).
     pub fn start_in(dir: &Path, args: &[&str]) -> Daemon {
+        Self::start_in_env(dir, args, &[])
+    }
+
+    /// `start_in` with extra environment for metrod.
+    pub fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = args
             .iter()
             .position(|a| *a == "--socket")
@@ -55,6 +71,10 @@ impl Daemon {
             child: None,
             _tmp: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -71,6 +91,12 @@ impl Daemon {
             // Never the real 8787: each test daemon's webhook listener takes
             // a free port (`webhook_url` finds it); `--webhook-addr` wins.
             .env("METRO_WEBHOOK_ADDR", "127.0.0.1:0")
+            // Never the developer's config file or bot token.
+            .env("METRO_CONFIG", self.dir.with_extension("no-config.toml"))
+            .env_remove("METRO_TELEGRAM_TOKEN")
+            .env_remove("METRO_TELEGRAM_API_URL")
+            .env_remove("METRO_TELEGRAM_ALLOW")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
