@@ -851,8 +851,9 @@ fn the_queue_honours_retry_after_and_rate_limits() {
     for i in 0..5 {
         c.send(&json!({"op": "send", "req": format!("r{i}"), "line": "telegram/77", "text": format!("m{i}")}));
     }
-    for i in 0..5 {
-        let a = c.answer_to(&json!(format!("r{i}"))).unwrap();
+    c.send(&json!({"op": "send", "req": "other", "line": "telegram/79", "text": "elsewhere"}));
+    for r in ["r0", "r1", "r2", "r3", "r4", "other"] {
+        let a = c.answer_to(&json!(r)).unwrap();
         assert_eq!(a["ok"], true, "{a}");
     }
     let to77: Vec<Call> = fake
@@ -867,10 +868,16 @@ fn the_queue_honours_retry_after_and_rate_limits() {
         "5 messages in {span:?}"
     );
     assert!(
-        to77[2].at - to77[0].at < Duration::from_millis(500),
+        to77[2].at - to77[0].at < Duration::from_millis(900),
         "the burst"
     );
     // Another chat is not held up by that one.
+    let to79 = fake
+        .calls("sendMessage")
+        .into_iter()
+        .find(|c| c.params["chat_id"] == 79)
+        .unwrap();
+    assert!(to79.at < to77[4].at, "chat 79 waited for chat 77");
 
     // A flood wait longer than metro waits: upstream, nothing logged.
     fake.fail_next(
