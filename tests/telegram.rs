@@ -982,6 +982,24 @@ fn polling_failures_are_said_in_words_and_retried() {
     );
     let s = wait_status(&d, "401", |s| s.contains("refused the bot token"));
     assert!(!s.contains("not-the-token"), "{s}");
+    // `metroctl doctor` says it too.
+    let none = tempfile::tempdir().unwrap();
+    let out = ctl(
+        &d,
+        &[
+            "doctor",
+            "--json",
+            "--config-dir",
+            &none.path().display().to_string(),
+        ],
+    );
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].to_string();
+    assert!(
+        problems.contains("telegram station: down: Telegram refused the bot token"),
+        "{report}"
+    );
 
     // Network: nothing listens there; the token is not in the status either.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
