@@ -293,6 +293,15 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         .map_err(io_err("cannot open the webhook station"))?;
     let hooks = Arc::new(hooks);
     broker.webhooks = Some(hooks.clone());
+    // The Telegram station: token and allowlist from the config in force
+    // (file and environment); no token, no station.
+    broker.telegram = crate::stations::telegram::open(
+        &state_dir,
+        &broker.log,
+        &config.current().telegram,
+        args.fsync != FsyncPolicy::Never,
+    )
+    .map_err(io_err("cannot open the telegram station"))?;
     broker.config = Arc::new(config);
     let broker = Arc::new(broker);
     let served = systemd::listen(&socket)
@@ -321,6 +330,18 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             broker.clone(),
             hooks.clone(),
             l,
+            shutdown.clone(),
+        ))
+    });
+    let telegram = broker.telegram.clone().map(|t| {
+        tokio::spawn(crate::stations::telegram::follow_config(
+            t.clone(),
+            broker.config.subscribe(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(crate::stations::telegram::inbound::run(
+            broker.clone(),
+            t,
             shutdown.clone(),
         ))
     });
@@ -361,6 +382,11 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         {
             tracing::warn!("some webhook deliveries did not finish within 5 s");
         }
+    }
+    if let Some(t) = telegram {
+        // The poller stops at once; an update it was storing stays
+        // unconfirmed and comes again.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     broker.log.shutdown().await;
     let _ = flusher.await;

@@ -20,8 +20,12 @@
 //!   connection (framing, in-flight requests, coalesced writes), and
 //!   [`server::ops`], one file per group of ops.
 //! - [`stations`]: where events come from and outbound ops go: local agent
-//!   lines, and [`stations::webhook`] — endpoints (`webhooks.json`) and the
-//!   HTTP listener that turns each verified POST into one logged event.
+//!   lines; [`stations::webhook`] — endpoints (`webhooks.json`) and the
+//!   HTTP listener that turns each verified POST into one logged event;
+//!   [`stations::telegram`] — the bot's long-poll loop (an update is
+//!   confirmed only once its event is durable) and its outbound calls;
+//!   [`stations::access`] and [`stations::queue`], the allowlist with
+//!   pairing codes and the per-chat outbound queue the chat stations share.
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
 //! - [`service`]: running under a service manager — systemd socket
 //!   activation and readiness notices, the live config and its reload.

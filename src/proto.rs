@@ -39,6 +39,9 @@ pub const OPS: &[&str] = &[
     "webhookAdd",
     "webhookList",
     "webhookRemove",
+    "allow",
+    "deny",
+    "allowList",
 ];
 
 /// Error codes a client can see. Nothing else ever reaches the wire.
@@ -453,6 +456,49 @@ pub struct WebhookRemove {
     pub id: String,
 }
 
+/// `allow`: admit the holder of a pairing code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AllowCode {
+    pub code: String,
+    /// Only this station's codes (default: every chat station's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+}
+
+/// `deny`: block a platform user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DenyUser {
+    #[serde(deserialize_with = "string_or_number")]
+    pub user_id: String,
+    /// Default `telegram`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+}
+
+/// `allowList`: who is admitted, denied, waiting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AllowListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+}
+
+/// A platform id sent as a string or as a JSON integer.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        N(i64),
+    }
+    match Raw::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a string or an integer"))?
+    {
+        Raw::S(s) => Ok(s),
+        Raw::N(n) => Ok(n.to_string()),
+    }
+}
+
 /// One request, without its `req` (kept beside it by [`parse_request`]).
 /// Requests are parsed once and moved a few times; boxing the large
 /// variants would cost an allocation per publish for nothing.
@@ -502,6 +548,12 @@ pub enum Request {
     WebhookList,
     #[serde(rename = "webhookRemove")]
     WebhookRemove(WebhookRemove),
+    #[serde(rename = "allow")]
+    Allow(AllowCode),
+    #[serde(rename = "deny")]
+    Deny(DenyUser),
+    #[serde(rename = "allowList")]
+    AllowList(AllowListQuery),
 }
 
 impl Request {
@@ -590,6 +642,9 @@ pub fn parse_request(line: &[u8]) -> Result<(Option<Value>, Request), ParseFailu
         "webhookAdd" => field(map).map(Request::WebhookAdd),
         "webhookList" => Ok(Request::WebhookList),
         "webhookRemove" => field(map).map(Request::WebhookRemove),
+        "allow" => field(map).map(Request::Allow),
+        "deny" => field(map).map(Request::Deny),
+        "allowList" => field(map).map(Request::AllowList),
         other => Err(WireError::new(
             ErrorCode::UnknownOp,
             format!("unknown op {other:?}; `hello` lists the ops this daemon knows"),

@@ -4,6 +4,7 @@
 //! `setup`, `doctor`, `completions`.
 
 mod common;
+mod fake_telegram;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -232,10 +233,34 @@ fn doctor_exit_codes() {
     std::fs::create_dir(&home).unwrap();
     let cfg = tmp.path().join("config.toml");
     write_config(&cfg, &config_body(TG, &["42"]), 0o600);
-    let mut d = Daemon::start_in(
+    // The config's token is real-looking; the station itself talks to a
+    // fake Bot API (the environment overrides token and URL), so it is up.
+    let fake = fake_telegram::Fake::start();
+    let env = fake.env("42");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut d = Daemon::start_in_env(
         &tmp.path().join("state"),
         &["--config", cfg.to_str().unwrap()],
+        &env,
     );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let st = d.connect().ok(json!({"op": "stations"}));
+        let tg = st["stations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "telegram")
+            .cloned();
+        if tg.is_some_and(|t| t["status"] == "ok") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "telegram station never came up: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let sock = d.socket.to_str().unwrap().to_string();
     let doctor = || {
         let out = ctl(&home, &["--socket", &sock, "doctor", "--json"])

@@ -61,6 +61,8 @@ pub struct Broker {
     /// The config in force (tokens, allowlists); stations subscribe to it
     /// for reloads. The daemon sets it after [`Broker::open`].
     pub config: Arc<crate::service::reload::LiveConfig>,
+    /// The Telegram station, when it has a token (set like `webhooks`).
+    pub telegram: Option<Arc<crate::stations::telegram::Telegram>>,
     next_conn: AtomicU64,
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
@@ -103,6 +105,7 @@ impl Broker {
                 config: Arc::new(crate::service::reload::LiveConfig::unloaded(
                     crate::config::path(),
                 )),
+                telegram: None,
                 next_conn: AtomicU64::new(1),
                 subs: Mutex::new(BTreeMap::new()),
             },

@@ -7,7 +7,9 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::Connection;
-use super::{doctor, identity, output, service, setup, tail, tunnel, webhook, CliError, Command};
+use super::{
+    doctor, identity, messages, output, service, setup, tail, tunnel, webhook, CliError, Command,
+};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -36,7 +38,7 @@ fn usage<E: std::fmt::Display>(e: E) -> CliError {
     CliError::Usage(e.to_string())
 }
 
-fn line_arg(l: &str) -> Result<String, CliError> {
+pub(super) fn line_arg(l: &str) -> Result<String, CliError> {
     crate::line::line(l).map_err(usage)
 }
 
@@ -44,7 +46,7 @@ fn uri_arg(u: &str) -> Result<String, CliError> {
     crate::line::uri(u).map_err(usage)
 }
 
-fn read_stdin() -> Result<String, CliError> {
+pub(super) fn read_stdin() -> Result<String, CliError> {
     let mut s = String::new();
     std::io::stdin()
         .read_to_string(&mut s)
@@ -52,16 +54,16 @@ fn read_stdin() -> Result<String, CliError> {
     Ok(s)
 }
 
-fn print_json(v: &Value) {
+pub(super) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
-fn no_claim(flag: bool) -> bool {
+pub(super) fn no_claim(flag: bool) -> bool {
     flag || std::env::var("METRO_NO_AUTO_CLAIM").is_ok_and(|v| v == "1" || v == "true")
 }
 
 /// The actor of an outbound op: `--from`, else the identity.
-fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
+pub(super) fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
     identity::resolve(from.as_deref())
         .map(|a| uri_arg(&a))
         .transpose()
@@ -80,6 +82,11 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
             clap_complete::generate(shell, &mut cmd, "metroctl", &mut std::io::stdout());
             return Ok(());
         }
+        Command::Reply(args) => return messages::reply(socket, args),
+        Command::Download(args) => return messages::download(socket, args),
+        Command::Fetch(args) => return messages::fetch(socket, args),
+        Command::Allow(args) => return messages::allow(socket, args),
+        Command::Deny(args) => return messages::deny(socket, args),
         other => other,
     };
     let request = build(command)?;
@@ -113,7 +120,12 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
         | Command::Doctor(_)
         | Command::Service(_)
         | Command::Setup(_)
-        | Command::Completions { .. } => {
+        | Command::Completions { .. }
+        | Command::Reply(_)
+        | Command::Download(_)
+        | Command::Fetch(_)
+        | Command::Allow(_)
+        | Command::Deny(_) => {
             unreachable!("handled by run")
         }
         Command::Hello => (json!({"op": "hello", "client": "metroctl"}), plain()),
@@ -153,6 +165,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             from,
             no_claim: nc,
             reply_to,
+            attach,
         } => {
             let text = if text == "-" { read_stdin()? } else { text };
             let mut req = json!({"op": "send", "line": line_arg(&line)?, "text": text, "noClaim": no_claim(nc)});
@@ -162,6 +175,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             if let Some(r) = reply_to {
                 req["replyTo"] = json!(r);
             }
+            attach.apply(&mut req)?;
             (req, plain())
         }
         Command::Edit {
@@ -170,11 +184,15 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             text,
             from,
             no_claim: nc,
+            buttons,
         } => {
             let text = if text == "-" { read_stdin()? } else { text };
             let mut req = json!({"op": "edit", "line": line_arg(&line)?, "messageId": message_id, "text": text, "noClaim": no_claim(nc)});
             if let Some(f) = actor(from)? {
                 req["from"] = json!(f);
+            }
+            if let Some(b) = messages::buttons_arg(&buttons)? {
+                req["buttons"] = b;
             }
             (req, plain())
         }

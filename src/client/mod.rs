@@ -4,12 +4,14 @@
 //! [`tail`] (the streaming command), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
-//! check), [`commands`] (everything else).
+//! check), [`messages`] (`reply`, `download`, `fetch`, `allow`, `deny`, file
+//! flags), [`commands`] (everything else).
 
 pub mod commands;
 pub mod conn;
 pub mod doctor;
 pub mod identity;
+pub mod messages;
 pub mod output;
 pub mod service;
 pub mod setup;
@@ -104,7 +106,11 @@ pub enum Command {
         /// Message id this replies to.
         #[arg(long, value_name = "ID")]
         reply_to: Option<String>,
+        #[command(flatten)]
+        attach: messages::AttachArgs,
     },
+    /// Reply to a message (TEXT `-` reads stdin).
+    Reply(messages::ReplyArgs),
     /// Edit a message.
     Edit {
         line: String,
@@ -114,6 +120,9 @@ pub enum Command {
         from: Option<String>,
         #[arg(long)]
         no_claim: bool,
+        /// New inline buttons (JSON, as for send).
+        #[arg(long, value_name = "JSON")]
+        buttons: Option<String>,
     },
     /// React to a message ("" clears).
     React {
@@ -125,6 +134,14 @@ pub enum Command {
         #[arg(long)]
         no_claim: bool,
     },
+    /// Save a message's files (telegram) into a directory.
+    Download(messages::DownloadArgs),
+    /// The last messages of a line, oldest first, from metro's log.
+    Fetch(messages::FetchArgs),
+    /// Admit the holder of a pairing code (--list: who is in, who waits).
+    Allow(messages::AllowArgs),
+    /// Block a platform user from reaching the agents.
+    Deny(messages::DenyArgs),
     /// Search the log, newest first.
     History(commands::HistoryArgs),
     /// Recently seen conversations.

@@ -119,20 +119,24 @@ fn check_hostname(host: &str) -> Result<String, CliError> {
 struct DaemonInfo {
     version: String,
     webhook: Value,
+    telegram: Value,
 }
 
 fn ask_daemon(socket: &Path) -> Result<DaemonInfo, CliError> {
     let mut conn = Connection::open(socket)?;
     let hello = conn.call(json!({"op": "hello", "client": "metroctl"}))?;
     let st = conn.call(json!({"op": "stations"}))?;
-    let webhook = st["stations"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == "webhook"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    let row = |name: &str| {
+        st["stations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     Ok(DaemonInfo {
         version: hello["version"].as_str().unwrap_or("?").to_string(),
-        webhook,
+        webhook: row("webhook"),
+        telegram: row("telegram"),
     })
 }
 
@@ -393,12 +397,20 @@ pub(super) fn check(socket: &Path, args: &CheckArgs, with_daemon: bool) -> Value
                     "socket": socket.display().to_string(),
                     "version": info.version,
                     "webhook": info.webhook,
+                    "telegram": info.telegram,
                 });
                 if info.webhook["status"].as_str() != Some("ok") {
                     problems.push(format!(
                         "webhook station: {}",
                         info.webhook["status"].as_str().unwrap_or("not running")
                     ));
+                }
+                // A configured bot that cannot poll (409, 401, network…).
+                if let Some(down) = info.telegram["status"]
+                    .as_str()
+                    .filter(|s| s.starts_with("down"))
+                {
+                    problems.push(format!("telegram station: {down}"));
                 }
             }
             Err(e) => {
@@ -472,6 +484,9 @@ fn finish(report: Value, json: bool) -> Result<(), CliError> {
                     d["webhook"]["status"].as_str().unwrap_or("?")
                 ),
                 None => println!("metrod       not reachable"),
+            }
+            if let Some(t) = d["telegram"]["status"].as_str() {
+                println!("telegram     {t}");
             }
         }
         match report["cloudflared"].as_str() {

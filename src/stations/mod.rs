@@ -6,18 +6,27 @@
 //! - [`webhook`]: HTTP senders become `inbound` events on
 //!   `metro://webhook/<id>` lines. Inbound only: outbound ops on its lines
 //!   answer `unavailable`.
-//! - `telegram`, `discord`: listed as not available; their ops answer
-//!   `unavailable`.
+//! - [`telegram`]: a Telegram bot (long polling in, Bot API out); disabled
+//!   without a token, and then its ops answer `unavailable`.
+//! - `discord`: listed as not available; its ops answer `unavailable`.
+//!
+//! Shared by the chat stations: [`access`] (allowlist, pairing codes) and
+//! [`queue`] (per-conversation turns, rate limits, `retry_after`).
 
+pub mod access;
+pub mod queue;
+pub mod telegram;
 pub mod webhook;
 
 use serde_json::{json, Value};
 
 use crate::proto::WireError;
 
-/// The rows of the `stations` answer; `webhook` is the running webhook
-/// station, if any.
-pub fn all(webhook: Option<&webhook::Webhooks>) -> Vec<Value> {
+/// The rows of the `stations` answer, from the running stations.
+pub fn all(
+    webhook: Option<&webhook::Webhooks>,
+    telegram: Option<&telegram::Telegram>,
+) -> Vec<Value> {
     let missing = |name: &str| {
         json!({
             "name": name,
@@ -33,7 +42,10 @@ pub fn all(webhook: Option<&webhook::Webhooks>) -> Vec<Value> {
             "status": "ok",
             "capabilities": ["send", "edit", "react", "fetch"],
         }),
-        missing("telegram"),
+        match telegram {
+            Some(t) => t.station_row(),
+            None => telegram::disabled_row(),
+        },
         missing("discord"),
         match webhook {
             Some(w) => w.station_row(),
@@ -49,6 +61,12 @@ pub fn unavailable(station: &str) -> WireError {
         return WireError::unavailable(
             "webhook lines are inbound only: metro cannot send, edit, react or download on them",
         );
+    }
+    if station == "telegram" {
+        return WireError::unavailable(format!(
+            "the telegram station is {}",
+            telegram::disabled_reason()
+        ));
     }
     WireError::unavailable(format!(
         "the {station} station is not available in this metrod build"

@@ -27,6 +27,7 @@ pub struct Daemon {
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    /// Extra environment for metrod (kept across restarts).
     env: Vec<(String, String)>,
 }
 
@@ -40,6 +41,15 @@ impl Daemon {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("state");
         let mut d = Self::start_in(&dir, args);
+        d._tmp = Some(tmp);
+        d
+    }
+
+    /// A daemon on a fresh temp state dir with extra environment.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("state");
+        let mut d = Self::start_in_env(&dir, args, env);
         d._tmp = Some(tmp);
         d
     }
@@ -84,8 +94,11 @@ impl Daemon {
             // a free port (`webhook_url` finds it); `--webhook-addr` wins.
             .env("METRO_WEBHOOK_ADDR", "127.0.0.1:0")
             // Never the developer's own config file (a missing file is an
-            // empty config); `--config` wins.
+            // empty config; `--config` wins) or bot token.
             .env("METRO_CONFIG", self.dir.with_extension("no-config.toml"))
+            .env_remove("METRO_TELEGRAM_TOKEN")
+            .env_remove("METRO_TELEGRAM_API_URL")
+            .env_remove("METRO_TELEGRAM_ALLOW")
             // Not under a service manager unless a test says so.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")

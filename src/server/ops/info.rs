@@ -45,7 +45,9 @@ pub fn lines(broker: &Broker) -> OpResult {
 }
 
 pub fn stations(broker: &Broker) -> OpResult {
-    Ok(fields! { "stations" => stations::all(broker.webhooks.as_deref()) })
+    Ok(fields! {
+        "stations" => stations::all(broker.webhooks.as_deref(), broker.telegram.as_deref()),
+    })
 }
 
 pub fn stats(broker: &Broker) -> OpResult {
@@ -99,5 +101,16 @@ pub fn stats(broker: &Broker) -> OpResult {
         "subscriptions" => subs,
         "cursors" => cursors,
         "config" => broker.config.summary(),
+        "stations" => station_stats(broker),
     })
+}
+
+/// Per-station counters (`telegram`: received, blocked, …), for the
+/// stations that run.
+fn station_stats(broker: &Broker) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(t) = &broker.telegram {
+        m.insert("telegram".into(), t.stats());
+    }
+    Value::Object(m)
 }

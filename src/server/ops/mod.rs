@@ -1,5 +1,6 @@
 //! Request handlers, one file per group of ops, dispatched from one `match`.
 
+mod access;
 mod claims;
 mod events;
 mod info;
@@ -97,12 +98,15 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::Send(s) => later(req, outbound::send(broker, s)),
         Request::Edit(e) => later(req, outbound::edit(broker, e)),
         Request::React(r) => later(req, outbound::react(broker, r)),
-        Request::Download(d) => now(req, outbound::download(d)),
+        Request::Download(d) => later(req, outbound::download(broker, d)),
         Request::Lines => now(req, info::lines(&broker)),
         Request::Stations => now(req, info::stations(&broker)),
         Request::Stats => now(req, info::stats(&broker)),
         Request::WebhookAdd(a) => later(req, webhooks::add(broker, a)),
         Request::WebhookList => now(req, webhooks::list(&broker)),
         Request::WebhookRemove(r) => later(req, webhooks::remove(broker, r)),
+        Request::Allow(a) => later(req, access::allow(broker, a)),
+        Request::Deny(d) => later(req, access::deny(broker, d)),
+        Request::AllowList(q) => now(req, access::list(&broker, q)),
     }
 }

@@ -1,0 +1,87 @@
+//! Telegram's side of access control ([`crate::stations::access`] holds
+//! the lists): what happens to an update whose sender is not admitted.
+//!
+//! It is not appended to the log, so no agent ever sees it, but it does
+//! not vanish either: it is counted (`stats` → `stations.telegram.blocked`)
+//! and logged at warn level with the sender's id and name (never the text).
+//! A stranger (not denied) who writes to the bot in a private chat gets
+//! one reply with a pairing code — one per code lifetime, however often
+//! they write. A blocked button press is answered so the client stops
+//! spinning; nothing else is ever sent to a blocked sender.
+
+use std::sync::Arc;
+
+use teloxide::payloads::AnswerCallbackQuerySetters;
+use teloxide::requests::Requester;
+
+use super::inbound::Inbound;
+use super::{bump, Telegram};
+use crate::stations::access::{show_code, Gate, Offer};
+
+/// The one reply a stranger gets.
+pub fn pairing_text(code: &str) -> String {
+    let code = show_code(code);
+    format!(
+        "This bot only talks to people its owner has let in.\n\
+         Your pairing code: {code}\n\
+         Give it to the owner; they let you in with: metroctl allow {code}\n\
+         The code is valid for one hour."
+    )
+}
+
+/// Counts, logs and (for a stranger in private) answers a blocked update.
+pub async fn blocked(tg: &Arc<Telegram>, inbound: &Inbound, gate: Gate) {
+    bump(&tg.counters.blocked);
+    let ev = &inbound.event;
+    let who = match &inbound.sender {
+        Some(s) => format!("user {} ({:?})", s.id, s.name),
+        None => format!("{} (no user)", ev.from),
+    };
+    let why = match gate {
+        Gate::Denied => "denied with `metroctl deny`",
+        _ => "not on the allowlist",
+    };
+    tracing::warn!(
+        "telegram: blocked a {} from {who} on {}: {why}; not stored",
+        ev.kind,
+        ev.line
+    );
+    if let Some(cb) = inbound.callback.clone() {
+        let tg = tg.clone();
+        tokio::spawn(async move {
+            let r = tg.bot.answer_callback_query(cb).text("Not allowed.").await;
+            if let Err(e) = r {
+                tracing::debug!(
+                    "telegram: answerCallbackQuery: {}",
+                    tg.redact(&e.to_string())
+                );
+            }
+        });
+    }
+    let (Gate::Unknown, true, true, Some(s)) =
+        (gate, inbound.private, inbound.message, &inbound.sender)
+    else {
+        return;
+    };
+    match tg.access.offer_code(&s.id, Some(&s.name), &ev.line).await {
+        Ok(Offer::New(code)) => {
+            let Some((chat, _)) = super::parse_line(&ev.line) else {
+                return;
+            };
+            bump(&tg.counters.pairing_replies);
+            tracing::info!(
+                "telegram: sent a pairing code to user {} ({:?}); `metroctl allow <code>` admits them",
+                s.id,
+                s.name
+            );
+            let tg = tg.clone();
+            tokio::spawn(async move {
+                if let Err(e) = super::outbound::notice(&tg, chat, &pairing_text(&code)).await {
+                    tracing::warn!("telegram: the pairing code could not be sent: {e}");
+                }
+            });
+        }
+        Ok(Offer::AlreadySent) => {}
+        Err(e) => tracing::error!("telegram: no pairing code for user {}: {e}", s.id),
+    }
+}

@@ -1,0 +1,365 @@
+//! The Telegram station: a bot (teloxide, Bot API) whose chats are lines
+//! `metro://telegram/<chatId>[/<topicId>]`.
+//!
+//! - [`inbound`]: the daemon is the only `getUpdates` caller for its token.
+//!   Each update becomes at most one event, appended (durable) before the
+//!   next `getUpdates` offset confirms it to Telegram; an update seen again
+//!   after a crash is recognised by its `updateId` and not stored twice.
+//!   Polling that fails backs off and retries forever; [`Telegram::status`]
+//!   says what is wrong in words.
+//! - [`outbound`]: `send`, `edit`, `react`, `download` through the
+//!   per-chat queue ([`crate::stations::queue`]): rate limits,
+//!   `retry_after`, text split at 4096 characters, albums, buttons, and a
+//!   plain-text resend when Telegram cannot parse the formatting.
+//! - [`ids`]: metro event ids ↔ Telegram message ids, kept in
+//!   `telegram-ids.jsonl`, so `messageId`/`replyTo` accept either.
+//! - [`access`]: who gets through (the allowlist, pairing codes), on top of
+//!   the generic [`crate::stations::access`].
+//!
+//! Configured by `METRO_TELEGRAM_TOKEN` / `[telegram] token` (no token: the
+//! station is disabled and telegram ops answer `unavailable`),
+//! `METRO_TELEGRAM_API_URL` and `METRO_TELEGRAM_ALLOW` (see
+//! [`crate::config`]).
+
+pub mod access;
+pub mod ids;
+pub mod inbound;
+pub mod outbound;
+
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use teloxide::Bot;
+
+use crate::config::StationConfig;
+use crate::stations::access::Access;
+use crate::stations::queue::{Limits, Queue, Rate};
+use crate::store::log::Log;
+
+/// Telegram's own API, unless `METRO_TELEGRAM_API_URL` says otherwise.
+pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
+/// Seconds a `getUpdates` long poll waits for news.
+pub const POLL_TIMEOUT_SECS: u32 = 30;
+/// Update ids remembered to recognise a resent update.
+const RECENT_UPDATES: usize = 4096;
+/// Bytes at the end of the log read at startup for recent update ids.
+const SEED_BYTES: usize = 4 << 20;
+
+/// Telegram's limits: about 30 messages a second for a bot, one a second
+/// in a private chat and 20 a minute in a group (short bursts pass).
+pub const GLOBAL_RATE: Rate = Rate {
+    burst: 30,
+    every: Duration::from_millis(34),
+};
+pub const PRIVATE_RATE: Rate = Rate {
+    burst: 3,
+    every: Duration::from_secs(1),
+};
+pub const GROUP_RATE: Rate = Rate {
+    burst: 3,
+    every: Duration::from_secs(3),
+};
+/// A call waits at most this long in total for `retry_after` pauses.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Counters shown by `stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events appended from updates.
+    pub received: AtomicU64,
+    /// Updates from senders not admitted (not stored, not delivered).
+    pub blocked: AtomicU64,
+    /// Pairing codes sent to strangers.
+    pub pairing_replies: AtomicU64,
+    /// Updates seen again after a restart and not stored twice.
+    pub duplicates: AtomicU64,
+    /// Updates that carry nothing metro stores (service messages, kinds it
+    /// does not know); logged at debug level.
+    pub skipped: AtomicU64,
+    /// Messages, edits and reactions Telegram accepted from metro.
+    pub sent: AtomicU64,
+    /// Formatted texts Telegram could not parse, resent as plain text.
+    pub plain_fallbacks: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Recently stored update ids, oldest first.
+#[derive(Debug, Default)]
+struct Recent {
+    set: HashSet<u32>,
+    order: VecDeque<u32>,
+}
+
+impl Recent {
+    fn insert(&mut self, id: u32) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            while self.order.len() > RECENT_UPDATES {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The running station.
+pub struct Telegram {
+    pub(crate) bot: Bot,
+    token: String,
+    api_url: String,
+    pub access: Access,
+    pub(crate) ids: ids::Ids,
+    pub(crate) queue: Queue,
+    pub counters: Counters,
+    status: Mutex<String>,
+    bot_name: Mutex<Option<String>>,
+    recent: Mutex<Recent>,
+    pub(crate) poll_timeout: u32,
+}
+
+/// Applies reloaded configs: the allowlist takes effect at once; a new
+/// token or API base needs a restart (said in the log).
+pub async fn follow_config(
+    tg: Arc<Telegram>,
+    mut configs: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = configs.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+        let cfg = configs.borrow_and_update().clone();
+        tg.access.set_config_allow(cfg.telegram.allow.clone());
+        let api = cfg.telegram.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+        if cfg.telegram.token.as_deref() != Some(tg.token.as_str()) || api != tg.api_url {
+            tracing::warn!(
+                "telegram: the reloaded config changes the token or API base; restart metrod to use it (the allowlist is already in force)"
+            );
+        }
+    }
+}
+
+/// Opens the station when `cfg` has a token: the id map, the access list,
+/// recent update ids from the end of `log`. `None` without a token.
+pub fn open(
+    state_dir: &Path,
+    log: &Log,
+    cfg: &StationConfig,
+    fsync: bool,
+) -> io::Result<Option<Arc<Telegram>>> {
+    let Some(token) = cfg.token.clone().filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let api_url = cfg
+        .api_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_API_URL.to_string());
+    let url = url::Url::parse(&api_url).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the Telegram API URL {api_url:?} is not a URL: {e}"),
+        )
+    })?;
+    let client = teloxide::net::default_reqwest_settings()
+        .timeout(Duration::from_secs(u64::from(POLL_TIMEOUT_SECS) + 15))
+        .build()
+        .map_err(|e| io::Error::other(format!("cannot build the HTTP client: {e}")))?;
+    let bot = Bot::with_client(token.clone(), client).set_api_url(url);
+    let access = Access::open(state_dir, "telegram", cfg.allow.clone(), fsync)?;
+    let ids = ids::Ids::open(state_dir)?;
+    let recent = seed_recent(log)?;
+    Ok(Some(Arc::new(Telegram {
+        bot,
+        token,
+        api_url: api_url.trim_end_matches('/').to_string(),
+        access,
+        ids,
+        queue: Queue::new(Limits {
+            global: GLOBAL_RATE,
+            max_wait: MAX_RETRY_WAIT,
+        }),
+        counters: Counters::default(),
+        status: Mutex::new("starting: asking Telegram who this bot is (getMe)".into()),
+        bot_name: Mutex::new(None),
+        recent: Mutex::new(recent),
+        poll_timeout: POLL_TIMEOUT_SECS,
+    })))
+}
+
+/// Update ids of the telegram events in the last [`SEED_BYTES`] of the log.
+fn seed_recent(log: &Log) -> io::Result<Recent> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Seed {
+        #[serde(default)]
+        station: String,
+        #[serde(default)]
+        update_id: Option<u32>,
+    }
+    let mut recent = Recent::default();
+    let (lines, _) = log.read_back_blocking(log.end(), SEED_BYTES)?;
+    for (_, json) in lines.iter().rev() {
+        if let Ok(Seed {
+            station,
+            update_id: Some(u),
+        }) = serde_json::from_slice::<Seed>(json)
+        {
+            if station == "telegram" {
+                recent.insert(u);
+            }
+        }
+    }
+    Ok(recent)
+}
+
+impl Telegram {
+    pub fn status(&self) -> String {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| "unknown".into())
+    }
+
+    pub(crate) fn set_status(&self, s: impl Into<String>) {
+        let s = self.redact(&s.into());
+        if let Ok(mut st) = self.status.lock() {
+            if *st != s {
+                if s == "ok" {
+                    tracing::info!("telegram station ok");
+                } else {
+                    tracing::warn!("telegram station {s}");
+                }
+                *st = s;
+            }
+        }
+    }
+
+    pub(crate) fn set_bot_name(&self, name: Option<String>) {
+        if let Ok(mut n) = self.bot_name.lock() {
+            *n = name;
+        }
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// Hides the token in text that may quote a request URL.
+    pub(crate) fn redact(&self, s: &str) -> String {
+        s.replace(&self.token, "<token>")
+    }
+
+    pub(crate) fn seen(&self, update: u32) -> bool {
+        self.recent.lock().is_ok_and(|r| r.set.contains(&update))
+    }
+
+    pub(crate) fn remember(&self, update: u32) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.insert(update);
+        }
+    }
+
+    /// The `telegram` row of `stations`.
+    pub fn station_row(&self) -> Value {
+        json!({
+            "name": "telegram",
+            "enabled": true,
+            "status": self.status(),
+            "capabilities": ["inbound", "send", "edit", "react", "download", "fetch"],
+            "bot": self.bot_name.lock().ok().and_then(|n| n.clone()),
+            "apiUrl": self.api_url,
+        })
+    }
+
+    /// The `telegram` entry of `stats.stations`.
+    pub fn stats(&self) -> Value {
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "received": n(&c.received),
+            "blocked": n(&c.blocked),
+            "pairingReplies": n(&c.pairing_replies),
+            "duplicates": n(&c.duplicates),
+            "skipped": n(&c.skipped),
+            "sent": n(&c.sent),
+            "retries": self.queue.retries(),
+            "plainFallbacks": n(&c.plain_fallbacks),
+        })
+    }
+}
+
+/// The row of `stations` when there is no token.
+pub fn disabled_row() -> Value {
+    json!({
+        "name": "telegram",
+        "enabled": false,
+        "status": disabled_reason(),
+        "capabilities": [],
+    })
+}
+
+pub fn disabled_reason() -> String {
+    format!(
+        "disabled: no bot token (set METRO_TELEGRAM_TOKEN, or token in the [telegram] section of {})",
+        crate::config::path().display()
+    )
+}
+
+/// `metro://telegram/<chat>[/<topic>]`
+pub fn line_of(chat: i64, topic: Option<i32>) -> String {
+    match topic {
+        Some(t) => format!("metro://telegram/{chat}/{t}"),
+        None => format!("metro://telegram/{chat}"),
+    }
+}
+
+/// The chat and topic of a (validated) telegram line.
+pub fn parse_line(line: &str) -> Option<(i64, Option<i32>)> {
+    let rest = line.strip_prefix("metro://telegram/")?;
+    let mut parts = rest.split('/');
+    let chat = parts.next()?.parse().ok()?;
+    let topic = match parts.next() {
+        Some(t) => Some(t.parse().ok()?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((chat, topic))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        assert_eq!(line_of(-100, Some(7)), "metro://telegram/-100/7");
+        assert_eq!(parse_line("metro://telegram/-100/7"), Some((-100, Some(7))));
+        assert_eq!(parse_line("metro://telegram/42"), Some((42, None)));
+        assert_eq!(parse_line("metro://telegram/x"), None);
+        assert_eq!(parse_line("metro://discord/1"), None);
+    }
+
+    #[test]
+    fn recent_is_bounded() {
+        let mut r = Recent::default();
+        for i in 0..(RECENT_UPDATES as u32 + 10) {
+            r.insert(i);
+        }
+        assert_eq!(r.set.len(), RECENT_UPDATES);
+        assert!(!r.set.contains(&0));
+        assert!(r.set.contains(&(RECENT_UPDATES as u32 + 9)));
+    }
+}

@@ -1,0 +1,861 @@
+//! `send`, `edit`, `react`, `download` on telegram lines.
+//!
+//! Every Bot API call that reaches a chat goes through the station's queue
+//! ([`crate::stations::queue`]): one turn per chat (a split reply is not
+//! interleaved with another message), Telegram's rate limits (per chat:
+//! [`super::PRIVATE_RATE`] or [`super::GROUP_RATE`]; per bot:
+//! [`super::GLOBAL_RATE`]), and a 429's `retry_after` is waited out and the
+//! call made again (up to [`super::MAX_RETRY_WAIT`] in total).
+//!
+//! Texts are sent with Telegram's (legacy) Markdown; if Telegram cannot
+//! parse it ("can't parse entities"), the same text is sent again as plain
+//! text instead of failing. A text over 4096 characters (UTF-16 units, as
+//! Telegram counts) is split at the last paragraph break, else line break,
+//! else space, before the limit. Files: one image or document is a photo
+//! or document message, several are albums (at most 10 per album; images
+//! and documents are separate albums, as Telegram requires); a voice file
+//! is a voice message. The text rides as the caption of the first file when
+//! it fits (1024) and there are no buttons; otherwise it follows the files
+//! as its own message, the buttons under its last part.
+//!
+//! This module only talks to Telegram; [`crate::server::ops`] logs the
+//! event and applies the auto-claim rule.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use teloxide::net::Download;
+use teloxide::payloads::{EditMessageCaptionSetters, SetMessageReactionSetters};
+use teloxide::requests::{HasPayload, Output, Request, Requester};
+use teloxide::types::{
+    ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, InputMedia,
+    InputMediaDocument, InputMediaPhoto, Message, MessageId, ParseMode, ReactionType,
+    ReplyParameters, ThreadId,
+};
+use teloxide::{ApiError, RequestError};
+
+use super::{bump, ids, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
+use crate::proto::{ErrorCode, Send, WireError};
+use crate::stations::queue::{Failure, Rate, Turn};
+use crate::store::log::Log;
+
+/// Telegram's legacy Markdown: lenient with what agents write (MarkdownV2
+/// refuses every unescaped `.`, `!`, `-`, …, so nearly every reply would
+/// fall back to plain text).
+#[allow(deprecated)]
+const FORMAT: ParseMode = ParseMode::Markdown;
+
+/// Longest text message, in UTF-16 units.
+pub const MAX_TEXT: usize = 4096;
+/// Longest caption.
+pub const MAX_CAPTION: usize = 1024;
+/// Files per album.
+pub const MAX_ALBUM: usize = 10;
+/// Longest callback data of a button, in bytes.
+pub const MAX_BUTTON_DATA: usize = 64;
+
+/// What a `send` put in the chat.
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    /// Telegram's ids of the messages sent, in order.
+    pub message_ids: Vec<i32>,
+    /// The Telegram message replied to.
+    pub reply_to: Option<i32>,
+}
+
+/// A `send` that failed after some of its messages went out.
+#[derive(Debug)]
+pub struct SendFailure {
+    pub error: WireError,
+    pub delivered: Delivered,
+}
+
+impl From<WireError> for SendFailure {
+    fn from(error: WireError) -> Self {
+        SendFailure {
+            error,
+            delivered: Delivered::default(),
+        }
+    }
+}
+
+fn upstream(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::Upstream, message)
+}
+
+/// The wire error for a failed Bot API call.
+pub fn wire_error(tg: &Telegram, method: &str, e: &RequestError) -> WireError {
+    let text = tg.redact(&e.to_string());
+    match e {
+        RequestError::Network(_) => WireError::unavailable(format!(
+            "cannot reach Telegram ({}) for {method}: {text}",
+            tg.api_url()
+        )),
+        RequestError::RetryAfter(s) => upstream(format!(
+            "Telegram's flood control: {method} must wait {} s, longer than metro waits",
+            s.seconds()
+        )),
+        RequestError::Io(_) => WireError::bad_request(format!("{method}: {text}")),
+        _ => upstream(format!("Telegram refused {method}: {text}")),
+    }
+}
+
+fn is_parse_error(e: &RequestError) -> bool {
+    matches!(e, RequestError::Api(ApiError::CantParseEntities(_)))
+}
+
+/// The per-chat rate: private chats (positive ids) are faster than groups.
+pub fn rate_of(chat: i64) -> Rate {
+    if chat > 0 {
+        PRIVATE_RATE
+    } else {
+        GROUP_RATE
+    }
+}
+
+/// Length as Telegram counts it (UTF-16 code units).
+pub fn units(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// Splits `text` into parts of at most `limit` UTF-16 units: at the last
+/// paragraph break, else line break, else space, before the limit (the
+/// separator is dropped); a part with none of those is cut hard.
+pub fn split(text: &str, limit: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while units(rest) > limit {
+        // The longest prefix within the limit, on a char boundary.
+        let mut n = 0;
+        let mut end = 0;
+        for (i, c) in rest.char_indices() {
+            if n + c.len_utf16() > limit {
+                break;
+            }
+            n += c.len_utf16();
+            end = i + c.len_utf8();
+        }
+        let head = &rest[..end];
+        let cut = ["\n\n", "\n", " "]
+            .iter()
+            .find_map(|sep| head.rfind(sep).filter(|&i| i > 0).map(|i| (i, sep.len())));
+        match cut {
+            Some((i, sep)) => {
+                parts.push(&rest[..i]);
+                rest = &rest[i + sep..];
+            }
+            None => {
+                parts.push(head);
+                rest = &rest[end..];
+            }
+        }
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(rest);
+    }
+    parts
+}
+
+/// `buttons` → an inline keyboard. Rows of buttons (`[[b, b], [b]]`) or
+/// one row (`[b, b]`); a button is `"Yes"` (text and data), `{"text",
+/// "data"}` (also `callbackData`) or `{"text", "url"}`.
+pub fn keyboard(v: &Value) -> Result<InlineKeyboardMarkup, WireError> {
+    let bad = |why: String| WireError::bad_request(format!("field `buttons`: {why}"));
+    let Value::Array(items) = v else {
+        return Err(bad(
+            "expected an array of buttons or of rows of buttons".into()
+        ));
+    };
+    let rows: Vec<&Value> = if items.iter().all(Value::is_array) {
+        items.iter().collect()
+    } else {
+        vec![v]
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let mut buttons = Vec::new();
+        for b in row.as_array().into_iter().flatten() {
+            buttons.push(button(b).map_err(bad)?);
+        }
+        if !buttons.is_empty() {
+            out.push(buttons);
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("no buttons".into()));
+    }
+    Ok(InlineKeyboardMarkup::new(out))
+}
+
+fn button(b: &Value) -> Result<InlineKeyboardButton, String> {
+    let check = |data: &str| {
+        if data.is_empty() || data.len() > MAX_BUTTON_DATA {
+            Err(format!(
+                "button data must be 1 to {MAX_BUTTON_DATA} bytes, not {}",
+                data.len()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match b {
+        Value::String(s) => {
+            check(s)?;
+            Ok(InlineKeyboardButton::callback(s.clone(), s.clone()))
+        }
+        Value::Object(o) => {
+            let text = o
+                .get("text")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .ok_or("every button needs a non-empty \"text\"")?;
+            if let Some(url) = o.get("url").and_then(Value::as_str) {
+                let url = url::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+                return Ok(InlineKeyboardButton::url(text.to_string(), url));
+            }
+            let data = o
+                .get("data")
+                .or_else(|| o.get("callbackData"))
+                .and_then(Value::as_str)
+                .unwrap_or(text);
+            check(data)?;
+            Ok(InlineKeyboardButton::callback(
+                text.to_string(),
+                data.to_string(),
+            ))
+        }
+        other => Err(format!("a button is a string or an object, not {other}")),
+    }
+}
+
+fn thread(topic: Option<i32>) -> Option<ThreadId> {
+    topic.map(|t| ThreadId(MessageId(t)))
+}
+
+fn reply(m: Option<i32>) -> Option<ReplyParameters> {
+    m.map(|m| ReplyParameters::new(MessageId(m)).allow_sending_without_reply())
+}
+
+fn existing_file(path: &str, field: &str) -> Result<PathBuf, WireError> {
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(WireError::bad_request(format!(
+            "field `{field}`: {path:?} is not an absolute path (the daemon's working directory is not yours)"
+        )));
+    }
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => Ok(p),
+        Ok(_) => Err(WireError::bad_request(format!(
+            "field `{field}`: {path} is not a file"
+        ))),
+        Err(e) => Err(WireError::bad_request(format!(
+            "field `{field}`: cannot read {path}: {e}"
+        ))),
+    }
+}
+
+impl Telegram {
+    /// One Bot API call under the queue; counts what Telegram accepted.
+    async fn call<R, F>(
+        &self,
+        turn: &mut Turn<'_>,
+        rate: Rate,
+        make: F,
+    ) -> Result<Output<R>, RequestError>
+    where
+        F: Fn() -> R,
+        R: Request<Err = RequestError>,
+    {
+        let out = turn
+            .call(rate, || {
+                let req = make();
+                async move {
+                    req.send().await.map_err(|e| match e {
+                        RequestError::RetryAfter(s) => Failure::RetryAfter(s.duration(), e),
+                        other => Failure::Fatal(other),
+                    })
+                }
+            })
+            .await?;
+        bump(&self.counters.sent);
+        Ok(out)
+    }
+
+    /// A call with formatting, made again without it when Telegram cannot
+    /// parse the entities. `make(plain)` builds the request.
+    async fn call_formatted<R, F>(
+        &self,
+        turn: &mut Turn<'_>,
+        rate: Rate,
+        make: F,
+    ) -> Result<Output<R>, RequestError>
+    where
+        F: Fn(bool) -> R,
+        R: Request<Err = RequestError>,
+    {
+        match self.call(turn, rate, || make(false)).await {
+            Err(e) if is_parse_error(&e) => {
+                bump(&self.counters.plain_fallbacks);
+                tracing::info!(
+                    "telegram: formatting refused ({}); sending it as plain text",
+                    self.redact(&e.to_string())
+                );
+                self.call(turn, rate, || make(true)).await
+            }
+            other => other,
+        }
+    }
+
+    /// A `messageId` / `replyTo` → the Telegram message id in `chat`.
+    /// Accepts a metro id (`msg_…`: the id map, else the log) or a
+    /// Telegram id.
+    pub async fn resolve(
+        &self,
+        log: &Log,
+        chat: i64,
+        raw: &str,
+        field: &str,
+    ) -> Result<i32, WireError> {
+        let raw = raw.trim();
+        if raw.starts_with("msg_") {
+            let rec = match self.ids.telegram(raw) {
+                Some(r) => r,
+                None => rec_from_log(log, raw).await?.ok_or_else(|| {
+                    WireError::not_found(format!(
+                        "field `{field}`: no telegram message is known as {raw}"
+                    ))
+                })?,
+            };
+            if rec.chat() != Some(chat) {
+                return Err(WireError::bad_request(format!(
+                    "field `{field}`: {raw} is a message on {}, not in chat {chat}",
+                    rec.line
+                )));
+            }
+            return rec.message_ids.first().copied().ok_or_else(|| {
+                WireError::not_found(format!("field `{field}`: {raw} has no telegram message"))
+            });
+        }
+        match raw.parse::<i32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(WireError::bad_request(format!(
+                "field `{field}`: {raw:?} is neither a metro id (msg_…) nor a Telegram message id"
+            ))),
+        }
+    }
+
+    /// `send` to `line`.
+    pub async fn send(&self, log: &Log, line: &str, s: &Send) -> Result<Delivered, SendFailure> {
+        let (chat, topic) = parse_line(line)
+            .ok_or_else(|| WireError::bad_request(format!("{line} is not a telegram line")))?;
+        let images = s
+            .images
+            .iter()
+            .flatten()
+            .map(|p| existing_file(p, "images"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let documents = s
+            .documents
+            .iter()
+            .flatten()
+            .map(|p| existing_file(p, "documents"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let voice = s
+            .voice
+            .as_deref()
+            .map(|p| existing_file(p, "voice"))
+            .transpose()?;
+        let markup = s.buttons.as_ref().map(keyboard).transpose()?;
+        let text = s.text.as_str();
+        let has_files = !images.is_empty() || !documents.is_empty() || voice.is_some();
+        if text.trim().is_empty() && !has_files {
+            return Err(WireError::bad_request(
+                "nothing to send: `text` is empty and there are no files",
+            )
+            .into());
+        }
+        if markup.is_some() && text.trim().is_empty() {
+            return Err(WireError::bad_request("buttons need a non-empty `text`").into());
+        }
+        let reply_to = match &s.reply_to {
+            Some(r) => Some(self.resolve(log, chat, r, "replyTo").await?),
+            None => None,
+        };
+        let rate = rate_of(chat);
+        let mut turn = self.queue.turn(&chat.to_string()).await;
+        let mut out = Delivered {
+            message_ids: Vec::new(),
+            reply_to,
+        };
+        let fail = |out: &Delivered, method: &str, e: RequestError| SendFailure {
+            error: wire_error(self, method, &e),
+            delivered: out.clone(),
+        };
+        let use_caption =
+            has_files && markup.is_none() && !text.trim().is_empty() && units(text) <= MAX_CAPTION;
+        let mut caption = use_caption.then(|| text.to_string());
+        let mut reply_next = reply_to;
+
+        for (files, photo) in [(&images, true), (&documents, false)] {
+            for chunk in files.chunks(MAX_ALBUM) {
+                if let [one] = chunk {
+                    let cap = caption.take();
+                    let rp = reply_next.take();
+                    let m: Message = if photo {
+                        self.call_formatted(&mut turn, rate, |plain| {
+                            let mut r = self.bot.send_photo(ChatId(chat), InputFile::file(one));
+                            r.payload_mut().message_thread_id = thread(topic);
+                            r.payload_mut().reply_parameters = reply(rp);
+                            if let Some(c) = &cap {
+                                r.payload_mut().caption = Some(c.clone());
+                                r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
+                            }
+                            r
+                        })
+                        .await
+                        .map_err(|e| fail(&out, "sendPhoto", e))?
+                    } else {
+                        self.call_formatted(&mut turn, rate, |plain| {
+                            let mut r = self.bot.send_document(ChatId(chat), InputFile::file(one));
+                            r.payload_mut().message_thread_id = thread(topic);
+                            r.payload_mut().reply_parameters = reply(rp);
+                            if let Some(c) = &cap {
+                                r.payload_mut().caption = Some(c.clone());
+                                r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
+                            }
+                            r
+                        })
+                        .await
+                        .map_err(|e| fail(&out, "sendDocument", e))?
+                    };
+                    out.message_ids.push(m.id.0);
+                } else {
+                    let cap = caption.take();
+                    let rp = reply_next.take();
+                    let sent: Vec<Message> = self
+                        .call_formatted(&mut turn, rate, |plain| {
+                            let media = chunk.iter().enumerate().map(|(i, p)| {
+                                let c = if i == 0 { cap.clone() } else { None };
+                                let pm = c.as_ref().and((!plain).then_some(FORMAT));
+                                if photo {
+                                    let mut m = InputMediaPhoto::new(InputFile::file(p));
+                                    m.caption = c;
+                                    m.parse_mode = pm;
+                                    InputMedia::Photo(m)
+                                } else {
+                                    let mut m = InputMediaDocument::new(InputFile::file(p));
+                                    m.caption = c;
+                                    m.parse_mode = pm;
+                                    InputMedia::Document(m)
+                                }
+                            });
+                            let mut r = self.bot.send_media_group(ChatId(chat), media);
+                            r.payload_mut().message_thread_id = thread(topic);
+                            r.payload_mut().reply_parameters = reply(rp);
+                            r
+                        })
+                        .await
+                        .map_err(|e| fail(&out, "sendMediaGroup", e))?;
+                    out.message_ids.extend(sent.iter().map(|m| m.id.0));
+                }
+            }
+        }
+        if let Some(v) = &voice {
+            let cap = caption.take();
+            let rp = reply_next.take();
+            let m = self
+                .call_formatted(&mut turn, rate, |plain| {
+                    let mut r = self.bot.send_voice(ChatId(chat), InputFile::file(v));
+                    r.payload_mut().message_thread_id = thread(topic);
+                    r.payload_mut().reply_parameters = reply(rp);
+                    if let Some(c) = &cap {
+                        r.payload_mut().caption = Some(c.clone());
+                        r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
+                    }
+                    r
+                })
+                .await
+                .map_err(|e| fail(&out, "sendVoice", e))?;
+            out.message_ids.push(m.id.0);
+        }
+        if !use_caption && !text.trim().is_empty() {
+            let parts = split(text, MAX_TEXT);
+            let last = parts.len() - 1;
+            for (i, part) in parts.into_iter().enumerate() {
+                let rp = reply_next.take();
+                let kb = if i == last { markup.clone() } else { None };
+                let m = self
+                    .call_formatted(&mut turn, rate, |plain| {
+                        let mut r = self.bot.send_message(ChatId(chat), part);
+                        r.payload_mut().message_thread_id = thread(topic);
+                        r.payload_mut().reply_parameters = reply(rp);
+                        r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
+                        r.payload_mut().reply_markup = kb.clone().map(Into::into);
+                        r
+                    })
+                    .await
+                    .map_err(|e| fail(&out, "sendMessage", e))?;
+                out.message_ids.push(m.id.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `edit`: the text (or, for a message with a file, the caption) and
+    /// the buttons. Answers the Telegram message id.
+    pub async fn edit(
+        &self,
+        log: &Log,
+        line: &str,
+        message_id: &str,
+        text: &str,
+        buttons: Option<&Value>,
+    ) -> Result<i32, WireError> {
+        let (chat, _) = parse_line(line)
+            .ok_or_else(|| WireError::bad_request(format!("{line} is not a telegram line")))?;
+        if text.trim().is_empty() {
+            return Err(WireError::bad_request("field `text` is empty"));
+        }
+        if units(text) > MAX_TEXT {
+            return Err(WireError::bad_request(format!(
+                "field `text`: longer than Telegram's {MAX_TEXT} characters; an edit cannot be split"
+            )));
+        }
+        let markup = buttons.map(keyboard).transpose()?;
+        let mid = self.resolve(log, chat, message_id, "messageId").await?;
+        let rate = rate_of(chat);
+        let mut turn = self.queue.turn(&chat.to_string()).await;
+        let r = self
+            .call_formatted(&mut turn, rate, |plain| {
+                let mut r = self
+                    .bot
+                    .edit_message_text(ChatId(chat), MessageId(mid), text);
+                r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
+                r.payload_mut().reply_markup = markup.clone();
+                r
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(mid),
+            Err(RequestError::Api(ApiError::Unknown(t)))
+                if t.contains("no text in the message to edit") && units(text) <= MAX_CAPTION =>
+            {
+                self.call_formatted(&mut turn, rate, |plain| {
+                    let mut r = self
+                        .bot
+                        .edit_message_caption(ChatId(chat), MessageId(mid))
+                        .caption(text);
+                    r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
+                    r.payload_mut().reply_markup = markup.clone();
+                    r
+                })
+                .await
+                .map(|_| mid)
+                .map_err(|e| wire_error(self, "editMessageCaption", &e))
+            }
+            Err(e) => Err(wire_error(self, "editMessageText", &e)),
+        }
+    }
+
+    /// `react`: sets the bot's reaction (`""` clears it).
+    pub async fn react(
+        &self,
+        log: &Log,
+        line: &str,
+        message_id: &str,
+        emoji: &str,
+    ) -> Result<i32, WireError> {
+        let (chat, _) = parse_line(line)
+            .ok_or_else(|| WireError::bad_request(format!("{line} is not a telegram line")))?;
+        let mid = self.resolve(log, chat, message_id, "messageId").await?;
+        let reaction: Vec<ReactionType> = if emoji.is_empty() {
+            Vec::new()
+        } else {
+            vec![ReactionType::Emoji {
+                emoji: emoji.to_string(),
+            }]
+        };
+        let rate = rate_of(chat);
+        let mut turn = self.queue.turn(&chat.to_string()).await;
+        self.call(&mut turn, rate, || {
+            self.bot
+                .set_message_reaction(ChatId(chat), MessageId(mid))
+                .reaction(reaction.clone())
+        })
+        .await
+        .map_err(|e| wire_error(self, "setMessageReaction", &e))?;
+        Ok(mid)
+    }
+
+    /// `download`: the files of a stored message into `out_dir`. The Bot
+    /// API cannot look a message up, so its file ids come from metro's log.
+    pub async fn download(
+        &self,
+        log: &Log,
+        line: &str,
+        message_id: &str,
+        out_dir: &str,
+    ) -> Result<Vec<String>, WireError> {
+        let (chat, _) = parse_line(line)
+            .ok_or_else(|| WireError::bad_request(format!("{line} is not a telegram line")))?;
+        let dir = PathBuf::from(out_dir);
+        if !dir.is_absolute() {
+            return Err(WireError::bad_request(format!(
+                "field `outDir`: {out_dir:?} is not an absolute path"
+            )));
+        }
+        let raw = message_id.trim();
+        let event = if raw.starts_with("msg_") {
+            find_in_log(log, raw, |e| e["id"] == raw).await?
+        } else {
+            let mid = self.resolve(log, chat, raw, "messageId").await?.to_string();
+            let needle = format!("\"messageId\":\"{mid}\"");
+            find_in_log(log, &needle, |e| {
+                e["station"] == "telegram"
+                    && e["messageId"] == mid.as_str()
+                    && e["line"].as_str().and_then(parse_line).map(|(c, _)| c) == Some(chat)
+                    && has_files(e)
+            })
+            .await?
+        };
+        let Some(event) = event else {
+            return Err(WireError::not_found(format!(
+                "no message {raw} in chat {chat} in metro's log"
+            )));
+        };
+        if event["line"].as_str().and_then(parse_line).map(|(c, _)| c) != Some(chat) {
+            return Err(WireError::bad_request(format!(
+                "{raw} is on {}, not in chat {chat}",
+                event["line"]
+            )));
+        }
+        let files: Vec<&Value> = event["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["fileId"].is_string())
+            .collect();
+        if files.is_empty() {
+            return Err(WireError::bad_request(format!(
+                "message {raw} has no files to download"
+            )));
+        }
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            WireError::bad_request(format!("field `outDir`: cannot create {out_dir}: {e}"))
+        })?;
+        let mid = event["messageId"].as_str().unwrap_or("file").to_string();
+        let mut saved = Vec::new();
+        for (i, a) in files.iter().enumerate() {
+            let file_id = a["fileId"].as_str().unwrap_or_default().to_string();
+            let file = self
+                .bot
+                .get_file(FileId(file_id))
+                .await
+                .map_err(|e| wire_error(self, "getFile", &e))?;
+            let name = a["name"].as_str().and_then(safe_name).unwrap_or_else(|| {
+                let ext = Path::new(&file.path)
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(|e| format!(".{e}"))
+                    .unwrap_or_default();
+                format!("telegram-{chat}-{mid}-{}{ext}", i + 1)
+            });
+            let (path, mut dst) = create_new(&dir, &name).await.map_err(|e| {
+                WireError::internal(format!("cannot create a file in {out_dir}: {e}"))
+            })?;
+            if let Err(e) = self.bot.download_file(&file.path, &mut dst).await {
+                drop(dst);
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(WireError::new(
+                    ErrorCode::Upstream,
+                    format!(
+                        "could not download {} from Telegram: {}",
+                        file.path,
+                        self.redact(&e.to_string())
+                    ),
+                ));
+            }
+            use tokio::io::AsyncWriteExt;
+            dst.flush().await.map_err(|e| {
+                WireError::internal(format!("cannot write {}: {e}", path.display()))
+            })?;
+            saved.push(path.display().to_string());
+        }
+        Ok(saved)
+    }
+}
+
+fn has_files(e: &Value) -> bool {
+    e["attachments"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["fileId"].is_string()))
+}
+
+/// A file name from a sender, without directories or a leading dot.
+fn safe_name(name: &str) -> Option<String> {
+    let base = Path::new(name).file_name()?.to_str()?;
+    let clean: String = base
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let clean = clean.trim_start_matches('.').trim().to_string();
+    (!clean.is_empty()).then_some(clean)
+}
+
+/// Creates `dir/name`, or `dir/name (2)`… when it exists: never overwrites.
+async fn create_new(dir: &Path, name: &str) -> std::io::Result<(PathBuf, tokio::fs::File)> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s.to_string(), format!(".{e}")),
+        _ => (name.to_string(), String::new()),
+    };
+    for n in 1..1000 {
+        let candidate = if n == 1 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{stem} ({n}){ext}"))
+        };
+        match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+            .await
+        {
+            Ok(f) => return Ok((candidate, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("too many files named {name}"),
+    ))
+}
+
+/// The newest log entry that contains `needle` and satisfies `pred`,
+/// reading backwards from the end.
+pub async fn find_in_log(
+    log: &Log,
+    needle: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Option<Value>, WireError> {
+    let needle = needle.as_bytes();
+    let mut before = log.end();
+    let mut chunk = 256 << 10;
+    while before > 0 {
+        let (lines, next) = log
+            .read_back(before, chunk)
+            .await
+            .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?;
+        for (_, json) in lines {
+            if !json.windows(needle.len()).any(|w| w == needle) {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_slice::<Value>(&json) {
+                if pred(&v) {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        if next >= before {
+            break;
+        }
+        before = next;
+        chunk = (chunk * 2).min(8 << 20);
+    }
+    Ok(None)
+}
+
+/// The telegram messages of event `id`, from the log (when the id map
+/// does not know it).
+async fn rec_from_log(log: &Log, id: &str) -> Result<Option<ids::Rec>, WireError> {
+    let Some(e) = find_in_log(log, id, |e| e["id"] == id).await? else {
+        return Ok(None);
+    };
+    let line = e["line"].as_str().unwrap_or_default().to_string();
+    if parse_line(&line).is_none() {
+        return Err(WireError::bad_request(format!(
+            "{id} is a message on {line}, not on a telegram line"
+        )));
+    }
+    let mut message_ids: Vec<i32> = e["messageIds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str().and_then(|s| s.parse().ok()))
+        .collect();
+    if message_ids.is_empty() {
+        if let Some(m) = e["messageId"].as_str().and_then(|s| s.parse().ok()) {
+            message_ids.push(m);
+        }
+    }
+    Ok(Some(ids::Rec {
+        id: id.to_string(),
+        line,
+        message_ids,
+    }))
+}
+
+/// A plain message from the station itself (the pairing reply): through
+/// the queue, not logged.
+pub async fn notice(tg: &Telegram, chat: i64, text: &str) -> Result<(), WireError> {
+    let mut turn = tg.queue.turn(&chat.to_string()).await;
+    tg.call(&mut turn, rate_of(chat), || {
+        tg.bot.send_message(ChatId(chat), text)
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| wire_error(tg, "sendMessage", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn split_prefers_paragraphs_then_lines_then_spaces() {
+        let para = format!("{}\n\n{}", "a".repeat(3000), "b".repeat(3000));
+        assert_eq!(split(&para, 4096), vec!["a".repeat(3000), "b".repeat(3000)]);
+        let lines = format!("{}\n{}", "a".repeat(3000), "b".repeat(3000));
+        assert_eq!(split(&lines, 4096).len(), 2);
+        let words = format!("{} {}", "a".repeat(3000), "b".repeat(3000));
+        assert_eq!(
+            split(&words, 4096),
+            vec!["a".repeat(3000), "b".repeat(3000)]
+        );
+        let solid = "x".repeat(9000);
+        let parts = split(&solid, 4096);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [4096, 4096, 808]
+        );
+        assert_eq!(split("short", 4096), vec!["short"]);
+        // Emoji count twice, as in Telegram; never cut inside a char.
+        let emoji = "😀".repeat(3000);
+        let parts = split(&emoji, 4096);
+        assert!(parts.iter().all(|p| units(p) <= 4096));
+        assert_eq!(parts.concat(), emoji);
+    }
+
+    #[test]
+    fn keyboards_from_json() {
+        let k = keyboard(&json!(["Yes", {"text": "No", "data": "n"}])).unwrap();
+        assert_eq!(k.inline_keyboard.len(), 1);
+        assert_eq!(k.inline_keyboard[0].len(), 2);
+        let k = keyboard(&json!([["a", "b"], [{"text": "site", "url": "https://example.com"}]]))
+            .unwrap();
+        assert_eq!(k.inline_keyboard.len(), 2);
+        assert!(keyboard(&json!({"text": "x"})).is_err());
+        assert!(keyboard(&json!([])).is_err());
+        assert!(keyboard(&json!([{"data": "x"}])).is_err());
+        assert!(keyboard(&json!(["x".repeat(65)])).is_err());
+    }
+
+    #[test]
+    fn sender_file_names_stay_in_the_directory() {
+        assert_eq!(safe_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(safe_name(".bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(safe_name("..").as_deref(), None);
+        assert_eq!(safe_name("report.pdf").as_deref(), Some("report.pdf"));
+    }
+}
