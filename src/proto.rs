@@ -575,8 +575,29 @@ pub struct ParseFailure {
     pub error: WireError,
 }
 
-fn field<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> Result<T, WireError> {
-    serde_path_to_error::deserialize::<_, T>(Value::Object(map)).map_err(|e| {
+/// The two fields every request is read for first; everything else is
+/// skipped here and read by the op's own type.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    op: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    req: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A field that is there, even as `null`, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+    <&serde_json::value::RawValue>::deserialize(d).map(Some)
+}
+
+/// Reads the op's fields straight from the request bytes (the `op` and
+/// `req` keys are ignored like any unknown field), naming the path of a
+/// wrong field in the error.
+fn field<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, WireError> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         if path == "." || path.is_empty() {
@@ -587,64 +608,73 @@ fn field<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> Result<T, W
     })
 }
 
-/// Parses one request line (without its `\n`).
+/// Parses one request line (without its `\n`): the envelope (`op`, `req`)
+/// first, then the op's own type from the same bytes. No `Value` tree is
+/// built on the way.
 #[allow(clippy::result_large_err)]
 pub fn parse_request(line: &[u8]) -> Result<(Option<Value>, Request), ParseFailure> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| ParseFailure {
-        req: None,
-        error: WireError::bad_request(format!("request is not valid JSON: {e}")),
-    })?;
-    let Value::Object(mut map) = value else {
+    // Fields nobody reads are skipped without a look at their bytes: check
+    // the whole line is UTF-8 first, as the protocol says it is.
+    if let Err(e) = std::str::from_utf8(line) {
         return Err(ParseFailure {
             req: None,
-            error: WireError::bad_request("request must be a JSON object"),
+            error: WireError::bad_request(format!("request is not valid UTF-8: {e}")),
         });
-    };
-    let req = map.remove("req");
-    let fail = |req: &Option<Value>, error: WireError| ParseFailure {
+    }
+    let envelope: Envelope = serde_json::from_slice(line).map_err(|e| {
+        let object = line
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{');
+        let message = match e.classify() {
+            serde_json::error::Category::Data if !object => {
+                "request must be a JSON object".to_string()
+            }
+            serde_json::error::Category::Data => format!("bad request: {e}"),
+            _ => format!("request is not valid JSON: {e}"),
+        };
+        ParseFailure {
+            req: None,
+            error: WireError::bad_request(message),
+        }
+    })?;
+    let req: Option<Value> = envelope
+        .req
+        .and_then(|r| serde_json::from_str(r.get()).ok());
+    let fail = |error: WireError| ParseFailure {
         req: req.clone(),
         error,
     };
-    let op = match map.remove("op") {
-        Some(Value::String(op)) => op,
-        Some(_) => {
-            return Err(fail(
-                &req,
-                WireError::bad_request("field `op` must be a string"),
-            ))
-        }
-        None => {
-            return Err(fail(
-                &req,
-                WireError::bad_request("request has no `op` field"),
-            ))
-        }
+    let op: std::borrow::Cow<str> = match envelope.op {
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|_| fail(WireError::bad_request("field `op` must be a string")))?,
+        None => return Err(fail(WireError::bad_request("request has no `op` field"))),
     };
-    let parsed = match op.as_str() {
-        "hello" => field(map).map(Request::Hello),
-        "publish" => field(map).map(Request::Publish),
-        "subscribe" => field(map).map(Request::Subscribe),
-        "ack" => field(map).map(Request::Ack),
-        "unsubscribe" => field(map).map(Request::Unsubscribe),
-        "claim" => field(map).map(Request::Claim),
-        "release" => field(map).map(Request::Release),
+    let parsed = match &*op {
+        "hello" => field(line).map(Request::Hello),
+        "publish" => field(line).map(Request::Publish),
+        "subscribe" => field(line).map(Request::Subscribe),
+        "ack" => field(line).map(Request::Ack),
+        "unsubscribe" => field(line).map(Request::Unsubscribe),
+        "claim" => field(line).map(Request::Claim),
+        "release" => field(line).map(Request::Release),
         "claims" => Ok(Request::Claims),
-        "send" => field(map).map(Request::Send),
-        "edit" => field(map).map(Request::Edit),
-        "react" => field(map).map(Request::React),
-        "download" => field(map).map(Request::Download),
-        "fetch" => field(map).map(Request::Fetch),
-        "history" => field(map).map(Request::History),
+        "send" => field(line).map(Request::Send),
+        "edit" => field(line).map(Request::Edit),
+        "react" => field(line).map(Request::React),
+        "download" => field(line).map(Request::Download),
+        "fetch" => field(line).map(Request::Fetch),
+        "history" => field(line).map(Request::History),
         "lines" => Ok(Request::Lines),
         "stations" => Ok(Request::Stations),
         "stats" => Ok(Request::Stats),
-        "cursor" => field(map).map(Request::Cursor),
-        "webhookAdd" => field(map).map(Request::WebhookAdd),
+        "cursor" => field(line).map(Request::Cursor),
+        "webhookAdd" => field(line).map(Request::WebhookAdd),
         "webhookList" => Ok(Request::WebhookList),
-        "webhookRemove" => field(map).map(Request::WebhookRemove),
-        "allow" => field(map).map(Request::Allow),
-        "deny" => field(map).map(Request::Deny),
-        "allowList" => field(map).map(Request::AllowList),
+        "webhookRemove" => field(line).map(Request::WebhookRemove),
+        "allow" => field(line).map(Request::Allow),
+        "deny" => field(line).map(Request::Deny),
+        "allowList" => field(line).map(Request::AllowList),
         other => Err(WireError::new(
             ErrorCode::UnknownOp,
             format!("unknown op {other:?}; `hello` lists the ops this daemon knows"),
@@ -658,13 +688,33 @@ pub fn parse_request(line: &[u8]) -> Result<(Option<Value>, Request), ParseFailu
 
 /// `{"req":…,"ok":true,…fields}\n`
 pub fn ok_frame(req: Option<&Value>, fields: Map<String, Value>) -> Vec<u8> {
-    let mut map = Map::with_capacity(fields.len() + 2);
+    // Written field by field: no second map is built for every answer.
+    let mut out = Vec::with_capacity(96);
+    out.push(b'{');
     if let Some(req) = req {
-        map.insert("req".into(), req.clone());
+        out.extend_from_slice(b"\"req\":");
+        write_json(&mut out, req);
+        out.push(b',');
     }
-    map.insert("ok".into(), Value::Bool(true));
-    map.extend(fields);
-    to_line(&Value::Object(map))
+    out.extend_from_slice(b"\"ok\":true");
+    for (k, v) in &fields {
+        out.push(b',');
+        write_json(&mut out, k);
+        out.push(b':');
+        write_json(&mut out, v);
+    }
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+/// Appends `v` as JSON. Serializing strings and `Value`s into a `Vec`
+/// cannot fail; `null` stands in if it ever did.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// `{"req":…,"ok":false,"error":{"code":…,"message":…}}\n`

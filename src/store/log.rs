@@ -707,6 +707,8 @@ fn read_back_in(file: &File, before: u64, chunk: usize) -> io::Result<(Vec<(u64,
 struct Mint {
     last_ms: i128,
     counter: u32,
+    /// The formatted `ts` of `last_ms`: events of one millisecond share it.
+    ts: String,
 }
 
 impl Mint {
@@ -716,16 +718,20 @@ impl Mint {
         Mint {
             last_ms,
             counter: u32::from_le_bytes(seed),
+            ts: String::new(),
         }
     }
 
     fn next(&mut self) -> (String, String) {
         let now = time::OffsetDateTime::now_utc();
         let ms = (now.unix_timestamp_nanos() / 1_000_000).max(self.last_ms);
+        if ms != self.last_ms || self.ts.is_empty() {
+            self.ts = crate::clock::format_ms(ms);
+        }
         self.last_ms = ms;
         self.counter = self.counter.wrapping_add(1);
         let id = format!("msg_{:011x}{:06x}", ms as u64, self.counter & 0xff_ffff);
-        (id, crate::clock::format_ms(ms))
+        (id, self.ts.clone())
     }
 }
 
