@@ -35,6 +35,10 @@ struct Args {
     /// replay, startup, memory, claims.
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+    /// Within the scenarios run, only the cases whose name contains this
+    /// (e.g. `16x64_fsync_never`; for profiling one case).
+    #[arg(long, value_name = "SUBSTR")]
+    case: Option<String>,
     /// The metrod binary [default: `metrod` next to this executable].
     #[arg(long, value_name = "PATH")]
     metrod: Option<PathBuf>,
@@ -48,6 +52,7 @@ struct Args {
 pub struct Ctx {
     pub metrod: PathBuf,
     pub smoke: bool,
+    pub case: Option<String>,
 }
 
 impl Ctx {
@@ -58,6 +63,11 @@ impl Ctx {
         } else {
             full
         }
+    }
+
+    /// Whether the case `name` is to be run (`--case`).
+    pub fn wants(&self, name: &str) -> bool {
+        self.case.as_ref().is_none_or(|c| name.contains(c.as_str()))
     }
 
     pub fn spec<'a>(&'a self, fsync: &'a str) -> daemon::Spec<'a> {
@@ -106,6 +116,7 @@ fn main() -> ExitCode {
     let ctx = Ctx {
         metrod,
         smoke: args.smoke,
+        case: args.case.clone(),
     };
     clock_ns();
     let rt = match tokio::runtime::Builder::new_multi_thread()

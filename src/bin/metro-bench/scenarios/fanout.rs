@@ -16,6 +16,10 @@ use crate::{Ctx, Error};
 pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
     let mut cases = Vec::new();
     for (n, events) in [(1usize, 400_000u64), (16, 150_000), (64, 40_000)] {
+        let name = format!("{n}_subscribers");
+        if !ctx.wants(&name) {
+            continue;
+        }
         let events = ctx.pick(events, 2_000);
         let d = Daemon::start(&ctx.spec("never"), "fan")?;
         let pad = calibrate(&d.socket).await?;
@@ -48,7 +52,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
         let secs = last.duration_since(s.first_sent).as_secs_f64();
         let deliveries = n as u64 * events;
         cases.push(
-            Case::new(format!("{n}_subscribers"))
+            Case::new(name)
                 .m("deliveries_per_s", deliveries as f64 / secs)
                 .m("publish_events_per_s", s.rate())
                 .m("deliveries", deliveries as f64)

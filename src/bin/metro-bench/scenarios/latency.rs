@@ -22,6 +22,10 @@ const STAMP: usize = 21;
 pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
     let mut cases = Vec::new();
     for (rate, fsync) in [(1_000u64, "never"), (10_000, "never"), (10_000, "always")] {
+        let name = format!("{rate}_per_s_fsync_{fsync}");
+        if !ctx.wants(&name) {
+            continue;
+        }
         let secs = ctx.pick(5.0, 0.3);
         let n = ((rate as f64 * secs) as u64).max(10);
         let d = Daemon::start(&ctx.spec(fsync), "lat")?;
@@ -49,7 +53,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
         }
         let us = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
         cases.push(
-            Case::new(format!("{rate}_per_s_fsync_{fsync}"))
+            Case::new(name)
                 .m("p50_us", us(0.5))
                 .m("p99_us", us(0.99))
                 .m("p999_us", us(0.999))

@@ -67,30 +67,43 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
             }
         })
     };
+    // Two halves, to show whether the RSS still grows in the second.
     let events = ctx.pick(1_000_000u64, 2_000);
-    let limit = Limit {
-        events,
-        until: Instant::now() + Duration::from_secs(150),
-    };
-    let published = publish_all(&d.socket, 4, 64, limit, move |p, _, out| {
-        plain_body(p, pad, out)
-    })
-    .await;
-    tokio::time::sleep(SETTLE).await;
+    let mut halves = Vec::new();
+    let mut published = 0;
+    for _ in 0..2 {
+        let limit = Limit {
+            events: events / 2,
+            until: Instant::now() + Duration::from_secs(100),
+        };
+        let s = publish_all(&d.socket, 4, 64, limit, move |p, _, out| {
+            plain_body(p, pad, out)
+        })
+        .await;
+        tokio::time::sleep(SETTLE).await;
+        match s {
+            Ok(s) => published += s.answered,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        halves.push(d.rss_kib()?);
+    }
     stop.store(true, Ordering::Relaxed);
     sampler.await?;
-    let s = published?;
-    let after = d.rss_kib()?;
+    let after = halves[1];
     drop(stalled);
     cases.push(
         Case::new(format!("stalled_subscriber_{events}_events"))
             .m("rss_kib_before", before as f64)
+            .m("rss_kib_after_half", halves[0] as f64)
+            .m("rss_kib_after", after as f64)
             .m(
                 "rss_kib_peak",
                 peak.load(Ordering::Relaxed).max(after) as f64,
             )
-            .m("rss_kib_after", after as f64)
-            .m("events", s.answered as f64),
+            .m("events", published as f64),
     );
     Ok(cases)
 }

@@ -13,6 +13,10 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
     let mut cases = Vec::new();
     for fsync in ["always", "never"] {
         for (publishers, window) in [(1usize, 1usize), (16, 64)] {
+            let name = format!("{publishers}x{window}_fsync_{fsync}");
+            if !ctx.wants(&name) {
+                continue;
+            }
             let d = Daemon::start(&ctx.spec(fsync), "pub")?;
             let pad = calibrate(&d.socket).await?;
             let limit = Limit {
@@ -24,7 +28,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
             })
             .await?;
             cases.push(
-                Case::new(format!("{publishers}x{window}_fsync_{fsync}"))
+                Case::new(name)
                     .m("events_per_s", s.rate())
                     .m("events", s.answered as f64)
                     .m("seconds", s.secs()),
