@@ -138,12 +138,14 @@ fn main() -> ExitCode {
         }
         eprintln!("metro-bench: {name} …");
         let t0 = Instant::now();
+        let cpu0 = report::CpuTicks::now();
         let outcome = rt.block_on(async {
             match tokio::time::timeout(limit, scenarios::run(name, &ctx)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {limit:?}").into()),
             }
         });
+        let other_cpu_pct = report::CpuTicks::now().other_pct_since(&cpu0);
         let (cases, error) = match outcome {
             Ok(c) => (c, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
@@ -156,7 +158,12 @@ fn main() -> ExitCode {
                 .map(|e| format!(": FAILED: {e}"))
                 .unwrap_or_default()
         );
-        results.push(report::Scenario { name, cases, error });
+        results.push(report::Scenario {
+            name,
+            cases,
+            error,
+            other_cpu_pct,
+        });
     }
     // Anything a timed-out scenario left running (and its daemons) goes now.
     rt.shutdown_timeout(Duration::from_secs(1));

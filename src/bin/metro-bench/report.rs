@@ -28,6 +28,59 @@ pub struct Scenario {
     pub cases: Vec<Case>,
     /// Set when the scenario failed or timed out.
     pub error: Option<String>,
+    /// Share of the machine's CPU time (all cores = 100) used during the
+    /// scenario by processes other than the bench and its daemons: how
+    /// disturbed the numbers may be on a shared machine.
+    pub other_cpu_pct: f64,
+}
+
+/// CPU clock ticks: the machine's (from /proc/stat) and this process's
+/// own plus its reaped children's (the daemons, once stopped).
+pub struct CpuTicks {
+    busy: u64,
+    total: u64,
+    own: u64,
+}
+
+impl CpuTicks {
+    pub fn now() -> CpuTicks {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal
+        let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+        let total = busy + at(3) + at(4);
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the `(comm)`: state is field 3, utime..cstime 14..17.
+        let rest: Vec<u64> = me
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        CpuTicks {
+            busy,
+            total,
+            own: rest.iter().sum(),
+        }
+    }
+
+    pub fn other_pct_since(&self, earlier: &CpuTicks) -> f64 {
+        let total = self.total.saturating_sub(earlier.total).max(1);
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let own = self.own.saturating_sub(earlier.own);
+        busy.saturating_sub(own) as f64 * 100.0 / total as f64
+    }
 }
 
 pub fn machine() -> Value {
@@ -62,7 +115,7 @@ pub fn to_json(smoke: bool, scenarios: &[Scenario]) -> Value {
             }
             cases.insert(c.name.clone(), Value::Object(m));
         }
-        let mut entry = json!({ "cases": cases });
+        let mut entry = json!({ "cases": cases, "otherCpuPct": round(sc.other_cpu_pct) });
         if let Some(e) = &sc.error {
             entry["error"] = json!(e);
         }
@@ -126,5 +179,13 @@ pub fn table(scenarios: &[Scenario]) -> String {
     for r in rows {
         out.push_str(&format!("{:w0$}  {:w1$}  {}\n", r[0], r[1], r[2]));
     }
+    let others: Vec<String> = scenarios
+        .iter()
+        .map(|s| format!("{} {:.0}%", s.name, s.other_cpu_pct))
+        .collect();
+    out.push_str(&format!(
+        "CPU used by other processes meanwhile (100% = every core): {}\n",
+        others.join(", ")
+    ));
     out
 }

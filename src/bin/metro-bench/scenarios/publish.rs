@@ -1,6 +1,7 @@
 //! 1. Publish throughput: 1 publisher waiting for each answer, and 16
 //!    publishers with 64 in flight each; `--fsync always` and `never`;
-//!    300-byte events.
+//!    300-byte events. Also 50 publishers waiting for each answer, the
+//!    shape of the Redis reference (`redis-benchmark -c 50`).
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use crate::{Ctx, Error};
 pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
     let mut cases = Vec::new();
     for fsync in ["always", "never"] {
-        for (publishers, window) in [(1usize, 1usize), (16, 64)] {
+        for (publishers, window) in [(1usize, 1usize), (16, 64), (50, 1)] {
             let name = format!("{publishers}x{window}_fsync_{fsync}");
             if !ctx.wants(&name) {
                 continue;
