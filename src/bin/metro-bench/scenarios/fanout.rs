@@ -1,0 +1,63 @@
+//! 2. Fan-out: one publisher, 1 / 16 / 64 subscribers in mode `all`;
+//!    deliveries per second, aggregate (first publish sent → last event
+//!    received by the last subscriber).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::client::{calibrate, count_lines, plain_body, publish_all, subscribers, Limit};
+use crate::daemon::Daemon;
+use crate::report::Case;
+use crate::{Ctx, Error};
+
+pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
+    let mut cases = Vec::new();
+    for (n, events) in [(1usize, 400_000u64), (16, 150_000), (64, 40_000)] {
+        let name = format!("{n}_subscribers");
+        if !ctx.wants(&name) {
+            continue;
+        }
+        let events = ctx.pick(events, 2_000);
+        let d = Daemon::start(&ctx.spec("never"), "fan")?;
+        let pad = calibrate(&d.socket).await?;
+        let subs = subscribers(
+            &d.socket,
+            n,
+            &json!({"mode": "all", "follow": true, "since": "tail"}),
+        )
+        .await?;
+        let seen = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = subs
+            .into_iter()
+            .map(|c| tokio::spawn(count_lines(c, events, seen.clone())))
+            .collect();
+        let limit = Limit {
+            events,
+            until: Instant::now() + Duration::from_secs(120),
+        };
+        let s = publish_all(&d.socket, 1, 256, limit, move |p, _, out| {
+            plain_body(p, pad, out)
+        })
+        .await?;
+        let mut last = s.last_answer;
+        for r in readers {
+            let t = tokio::time::timeout(Duration::from_secs(60), r)
+                .await
+                .map_err(|_| "subscribers did not receive every event within 60 s")???;
+            last = last.max(t);
+        }
+        let secs = last.duration_since(s.first_sent).as_secs_f64();
+        let deliveries = n as u64 * events;
+        cases.push(
+            Case::new(name)
+                .m("deliveries_per_s", deliveries as f64 / secs)
+                .m("publish_events_per_s", s.rate())
+                .m("deliveries", deliveries as f64)
+                .m("seconds", secs),
+        );
+    }
+    Ok(cases)
+}

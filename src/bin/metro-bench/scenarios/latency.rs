@@ -1,0 +1,149 @@
+//! 3. Latency publish → subscriber receipt at a fixed rate (1,000 and
+//!    10,000 events/s) with 16 subscribers. The publisher stamps each event
+//!    with the bench's monotonic clock right before writing it; each
+//!    subscriber reads the stamp back on receipt. hdrhistogram, ns.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+use crate::client::{bytecount, calibrate, find, subscribers, Conn};
+use crate::daemon::Daemon;
+use crate::report::Case;
+use crate::{clock_ns, Ctx, Error};
+
+const SUBSCRIBERS: usize = 16;
+/// `t` + 20 digits at the start of the text.
+const STAMP: usize = 21;
+
+pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
+    let mut cases = Vec::new();
+    for (rate, fsync) in [(1_000u64, "never"), (10_000, "never"), (10_000, "always")] {
+        let name = format!("{rate}_per_s_fsync_{fsync}");
+        if !ctx.wants(&name) {
+            continue;
+        }
+        let secs = ctx.pick(5.0, 0.3);
+        let n = ((rate as f64 * secs) as u64).max(10);
+        let d = Daemon::start(&ctx.spec(fsync), "lat")?;
+        let xpad = calibrate(&d.socket).await?.saturating_sub(STAMP);
+        let subs = subscribers(
+            &d.socket,
+            SUBSCRIBERS,
+            &json!({"mode": "all", "follow": true, "since": "tail"}),
+        )
+        .await?;
+        let receivers: Vec<_> = subs
+            .into_iter()
+            .map(|c| tokio::spawn(receive(c, n, xpad)))
+            .collect();
+        let socket = d.socket.clone();
+        let publisher =
+            tokio::task::spawn_blocking(move || paced_publisher(&socket, rate, n, xpad));
+        let sent_secs = publisher.await??;
+        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+        for r in receivers {
+            let h = tokio::time::timeout(Duration::from_secs(30), r)
+                .await
+                .map_err(|_| "subscribers did not receive every event within 30 s")???;
+            all.add(&h)?;
+        }
+        let us = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+        cases.push(
+            Case::new(name)
+                .m("p50_us", us(0.5))
+                .m("p99_us", us(0.99))
+                .m("p999_us", us(0.999))
+                .m("max_us", all.max() as f64 / 1000.0)
+                .m("achieved_events_per_s", n as f64 / sent_secs)
+                .m("samples", all.len() as f64),
+        );
+    }
+    Ok(cases)
+}
+
+/// One subscriber: `n` event frames, each latency recorded.
+async fn receive(c: Conn, n: u64, xpad: usize) -> Result<Histogram<u64>, Error> {
+    let Conn {
+        mut rd, wr: _wr, ..
+    } = c;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut line = Vec::with_capacity(1024);
+    for _ in 0..n {
+        line.clear();
+        if rd.read_until(b'\n', &mut line).await? == 0 {
+            return Err("subscriber connection closed".into());
+        }
+        let now = clock_ns();
+        let sent = stamp(&line, xpad)
+            .ok_or_else(|| format!("no stamp in frame {}", String::from_utf8_lossy(&line)))?;
+        h.record(now.saturating_sub(sent).max(1))?;
+    }
+    Ok(h)
+}
+
+/// The stamp: `…"text":"t<20 digits><xpad × x>"}}\n`.
+fn stamp(line: &[u8], xpad: usize) -> Option<u64> {
+    let at = line
+        .len()
+        .checked_sub(4 + xpad + 20)
+        .filter(|&i| i >= 2 && &line[i - 2..i] == b"\"t")
+        .or_else(|| find(line, b"\"text\":\"t").map(|i| i + 9))?;
+    std::str::from_utf8(line.get(at..at + 20)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Publishes `n` events at `rate`/s on a blocking socket (its own thread,
+/// sleeping between sends); a second thread drains the answers. Returns
+/// the seconds the sends took.
+fn paced_publisher(socket: &std::path::Path, rate: u64, n: u64, xpad: usize) -> Result<f64, Error> {
+    let s = std::os::unix::net::UnixStream::connect(socket)?;
+    let mut r = s.try_clone()?;
+    let drain = std::thread::spawn(move || -> Result<u64, Error> {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut answers = 0;
+        loop {
+            let k = r.read(&mut buf)?;
+            if k == 0 {
+                return Ok(answers);
+            }
+            if find(&buf[..k], b"\"ok\":false").is_some() {
+                return Err(
+                    format!("publish failed: {}", String::from_utf8_lossy(&buf[..k])).into(),
+                );
+            }
+            answers += bytecount(&buf[..k], b'\n');
+        }
+    });
+    let mut w = &s;
+    let period = Duration::from_nanos(1_000_000_000 / rate);
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(512);
+    for i in 0..n {
+        let due = start + period * i as u32;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        out.clear();
+        out.extend_from_slice(b"{\"op\":\"publish\",\"req\":");
+        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        out.extend_from_slice(b",\"event\":{\"line\":\"metro://claude/bench/p00\",\"text\":\"t");
+        out.extend_from_slice(format!("{:020}", clock_ns()).as_bytes());
+        out.resize(out.len() + xpad, b'x');
+        out.extend_from_slice(b"\"}}\n");
+        w.write_all(&out)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    s.shutdown(std::net::Shutdown::Write)?;
+    let answers = drain.join().map_err(|_| "answer thread panicked")??;
+    if answers != n {
+        return Err(format!("{n} publishes, {answers} answers").into());
+    }
+    Ok(secs)
+}

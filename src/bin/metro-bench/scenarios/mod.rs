@@ -1,0 +1,30 @@
+//! The seven scenarios of issue 4. Each starts its own daemons on fresh
+//! temp dirs and drops them (kill + remove) before it returns.
+
+mod claims;
+mod fanout;
+mod latency;
+mod memory;
+mod publish;
+mod replay;
+mod startup;
+
+use crate::report::Case;
+use crate::{Ctx, Error};
+
+pub const NAMES: [&str; 7] = [
+    "publish", "fanout", "latency", "replay", "startup", "memory", "claims",
+];
+
+pub async fn run(name: &str, ctx: &Ctx) -> Result<Vec<Case>, Error> {
+    match name {
+        "publish" => publish::run(ctx).await,
+        "fanout" => fanout::run(ctx).await,
+        "latency" => latency::run(ctx).await,
+        "replay" => replay::run(ctx).await,
+        "startup" => startup::run(ctx).await,
+        "memory" => memory::run(ctx).await,
+        "claims" => claims::run(ctx).await,
+        _ => Err(format!("unknown scenario {name}").into()),
+    }
+}
