@@ -279,6 +279,12 @@ const READ_CHUNK: usize = 256 << 10;
 pub const MAX_ENTRIES_PER_READ: usize = 1024;
 /// How often age-based rolling and retention are checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// A batch smaller than this, right after another commit, waits
+/// [`GATHER`] once for more (not under `--fsync always`, whose fdatasync
+/// already gathers).
+const SMALL_BATCH: usize = 64;
+const BUSY: Duration = Duration::from_micros(80);
+const GATHER: Duration = Duration::from_micros(50);
 /// Most appends committed in one batch.
 const MAX_BATCH: usize = 4096;
 /// Appends waiting for the writer before publishers wait too.
@@ -329,6 +335,7 @@ impl Log {
             mint: Mint::new(last_ms),
             unsynced: false,
             last_sync: std::time::Instant::now(),
+            last_commit: std::time::Instant::now(),
             broken: None,
         };
         // Retention applies at startup too (the limits may have shrunk).
@@ -762,6 +769,7 @@ struct Writer {
     mint: Mint,
     unsynced: bool,
     last_sync: std::time::Instant,
+    last_commit: std::time::Instant,
     /// Set when the file could not be restored after a failed write: every
     /// later append is refused rather than risk a torn log.
     broken: Option<String>,
@@ -810,17 +818,36 @@ impl Writer {
                 }
                 Some(WriterMsg::Append(p)) => batch.push(p),
             }
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(WriterMsg::Append(p)) => batch.push(p),
-                    Ok(WriterMsg::Shutdown(tx)) => {
-                        shutdown = Some(tx);
-                        break;
+            // Under load without a per-batch fsync, batches would stay tiny
+            // (the writer outruns the connections and pays a write and
+            // the wake-ups per handful of events): when the last commit was
+            // just now, give the publishers a moment to queue more.
+            let mut waited = false;
+            loop {
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(WriterMsg::Append(p)) => batch.push(p),
+                        Ok(WriterMsg::Shutdown(tx)) => {
+                            shutdown = Some(tx);
+                            break;
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
+                let busy = self.last_commit.elapsed() < BUSY;
+                if waited
+                    || shutdown.is_some()
+                    || batch.len() >= SMALL_BATCH
+                    || !busy
+                    || self.opts.fsync == FsyncPolicy::Always
+                {
+                    break;
+                }
+                std::thread::sleep(GATHER);
+                waited = true;
             }
             self.commit(&mut batch);
+            self.last_commit = std::time::Instant::now();
             if shutdown.is_some() {
                 break;
             }
