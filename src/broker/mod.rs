@@ -77,11 +77,8 @@ impl Broker {
         let lines = Arc::new(Mutex::new(LineIndex::default()));
         let (log, recovery) = Log::open(state_dir, opts.log.clone(), lines.clone())?;
         // Seed `lines` from the newest megabyte only.
-        let (recent, _) = log.read_back_blocking(log.end(), LINES_SEED_BYTES)?;
         if let Ok(mut idx) = lines.lock() {
-            for (_, json) in recent.iter().rev() {
-                idx.observe_json(json);
-            }
+            log.for_each_recent_blocking(LINES_SEED_BYTES as u64, |json| idx.observe_json(json))?;
         }
         let fsync = opts.log.fsync != FsyncPolicy::Never;
         let (cursors, repairs) = Cursors::open(&state_dir.join("cursors"), &log, fsync)?;

@@ -467,18 +467,16 @@ fn seed_recent(
     if endpoints.is_empty() {
         return Ok(recent);
     }
-    let (lines, _) = log.read_back_blocking(log.end(), SEED_BYTES)?;
-    // Newest first from the log; insert oldest first so the bound keeps
-    // the newest.
-    for (_, json) in lines.iter().rev() {
+    // Oldest first, so the bound keeps the newest.
+    log.for_each_recent_blocking(SEED_BYTES as u64, |json| {
         let Ok(s) = serde_json::from_slice::<Seed>(json) else {
-            continue;
+            return;
         };
         let (Some(delivery), true) = (s.message_id, s.station == "webhook") else {
-            continue;
+            return;
         };
         let Some(ep) = s.line.strip_prefix("metro://webhook/") else {
-            continue;
+            return;
         };
         if endpoints.contains_key(ep) {
             recent
@@ -486,7 +484,7 @@ fn seed_recent(
                 .or_default()
                 .insert(&delivery, Seen::Stored(s.id));
         }
-    }
+    })?;
     Ok(recent)
 }
 

@@ -26,6 +26,10 @@ pub struct Owner {
 #[derive(Debug, Clone, Default)]
 pub struct ClaimMap {
     owners: HashMap<String, Owner>,
+    /// Bumped by every change to the durable claims (what claims.json
+    /// holds), so a batch knows whether the file must be written without
+    /// comparing whole maps.
+    durable_version: u64,
 }
 
 impl ClaimMap {
@@ -104,6 +108,11 @@ pub enum ClaimOutcome {
 
 type Reply = oneshot::Sender<Result<ClaimOutcome, String>>;
 
+/// Most claim changes applied (and written) at once.
+const MAX_BATCH: usize = 1024;
+/// Least time between two writes of claims.json under a stream of changes.
+const WRITE_GAP: std::time::Duration = std::time::Duration::from_millis(5);
+
 pub struct Claims {
     snap: Arc<ArcSwap<ClaimMap>>,
     tx: mpsc::Sender<(ClaimOp, Reply)>,
@@ -175,12 +184,31 @@ struct ClaimTask {
 impl ClaimTask {
     async fn run(self, mut rx: mpsc::Receiver<(ClaimOp, Reply)>) {
         let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 1024).await > 0 {
+        let mut last_write = tokio::time::Instant::now() - WRITE_GAP;
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // Under a stream of claim changes, write claims.json at most
+            // once per WRITE_GAP: the ops that arrive meanwhile join this
+            // batch (one clone, one write, one fsync for all of them).
+            let may_write = batch
+                .iter()
+                .any(|(op, _)| !matches!(op, ClaimOp::DropConnection(_)));
+            if may_write && last_write.elapsed() < WRITE_GAP {
+                tokio::time::sleep_until(last_write + WRITE_GAP).await;
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+            }
             let current = self.snap.load_full();
             let mut next = (*current).clone();
             let outcomes: Vec<ClaimOutcome> =
                 batch.iter().map(|(op, _)| apply(&mut next, op)).collect();
-            let persist = next.durable() != current.durable();
+            let persist = next.durable_version != current.durable_version;
+            if persist {
+                last_write = tokio::time::Instant::now();
+            }
             let result = if persist {
                 let body = match serde_json::to_vec_pretty(&next.durable()) {
                     Ok(b) => b,
@@ -218,7 +246,7 @@ impl ClaimTask {
                     for (op, reply) in batch.drain(..) {
                         let mut trial = partial.clone();
                         let outcome = apply(&mut trial, &op);
-                        if trial.durable() == partial.durable() {
+                        if trial.durable_version == partial.durable_version {
                             partial = trial;
                             let _ = reply.send(Ok(outcome));
                         } else {
@@ -229,6 +257,29 @@ impl ClaimTask {
                 }
             }
         }
+    }
+}
+
+impl ClaimMap {
+    /// The durable owner of a line, if its claim is durable.
+    fn durable_owner(o: Option<&Owner>) -> Option<&str> {
+        o.filter(|o| o.ephemeral.is_none()).map(|o| o.who.as_str())
+    }
+
+    fn set(&mut self, line: &str, owner: Owner) {
+        let new = Self::durable_owner(Some(&owner)).map(str::to_string);
+        let old = self.owners.insert(line.to_string(), owner);
+        if Self::durable_owner(old.as_ref()) != new.as_deref() {
+            self.durable_version += 1;
+        }
+    }
+
+    fn remove(&mut self, line: &str) -> bool {
+        let old = self.owners.remove(line);
+        if Self::durable_owner(old.as_ref()).is_some() {
+            self.durable_version += 1;
+        }
+        old.is_some()
     }
 }
 
@@ -250,8 +301,8 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
                     }
                 }
             }
-            map.owners.insert(
-                line.clone(),
+            map.set(
+                line,
                 Owner {
                     who: who.clone(),
                     ephemeral: *ephemeral,
@@ -262,19 +313,18 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
                 previous,
             }
         }
-        ClaimOp::Release { line } => ClaimOutcome::Released(map.owners.remove(line).is_some()),
+        ClaimOp::Release { line } => ClaimOutcome::Released(map.remove(line)),
         ClaimOp::ReleaseIfOwner { line, who } => {
             if map.owners.get(line).is_some_and(|o| &o.who == who) {
-                map.owners.remove(line);
-                ClaimOutcome::Released(true)
+                ClaimOutcome::Released(map.remove(line))
             } else {
                 ClaimOutcome::Released(false)
             }
         }
         ClaimOp::Auto { line, who } => match map.owners.get(line) {
             None => {
-                map.owners.insert(
-                    line.clone(),
+                map.set(
+                    line,
                     Owner {
                         who: who.clone(),
                         ephemeral: None,
@@ -286,6 +336,7 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
             Some(_) => ClaimOutcome::Auto("skipped"),
         },
         ClaimOp::DropConnection(conn) => {
+            // Only ephemeral claims go: the durable version stays.
             let before = map.owners.len();
             map.owners.retain(|_, o| o.ephemeral != Some(*conn));
             ClaimOutcome::Dropped(before - map.owners.len())

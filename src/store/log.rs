@@ -527,17 +527,24 @@ impl Log {
             .map_err(io::Error::other)?
     }
 
-    /// Blocking variant of [`Log::read_back`], for startup.
-    pub fn read_back_blocking(
-        &self,
-        before: u64,
-        chunk: usize,
-    ) -> io::Result<(Vec<(u64, Bytes)>, u64)> {
+    /// Calls `f` with each line of about the last `bytes` of the log, oldest
+    /// first, reading forward one chunk at a time (startup seeding: memory
+    /// stays at one chunk whatever `bytes` is).
+    pub fn for_each_recent_blocking(&self, bytes: u64, mut f: impl FnMut(&[u8])) -> io::Result<()> {
         let end = self.end();
-        match self.shared.with_files(|f| back_target(f, end, before))? {
-            Some(target) => read_back(target, before, chunk),
-            None => Ok((Vec::new(), 0)),
+        let mut pos = self.boundary_at_or_before(end.saturating_sub(bytes))?;
+        while pos < end {
+            let Some(loc) = self.shared.with_files(|files| files.locate(pos, end))? else {
+                break;
+            };
+            let entries = read_entries(&loc, pos, end)?;
+            let Some(last) = entries.last() else { break };
+            pos = last.end;
+            for e in &entries {
+                f(&e.json);
+            }
         }
+        Ok(())
     }
 }
 

@@ -208,8 +208,7 @@ fn seed_recent(log: &Log) -> io::Result<Recent> {
         update_id: Option<u32>,
     }
     let mut recent = Recent::default();
-    let (lines, _) = log.read_back_blocking(log.end(), SEED_BYTES)?;
-    for (_, json) in lines.iter().rev() {
+    log.for_each_recent_blocking(SEED_BYTES as u64, |json| {
         if let Ok(Seed {
             station,
             update_id: Some(u),
@@ -219,7 +218,7 @@ fn seed_recent(log: &Log) -> io::Result<Recent> {
                 recent.insert(u);
             }
         }
-    }
+    })?;
     Ok(recent)
 }
 
