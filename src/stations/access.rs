@@ -304,11 +304,7 @@ impl Access {
             .map_err(|e| WireError::internal(format!("{not_done}: {e}")))?;
         let path = self.path.clone();
         let fsync = self.fsync;
-        let written =
-            tokio::task::spawn_blocking(move || crate::store::write_atomic(&path, &body, fsync))
-                .await
-                .map_err(io::Error::other)
-                .and_then(|r| r);
+        let written = crate::store::write_atomic_async(path, body, fsync).await;
         if let Err(e) = written {
             let why = format!("{not_done}: could not write {}: {e}", self.path.display());
             tracing::error!("{why}");

@@ -222,10 +222,7 @@ impl ClaimTask {
                 };
                 let path = self.path.clone();
                 let fsync = self.fsync;
-                tokio::task::spawn_blocking(move || write_atomic(&path, &body, fsync))
-                    .await
-                    .map_err(io::Error::other)
-                    .and_then(|r| r)
+                super::write_atomic_async(path, body, fsync).await
             } else {
                 Ok(())
             };
@@ -343,8 +340,6 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
         }
     }
 }
-
-pub use super::write_atomic;
 
 #[cfg(test)]
 mod tests {

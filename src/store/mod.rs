@@ -10,7 +10,7 @@ pub mod segments;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Replaces `path` atomically: temp file, fsync, rename, fsync of the dir.
 pub fn write_atomic(path: &Path, body: &[u8], fsync: bool) -> io::Result<()> {
@@ -37,4 +37,11 @@ pub fn write_atomic(path: &Path, body: &[u8], fsync: bool) -> io::Result<()> {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// [`write_atomic`] on the blocking pool, for async callers.
+pub async fn write_atomic_async(path: PathBuf, body: Vec<u8>, fsync: bool) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || write_atomic(&path, &body, fsync))
+        .await
+        .map_err(io::Error::other)?
 }
