@@ -300,16 +300,7 @@ impl Access {
 
     /// Writes `next`, then makes it current. `not_done` empty: best effort.
     async fn store(&self, next: Stored, not_done: &str) -> Result<(), WireError> {
-        let body = serde_json::to_vec_pretty(&next)
-            .map_err(|e| WireError::internal(format!("{not_done}: {e}")))?;
-        let path = self.path.clone();
-        let fsync = self.fsync;
-        let written = crate::store::write_atomic_async(path, body, fsync).await;
-        if let Err(e) = written {
-            let why = format!("{not_done}: could not write {}: {e}", self.path.display());
-            tracing::error!("{why}");
-            return Err(WireError::internal(why));
-        }
+        super::persist_json(&self.path, &next, self.fsync, not_done).await?;
         *self
             .state
             .lock()

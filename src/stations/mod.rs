@@ -78,3 +78,22 @@ pub const DAEMON: &str = "metro://local/metrod";
 
 /// Identity used as `from` when an op names no actor.
 pub const ANONYMOUS: &str = "metro://local/anonymous";
+
+/// Replaces a station's state file (`path`) with `value` as pretty JSON,
+/// atomically; a failure becomes an `internal` answer starting with
+/// `not_done` ("the endpoint was not added", …) and is logged.
+pub async fn persist_json<T: serde::Serialize>(
+    path: &std::path::Path,
+    value: &T,
+    fsync: bool,
+    not_done: &str,
+) -> Result<(), WireError> {
+    let body = serde_json::to_vec_pretty(value)
+        .map_err(|e| WireError::internal(format!("{not_done}: {e}")))?;
+    if let Err(e) = crate::store::write_atomic_async(path.to_path_buf(), body, fsync).await {
+        let why = format!("{not_done}: could not write {}: {e}", path.display());
+        tracing::error!("{why}");
+        return Err(WireError::internal(why));
+    }
+    Ok(())
+}

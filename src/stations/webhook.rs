@@ -333,16 +333,7 @@ impl Webhooks {
         let file = StoredFile {
             endpoints: next.values().cloned().collect(),
         };
-        let body = serde_json::to_vec_pretty(&file)
-            .map_err(|e| WireError::internal(format!("{not_done}: {e}")))?;
-        let path = self.path.clone();
-        let fsync = self.fsync;
-        let written = crate::store::write_atomic_async(path, body, fsync).await;
-        if let Err(e) = written {
-            let why = format!("{not_done}: could not write {}: {e}", self.path.display());
-            tracing::error!("{why}");
-            return Err(WireError::internal(why));
-        }
+        super::persist_json(&self.path, &file, self.fsync, not_done).await?;
         self.endpoints.store(Arc::new(next));
         Ok(())
     }
