@@ -8,7 +8,7 @@
 mod common;
 mod fake_telegram;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -94,18 +94,7 @@ fn wait_counter(d: &Daemon, name: &str, n: u64) {
 }
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {
-    let mut c = Command::new(METROCTL);
-    c.arg("--socket").arg(&d.socket).args(args);
-    for v in [
-        "METRO_AS",
-        "METRO_NO_AUTO_CLAIM",
-        "CLAUDECODE",
-        "CODEX_HOME",
-        "METRO_SOCKET",
-    ] {
-        c.env_remove(v);
-    }
-    c.stdin(Stdio::null()).output().expect("run metroctl")
+    metroctl(d, args).output().expect("run metroctl")
 }
 
 fn ctl_ok(d: &Daemon, args: &[&str]) -> String {

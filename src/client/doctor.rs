@@ -626,15 +626,7 @@ pub fn run(socket: &Path, args: &DoctorArgs) -> Result<(), CliError> {
         report["config"] = c.clone();
     }
     print(&report, args.json);
-    let n = report["problems"].as_array().map_or(0, Vec::len);
-    if n == 0 {
-        Ok(())
-    } else {
-        Err(CliError::Check(format!(
-            "{n} problem{} found",
-            if n == 1 { "" } else { "s" }
-        )))
-    }
+    super::output::problems_found(&report)
 }
 
 fn print(report: &Value, json: bool) {

@@ -190,6 +190,21 @@ pub enum Command {
     },
 }
 
+/// Creates `dir` (and its parents) with `mode`; the error names the dir.
+pub fn create_dir(dir: &std::path::Path, mode: u32) -> Result<(), CliError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| {
+            CliError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", dir.display()),
+            ))
+        })
+}
+
 /// Entry point of the `metroctl` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

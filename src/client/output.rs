@@ -85,3 +85,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// The exit of a health check: `Ok` when the report lists no problem.
+pub fn problems_found(report: &Value) -> Result<(), super::CliError> {
+    let n = report["problems"].as_array().map_or(0, Vec::len);
+    if n == 0 {
+        Ok(())
+    } else {
+        Err(super::CliError::Check(format!(
+            "{n} problem{} found",
+            if n == 1 { "" } else { "s" }
+        )))
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -257,16 +257,7 @@ fn install(a: &InstallArgs) -> Result<(), CliError> {
     let manager = a.target.manager();
     let dir = a.target.dir();
     let metrod = find_metrod(a.metrod.as_deref())?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(|e| {
-            CliError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot create {}: {e}", dir.display()),
-            ))
-        })?;
+    super::create_dir(&dir, 0o755)?;
     let mut fresh = true;
     let mut changed = false;
     for (name, text) in render(manager, &metrod) {
@@ -292,11 +283,7 @@ fn install(a: &InstallArgs) -> Result<(), CliError> {
     }
     println!("metrod: {}", metrod.display());
     if manager == Manager::Launchd {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(log_dir())
-            .map_err(CliError::Io)?;
+        super::create_dir(&log_dir(), 0o700)?;
         println!("log: {}/metrod.log", log_dir().display());
     }
     if let Some(d) = env_path("METRO_STATE_DIR") {

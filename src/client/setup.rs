@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -198,16 +198,7 @@ fn write_config(path: &Path, c: &Config) -> Result<(), CliError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| {
-            CliError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot create {}: {e}", dir.display()),
-            ))
-        })?;
+    super::create_dir(&dir, 0o700)?;
     let body = toml::to_string_pretty(c)
         .map_err(|e| CliError::Protocol(format!("cannot write the config as TOML: {e}")))?;
     let text = format!(

@@ -519,15 +519,7 @@ fn finish(report: Value, json: bool) -> Result<(), CliError> {
             println!("problem      {}", p.as_str().unwrap_or(""));
         }
     }
-    let n = report["problems"].as_array().map_or(0, Vec::len);
-    if n == 0 {
-        Ok(())
-    } else {
-        Err(CliError::Check(format!(
-            "{n} problem{} found",
-            if n == 1 { "" } else { "s" }
-        )))
-    }
+    super::output::problems_found(&report)
 }
 
 #[cfg(test)]
