@@ -302,6 +302,13 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         args.fsync != FsyncPolicy::Never,
     )
     .map_err(io_err("cannot open the telegram station"))?;
+    broker.discord = crate::stations::discord::open(
+        &state_dir,
+        &broker.log,
+        &config.current().discord,
+        args.fsync != FsyncPolicy::Never,
+    )
+    .map_err(io_err("cannot open the discord station"))?;
     broker.config = Arc::new(config);
     let broker = Arc::new(broker);
     let served = systemd::listen(&socket)
@@ -342,6 +349,18 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         tokio::spawn(crate::stations::telegram::inbound::run(
             broker.clone(),
             t,
+            shutdown.clone(),
+        ))
+    });
+    let discord = broker.discord.clone().map(|d| {
+        tokio::spawn(crate::stations::discord::follow_config(
+            d.clone(),
+            broker.config.subscribe(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(crate::stations::discord::gateway::run(
+            broker.clone(),
+            d,
             shutdown.clone(),
         ))
     });
@@ -387,6 +406,10 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         // The poller stops at once; an update it was storing stays
         // unconfirmed and comes again.
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    if let Some(d) = discord {
+        // The gateway closes; a dispatch being stored is finished first.
+        let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
     }
     broker.log.shutdown().await;
     let _ = flusher.await;

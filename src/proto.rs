@@ -471,7 +471,7 @@ pub struct AllowCode {
 pub struct DenyUser {
     #[serde(deserialize_with = "string_or_number")]
     pub user_id: String,
-    /// Default `telegram`.
+    /// Default: the one chat station that runs (both running: required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub station: Option<String>,
 }

@@ -441,8 +441,14 @@ fn strangers_are_blocked_counted_and_paired() {
     assert_eq!(l["access"][0]["allowed"], json!([]));
     c.err(json!({"op": "allow", "code": "zzzz-zzzz"}), "not_found");
     c.err(json!({"op": "deny", "userId": ""}), "bad_request");
+    // Discord has no token here: its list is unavailable; a station
+    // without lists is a bad request.
     c.err(
         json!({"op": "allowList", "station": "discord"}),
+        "unavailable",
+    );
+    c.err(
+        json!({"op": "allowList", "station": "slack"}),
         "bad_request",
     );
     check_schema(&c, &d);

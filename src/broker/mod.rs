@@ -63,6 +63,8 @@ pub struct Broker {
     pub config: Arc<crate::service::reload::LiveConfig>,
     /// The Telegram station, when it has a token (set like `webhooks`).
     pub telegram: Option<Arc<crate::stations::telegram::Telegram>>,
+    /// The Discord station, when it has a token (set like `webhooks`).
+    pub discord: Option<Arc<crate::stations::discord::Discord>>,
     next_conn: AtomicU64,
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
@@ -103,6 +105,7 @@ impl Broker {
                     crate::config::path(),
                 )),
                 telegram: None,
+                discord: None,
                 next_conn: AtomicU64::new(1),
                 subs: Mutex::new(BTreeMap::new()),
             },

@@ -122,7 +122,7 @@ pub struct AllowArgs {
     /// Show who is admitted, denied, and waiting with a code.
     #[arg(long, conflicts_with = "code")]
     pub list: bool,
-    /// Only this station (telegram).
+    /// Only this station (telegram, discord).
     #[arg(long)]
     pub station: Option<String>,
     #[arg(long)]
@@ -133,7 +133,7 @@ pub struct AllowArgs {
 pub struct DenyArgs {
     /// The platform user id (as `allow --list` shows it).
     pub user_id: String,
-    /// The station [default: telegram]
+    /// The station (telegram, discord) [default: the one running]
     #[arg(long)]
     pub station: Option<String>,
 }

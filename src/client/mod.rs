@@ -134,9 +134,10 @@ pub enum Command {
         #[arg(long)]
         no_claim: bool,
     },
-    /// Save a message's files (telegram) into a directory.
+    /// Save a message's files (telegram, discord) into a directory.
     Download(messages::DownloadArgs),
-    /// The last messages of a line, oldest first, from metro's log.
+    /// The last messages of a line, oldest first (discord: from Discord;
+    /// others: from metro's log).
     Fetch(messages::FetchArgs),
     /// Admit the holder of a pairing code (--list: who is in, who waits).
     Allow(messages::AllowArgs),

@@ -1,5 +1,5 @@
-//! Who may reach the agents through a chat station (Telegram now, Discord
-//! later): an agent with a shell must not take orders from strangers.
+//! Who may reach the agents through a chat station (Telegram, Discord): an
+//! agent with a shell must not take orders from strangers.
 //!
 //! A sender is admitted when they are not denied and either the config
 //! admits them (`allow = ["42"]`, `METRO_<STATION>_ALLOW`, `*` for
@@ -170,6 +170,19 @@ impl Access {
         }
     }
 
+    /// True when `user_id` is admitted by name: listed in the config or
+    /// admitted with a code, and not denied. `*` does not count (Discord
+    /// admits other bots only this way).
+    pub fn named(&self, user_id: &str) -> bool {
+        let s = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        !s.denied.iter().any(|p| p.user_id == user_id)
+            && (self.config.load().0.iter().any(|a| a == user_id)
+                || s.allowed.iter().any(|p| p.user_id == user_id))
+    }
+
     /// True when the config admits everyone (`*`).
     pub fn everyone(&self) -> bool {
         self.config.load().everyone()
@@ -307,6 +320,17 @@ impl Access {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
         Ok(())
     }
+}
+
+/// The one reply a stranger gets.
+pub fn pairing_text(code: &str) -> String {
+    let code = show_code(code);
+    format!(
+        "This bot only talks to people its owner has let in.\n\
+         Your pairing code: {code}\n\
+         Give it to the owner; they let you in with: metroctl allow {code}\n\
+         The code is valid for one hour."
+    )
 }
 
 /// `abcd-efgh`, `ABCDEFGH`, ` ABCD EFGH ` → `ABCDEFGH`.

@@ -8,15 +8,27 @@
 //!   answer `unavailable`.
 //! - [`telegram`]: a Telegram bot (long polling in, Bot API out); disabled
 //!   without a token, and then its ops answer `unavailable`.
-//! - `discord`: listed as not available; its ops answer `unavailable`.
+//! - [`discord`]: a Discord bot (gateway in, REST out); disabled without a
+//!   token, and then its ops answer `unavailable`.
 //!
-//! Shared by the chat stations: [`access`] (allowlist, pairing codes) and
-//! [`queue`] (per-conversation turns, rate limits, `retry_after`).
+//! Shared by the chat stations: [`access`] (allowlist, pairing codes),
+//! [`queue`] (per-conversation turns, rate limits, `retry_after`), [`ids`]
+//! (metro ids ↔ platform message ids), [`text`] (splitting, files), and
+//! here: [`Backoff`], [`Recent`], [`Sent`].
 
 pub mod access;
+pub mod discord;
+pub mod ids;
 pub mod queue;
 pub mod telegram;
+pub mod text;
 pub mod webhook;
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use serde_json::{json, Value};
 
@@ -26,6 +38,7 @@ use crate::proto::WireError;
 pub fn all(
     webhook: Option<&webhook::Webhooks>,
     telegram: Option<&telegram::Telegram>,
+    discord: Option<&discord::Discord>,
 ) -> Vec<Value> {
     let missing = |name: &str| {
         json!({
@@ -46,7 +59,10 @@ pub fn all(
             Some(t) => t.station_row(),
             None => telegram::disabled_row(),
         },
-        missing("discord"),
+        match discord {
+            Some(d) => d.station_row(),
+            None => discord::disabled_row(),
+        },
         match webhook {
             Some(w) => w.station_row(),
             None => missing("webhook"),
@@ -68,9 +84,39 @@ pub fn unavailable(station: &str) -> WireError {
             telegram::disabled_reason()
         ));
     }
+    if station == "discord" {
+        return WireError::unavailable(format!(
+            "the discord station is {}",
+            discord::disabled_reason()
+        ));
+    }
     WireError::unavailable(format!(
         "the {station} station is not available in this metrod build"
     ))
+}
+
+/// What a `send` put on a platform: its message ids, in order (several
+/// for a split text or an album), and the message it replied to.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub message_ids: Vec<String>,
+    pub reply_to: Option<String>,
+}
+
+/// A `send` that failed, with what had gone out before the failure.
+#[derive(Debug)]
+pub struct SendFailure {
+    pub error: WireError,
+    pub sent: Sent,
+}
+
+impl From<WireError> for SendFailure {
+    fn from(error: WireError) -> Self {
+        SendFailure {
+            error,
+            sent: Sent::default(),
+        }
+    }
 }
 
 /// `from` of the events the daemon writes itself (`kind: "system"`).
@@ -96,4 +142,94 @@ pub async fn persist_json<T: serde::Serialize>(
         return Err(WireError::internal(why));
     }
     Ok(())
+}
+
+/// Pauses between failed attempts: 1 s, doubling, at most 60 s.
+#[derive(Debug, Default)]
+pub struct Backoff(Option<Duration>);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    pub fn new() -> Backoff {
+        Backoff(None)
+    }
+
+    pub fn reset(&mut self) {
+        self.0 = None;
+    }
+
+    /// The pause to take now; the next one is twice as long.
+    pub fn pause(&mut self) -> Duration {
+        let d = self.0.unwrap_or(Self::FIRST);
+        self.0 = Some((d * 2).min(Self::MAX));
+        d
+    }
+}
+
+/// Sleeps `d`; false when shutdown came first.
+pub async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// The newest `cap` keys seen, to recognise an update or event the
+/// platform sends again.
+#[derive(Debug)]
+pub struct Recent<T> {
+    cap: usize,
+    set: HashSet<T>,
+    order: VecDeque<T>,
+}
+
+impl<T: Hash + Eq + Clone> Recent<T> {
+    pub fn new(cap: usize) -> Recent<T> {
+        Recent {
+            cap,
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn contains(&self, key: &T) -> bool {
+        self.set.contains(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    pub fn insert(&mut self, key: T) {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_is_bounded() {
+        let mut r = Recent::new(100);
+        for i in 0..110u32 {
+            r.insert(i);
+        }
+        assert_eq!(r.len(), 100);
+        assert!(!r.contains(&0));
+        assert!(r.contains(&109));
+    }
 }

@@ -66,6 +66,11 @@ impl Bucket {
         }
     }
 
+    /// No call before `until`.
+    fn hold(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+    }
+
     /// Reserves the next call's slot; returns how long to wait for it.
     fn reserve(&mut self, rate: Rate, now: Instant) -> Duration {
         let slack = rate.every * rate.burst.saturating_sub(1);
@@ -132,6 +137,15 @@ impl Queue {
         }
     }
 
+    /// Holds every conversation for `d` (a platform's global limit).
+    pub fn hold_all(&self, d: Duration) {
+        let mut g = self
+            .global
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        g.hold(Instant::now() + d);
+    }
+
     fn global_wait(&self) -> Duration {
         let mut g = self
             .global
@@ -148,6 +162,12 @@ pub struct Turn<'q> {
 }
 
 impl Turn<'_> {
+    /// Holds this conversation for `d`: its next call waits (the platform
+    /// said its budget is spent until then).
+    pub fn hold(&mut self, d: Duration) {
+        self.bucket.hold(Instant::now() + d);
+    }
+
     /// Makes `call` under the conversation's `rate` and the global one,
     /// again after each "retry after", within the queue's `max_wait`.
     pub async fn call<T, E, F, Fut>(&mut self, rate: Rate, mut call: F) -> Result<T, E>
@@ -174,7 +194,7 @@ impl Turn<'_> {
                         return Err(e);
                     }
                     self.queue.retries.fetch_add(1, Ordering::Relaxed);
-                    self.bucket.paused_until = Some(Instant::now() + d);
+                    self.bucket.hold(Instant::now() + d);
                 }
             }
         }

@@ -13,14 +13,21 @@ use crate::stations::access::{normalize_code, Access};
 
 /// The running chat stations' access lists, or only `station`'s.
 fn lists<'a>(broker: &'a Broker, station: Option<&str>) -> Result<Vec<&'a Access>, WireError> {
-    let running: Vec<&Access> = broker.telegram.iter().map(|t| &t.access).collect();
+    let running: Vec<&Access> = broker
+        .telegram
+        .iter()
+        .map(|t| &t.access)
+        .chain(broker.discord.iter().map(|d| &d.access))
+        .collect();
     match station {
         None => Ok(running),
         Some(name) => match running.into_iter().find(|a| a.station() == name) {
             Some(a) => Ok(vec![a]),
-            None if name == "telegram" => Err(crate::stations::unavailable("telegram")),
+            None if name == "telegram" || name == "discord" => {
+                Err(crate::stations::unavailable(name))
+            }
             None => Err(WireError::bad_request(format!(
-                "field `station`: {name:?} is not a chat station with an allowlist (telegram)"
+                "field `station`: {name:?} is not a chat station with an allowlist (telegram, discord)"
             ))),
         },
     }
@@ -67,8 +74,25 @@ pub async fn deny(broker: Arc<Broker>, d: DenyUser) -> OpResult {
             "field `userId`: a platform user id (1 to 64 characters)",
         ));
     }
-    let station = d.station.as_deref().unwrap_or("telegram");
-    let lists = lists(&broker, Some(station))?;
+    let lists = match d.station.as_deref() {
+        Some(station) => lists(&broker, Some(station))?,
+        None => {
+            let running = lists(&broker, None)?;
+            match running.len() {
+                0 => {
+                    return Err(WireError::unavailable(
+                        "no chat station is running, so there is nobody to deny",
+                    ))
+                }
+                1 => running,
+                _ => {
+                    return Err(WireError::bad_request(
+                        "field `station`: telegram and discord both run; say which one the user id belongs to",
+                    ))
+                }
+            }
+        }
+    };
     let mut out = fields! {};
     for list in lists {
         let was = list.deny(user).await?;

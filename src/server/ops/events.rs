@@ -241,14 +241,20 @@ pub async fn history(broker: Arc<Broker>, h: History) -> Result<Vec<Bytes>, Wire
 
 pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Vec<Bytes>, WireError> {
     let line = line::uri(&f.line).map_err(|e| bad_line("line", e))?;
-    if line::station_of(&line) == "discord" {
-        return Err(stations::unavailable("discord"));
-    }
     let limit = f.limit.unwrap_or(20);
     if limit == 0 || limit > MAX_FETCH {
         return Err(WireError::bad_request(format!(
             "field `limit` must be between 1 and {MAX_FETCH}"
         )));
+    }
+    if line::station_of(&line) == "discord" {
+        // Discord keeps the channel's history: ask it (metro's log only
+        // has what arrived while metrod ran).
+        let Some(dc) = &broker.discord else {
+            return Err(stations::unavailable("discord"));
+        };
+        line::line(&line).map_err(|e| bad_line("line", e))?;
+        return dc.fetch(&line, limit).await;
     }
     let q = Query {
         line: Some(line),

@@ -46,7 +46,11 @@ pub fn lines(broker: &Broker) -> OpResult {
 
 pub fn stations(broker: &Broker) -> OpResult {
     Ok(fields! {
-        "stations" => stations::all(broker.webhooks.as_deref(), broker.telegram.as_deref()),
+        "stations" => stations::all(
+            broker.webhooks.as_deref(),
+            broker.telegram.as_deref(),
+            broker.discord.as_deref(),
+        ),
     })
 }
 
@@ -109,6 +113,9 @@ pub fn stats(broker: &Broker) -> OpResult {
 /// stations that run.
 fn station_stats(broker: &Broker) -> Value {
     let mut m = serde_json::Map::new();
+    if let Some(d) = &broker.discord {
+        m.insert("discord".into(), d.stats());
+    }
     if let Some(t) = &broker.telegram {
         m.insert("telegram".into(), t.stats());
     }

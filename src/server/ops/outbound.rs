@@ -2,9 +2,9 @@
 //!
 //! To a local agent line, `send` appends a `notify` event addressed to that
 //! line (`to` = line), `edit` an `edit` event and `react` a `react` event.
-//! On a telegram line the station acts first (the message is in the chat)
-//! and the op is then logged as its own event: `outbound`, `edit` or
-//! `react`, with Telegram's message id. Lines of stations that do not run
+//! On a telegram or discord line the station acts first (the message is in
+//! the chat) and the op is then logged as its own event: `outbound`, `edit`
+//! or `react`, with the platform's message id. Lines of stations that do not run
 //! answer `unavailable`. The auto-claim rule is applied after the append.
 
 use std::sync::Arc;
@@ -15,7 +15,9 @@ use super::events::append_error;
 use super::OpResult;
 use crate::broker::Broker;
 use crate::proto::{Download, Edit, Event, React, Send, WireError};
-use crate::stations::telegram::{ids::Rec, outbound::SendFailure, Telegram};
+use crate::stations::discord::Discord;
+use crate::stations::telegram::{ids::Rec, outbound::SendFailure as TgFailure, Telegram};
+use crate::stations::{SendFailure, Sent};
 use crate::store::claims::{ClaimOp, ClaimOutcome};
 use crate::{fields, line, stations};
 
@@ -23,6 +25,7 @@ use crate::{fields, line, stations};
 enum Target {
     Local(String),
     Telegram(String, Arc<Telegram>),
+    Discord(String, Arc<Discord>),
 }
 
 /// Validates the target line; platform stations that do not run (and
@@ -33,6 +36,11 @@ fn target(broker: &Broker, raw: &str) -> Result<Target, WireError> {
     if station == "telegram" {
         if let Some(t) = &broker.telegram {
             return Ok(Target::Telegram(line, t.clone()));
+        }
+    }
+    if station == "discord" {
+        if let Some(d) = &broker.discord {
+            return Ok(Target::Discord(line, d.clone()));
         }
     }
     if line::is_platform(station) {
@@ -107,7 +115,38 @@ pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
     let from = actor(s.from.as_deref())?;
     let line = match target(&broker, &s.line)? {
         Target::Local(line) => line,
-        Target::Telegram(line, tg) => return send_telegram(&broker, &tg, line, from, s).await,
+        Target::Telegram(line, tg) => {
+            let r = tg.send(&broker.log, &line, &s).await;
+            let r = r
+                .map(|d| sent_of(&d))
+                .map_err(|TgFailure { error, delivered }| SendFailure {
+                    error,
+                    sent: sent_of(&delivered),
+                });
+            let record = |id: &str, ids: &Sent| {
+                tg.ids.record(Rec {
+                    id: id.to_string(),
+                    line: line.clone(),
+                    message_ids: ids
+                        .message_ids
+                        .iter()
+                        .filter_map(|m| m.parse().ok())
+                        .collect(),
+                })
+            };
+            return send_platform(&broker, &line, from, s, "Telegram", r, record).await;
+        }
+        Target::Discord(line, dc) => {
+            let r = dc.send(&broker.log, &line, &s).await;
+            let record = |id: &str, ids: &Sent| {
+                dc.ids.record(crate::stations::ids::Rec {
+                    id: id.to_string(),
+                    line: line.clone(),
+                    message_ids: ids.message_ids.clone(),
+                })
+            };
+            return send_platform(&broker, &line, from, s, "Discord", r, record).await;
+        }
     };
     let mut ev = event("notify", &line, &from);
     ev.text = Some(s.text.clone());
@@ -119,9 +158,12 @@ pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
     Ok(fields! { "id" => a.id, "messageId" => a.id, "offset" => a.offset, "claim" => claim })
 }
 
-/// The Telegram ids as the log and answers carry them.
-fn id_strings(ids: &[i32]) -> Vec<String> {
-    ids.iter().map(i32::to_string).collect()
+/// Telegram's answer to a `send` with the ids as strings.
+fn sent_of(d: &crate::stations::telegram::outbound::Delivered) -> Sent {
+    Sent {
+        message_ids: d.message_ids.iter().map(i32::to_string).collect(),
+        reply_to: d.reply_to.map(|r| r.to_string()),
+    }
 }
 
 /// Appends the event of an op; `shown`: what the platform already shows
@@ -129,40 +171,42 @@ fn id_strings(ids: &[i32]) -> Vec<String> {
 async fn append_sent(
     broker: &Broker,
     ev: Event,
-    shown: Option<&str>,
+    shown: Option<String>,
 ) -> Result<crate::store::log::Appended, WireError> {
     broker.log.append(ev).await.map_err(|e| {
         let mut w = append_error(e);
         if let Some(shown) = shown {
-            w.message = format!("Telegram shows {shown}, but {}", w.message);
+            w.message = format!("{shown}, but {}", w.message);
         }
         w
     })
 }
 
-async fn send_telegram(
+/// Logs a platform `send` (`result`: what the station did), records its
+/// ids (`record`) and applies the auto-claim rule.
+async fn send_platform(
     broker: &Broker,
-    tg: &Telegram,
-    line: String,
+    line: &str,
     from: Option<String>,
     s: Send,
+    platform: &str,
+    result: Result<Sent, SendFailure>,
+    record: impl FnOnce(&str, &Sent),
 ) -> OpResult {
-    let mut ev = event("outbound", &line, &from);
+    let mut ev = event("outbound", line, &from);
     if !s.text.is_empty() {
         ev.text = Some(s.text.clone());
     }
     ev.buttons = s.buttons.clone();
     ev.attachments = attachments(&s);
-    let (delivered, failure) = match tg.send(&broker.log, &line, &s).await {
+    let (sent, failure) = match result {
         Ok(d) => (d, None),
-        Err(SendFailure { error, delivered }) if delivered.message_ids.is_empty() => {
-            return Err(error)
-        }
-        Err(SendFailure { error, delivered }) => (delivered, Some(error)),
+        Err(SendFailure { error, sent }) if sent.message_ids.is_empty() => return Err(error),
+        Err(SendFailure { error, sent }) => (sent, Some(error)),
     };
-    let ids = id_strings(&delivered.message_ids);
+    let ids = sent.message_ids.clone();
     ev.message_id = ids.first().cloned();
-    ev.reply_to = delivered.reply_to.map(|r| r.to_string());
+    ev.reply_to = sent.reply_to.clone();
     if ids.len() > 1 {
         ev.extra.insert("messageIds".into(), json!(ids));
     }
@@ -170,14 +214,10 @@ async fn send_telegram(
         // Part of it is in the chat: log that part, and say what failed.
         ev.extra.insert("incomplete".into(), json!(f.message));
     }
-    let shown = format!("message {}", ids.join(", "));
-    let a = append_sent(broker, ev, Some(&shown)).await?;
-    tg.ids.record(Rec {
-        id: a.id.clone(),
-        line: line.clone(),
-        message_ids: delivered.message_ids.clone(),
-    });
-    let claim = auto_claim(broker, &line, from.as_deref(), s.no_claim.unwrap_or(false)).await?;
+    let shown = format!("{platform} shows message {}", ids.join(", "));
+    let a = append_sent(broker, ev, Some(shown)).await?;
+    record(&a.id, &sent);
+    let claim = auto_claim(broker, line, from.as_deref(), s.no_claim.unwrap_or(false)).await?;
     if let Some(f) = failure {
         return Err(f
             .with("id", a.id)
@@ -202,13 +242,21 @@ fn original(tg: &Telegram, line: &str, mid: i32) -> Option<String> {
     tg.ids.metro(chat, mid).map(|r| r.id)
 }
 
+/// The metro id of a Discord message, when known (`originalId`).
+fn original_dc(dc: &Discord, line: &str, mid: u64) -> Option<String> {
+    let channel = crate::stations::discord::parse_line(line)?;
+    dc.ids
+        .metro(&channel.to_string(), &mid.to_string())
+        .map(|r| r.id)
+}
+
 pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
     let from = actor(e.from.as_deref())?;
     if e.message_id.is_empty() {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
     let mut ev;
-    let mut platform = false;
+    let mut platform: Option<&str> = None;
     let line = match target(&broker, &e.line)? {
         Target::Local(line) => {
             ev = event("edit", &line, &from);
@@ -226,9 +274,27 @@ pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
                 )
                 .await?;
             ev = event("edit", &line, &from);
-            platform = true;
+            platform = Some("Telegram shows the edit");
             ev.message_id = Some(mid.to_string());
             if let Some(o) = original(&tg, &line, mid) {
+                ev.extra.insert("originalId".into(), json!(o));
+            }
+            line
+        }
+        Target::Discord(line, dc) => {
+            let mid = dc
+                .edit(
+                    &broker.log,
+                    &line,
+                    &e.message_id,
+                    &e.text,
+                    e.buttons.as_ref(),
+                )
+                .await?;
+            ev = event("edit", &line, &from);
+            platform = Some("Discord shows the edit");
+            ev.message_id = Some(mid.to_string());
+            if let Some(o) = original_dc(&dc, &line, mid) {
                 ev.extra.insert("originalId".into(), json!(o));
             }
             line
@@ -236,7 +302,7 @@ pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
     };
     ev.text = Some(e.text.clone());
     ev.buttons = e.buttons.clone();
-    let a = append_sent(&broker, ev, platform.then_some("the edit")).await?;
+    let a = append_sent(&broker, ev, platform.map(str::to_string)).await?;
     let claim = auto_claim(&broker, &line, from.as_deref(), e.no_claim.unwrap_or(false)).await?;
     Ok(fields! { "id" => a.id, "offset" => a.offset, "claim" => claim })
 }
@@ -247,7 +313,7 @@ pub async fn react(broker: Arc<Broker>, r: React) -> OpResult {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
     let mut ev;
-    let mut platform = false;
+    let mut platform: Option<&str> = None;
     let line = match target(&broker, &r.line)? {
         Target::Local(line) => {
             ev = event("react", &line, &from);
@@ -259,16 +325,28 @@ pub async fn react(broker: Arc<Broker>, r: React) -> OpResult {
                 .react(&broker.log, &line, &r.message_id, &r.emoji)
                 .await?;
             ev = event("react", &line, &from);
-            platform = true;
+            platform = Some("Telegram shows the reaction");
             ev.message_id = Some(mid.to_string());
             if let Some(o) = original(&tg, &line, mid) {
                 ev.extra.insert("originalId".into(), json!(o));
             }
             line
         }
+        Target::Discord(line, dc) => {
+            let mid = dc
+                .react(&broker.log, &line, &r.message_id, &r.emoji)
+                .await?;
+            ev = event("react", &line, &from);
+            platform = Some("Discord shows the reaction");
+            ev.message_id = Some(mid.to_string());
+            if let Some(o) = original_dc(&dc, &line, mid) {
+                ev.extra.insert("originalId".into(), json!(o));
+            }
+            line
+        }
     };
     ev.emoji = Some(r.emoji.clone());
-    let a = append_sent(&broker, ev, platform.then_some("the reaction")).await?;
+    let a = append_sent(&broker, ev, platform.map(str::to_string)).await?;
     let claim = auto_claim(&broker, &line, from.as_deref(), r.no_claim.unwrap_or(false)).await?;
     Ok(fields! { "id" => a.id, "offset" => a.offset, "claim" => claim })
 }
@@ -279,6 +357,12 @@ pub async fn download(broker: Arc<Broker>, d: Download) -> OpResult {
     match target(&broker, &d.line)? {
         Target::Telegram(line, tg) => {
             let files = tg
+                .download(&broker.log, &line, &d.message_id, &d.out_dir)
+                .await?;
+            Ok(fields! { "files" => files })
+        }
+        Target::Discord(line, dc) => {
+            let files = dc
                 .download(&broker.log, &line, &d.message_id, &d.out_dir)
                 .await?;
             Ok(fields! { "files" => files })

@@ -16,18 +16,7 @@ use teloxide::requests::Requester;
 
 use super::inbound::Inbound;
 use super::{bump, Telegram};
-use crate::stations::access::{show_code, Gate, Offer};
-
-/// The one reply a stranger gets.
-pub fn pairing_text(code: &str) -> String {
-    let code = show_code(code);
-    format!(
-        "This bot only talks to people its owner has let in.\n\
-         Your pairing code: {code}\n\
-         Give it to the owner; they let you in with: metroctl allow {code}\n\
-         The code is valid for one hour."
-    )
-}
+use crate::stations::access::{pairing_text, Gate, Offer};
 
 /// Counts, logs and (for a stranger in private) answers a blocked update.
 pub async fn blocked(tg: &Arc<Telegram>, inbound: &Inbound, gate: Gate) {

@@ -32,6 +32,7 @@ use super::{bump, ids, line_of, Telegram};
 use crate::broker::Broker;
 use crate::proto::Event;
 use crate::stations::access::Gate;
+use crate::stations::{pause, Backoff};
 use crate::store::log::AppendError;
 
 /// The updates asked for: messages, edits, reactions, button presses.
@@ -41,37 +42,6 @@ pub const ALLOWED: [AllowedUpdate; 4] = [
     AllowedUpdate::MessageReaction,
     AllowedUpdate::CallbackQuery,
 ];
-
-/// Pauses between failed attempts: 1 s, doubling, at most 60 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(60);
-
-    fn new() -> Backoff {
-        Backoff(Self::FIRST)
-    }
-
-    fn reset(&mut self) {
-        self.0 = Self::FIRST;
-    }
-
-    /// The pause to take now; the next one is twice as long.
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Self::MAX);
-        d
-    }
-}
-
-/// Sleeps `d`; false when shutdown came first.
-async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
-}
 
 /// Runs the poller until shutdown, restarting it if it panics.
 pub async fn run(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToken) {
@@ -151,7 +121,7 @@ async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToke
                 break;
             }
             Err(e) => {
-                let d = backoff.next();
+                let d = backoff.pause();
                 tg.set_status(format!(
                     "{}; retrying in {} s",
                     describe(&tg, "getMe", &e),
@@ -180,7 +150,7 @@ async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToke
         let updates = match got {
             Ok(u) => u,
             Err(e) => {
-                let d = backoff.next();
+                let d = backoff.pause();
                 tg.set_status(format!(
                     "{}; retrying in {} s",
                     describe(&tg, "getUpdates", &e),
@@ -241,7 +211,7 @@ async fn handle(
             Ok(a) => break a,
             Err(AppendError::ShuttingDown) => return false,
             Err(AppendError::Io(why)) => {
-                let d = backoff.next();
+                let d = backoff.pause();
                 tg.set_status(format!(
                     "down: cannot store update {update_id} in the log ({why}); it stays unconfirmed, retrying in {} s",
                     d.as_secs()

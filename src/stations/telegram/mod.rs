@@ -26,7 +26,6 @@ pub mod ids;
 pub mod inbound;
 pub mod outbound;
 
-use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +39,7 @@ use teloxide::Bot;
 use crate::config::StationConfig;
 use crate::stations::access::Access;
 use crate::stations::queue::{Limits, Queue, Rate};
+use crate::stations::Recent;
 use crate::store::log::Log;
 
 /// Telegram's own API, unless `METRO_TELEGRAM_API_URL` says otherwise.
@@ -92,26 +92,6 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Recently stored update ids, oldest first.
-#[derive(Debug, Default)]
-struct Recent {
-    set: HashSet<u32>,
-    order: VecDeque<u32>,
-}
-
-impl Recent {
-    fn insert(&mut self, id: u32) {
-        if self.set.insert(id) {
-            self.order.push_back(id);
-            while self.order.len() > RECENT_UPDATES {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 /// The running station.
 pub struct Telegram {
     pub(crate) bot: Bot,
@@ -123,7 +103,7 @@ pub struct Telegram {
     pub counters: Counters,
     status: Mutex<String>,
     bot_name: Mutex<Option<String>>,
-    recent: Mutex<Recent>,
+    recent: Mutex<Recent<u32>>,
     pub(crate) poll_timeout: u32,
 }
 
@@ -198,7 +178,7 @@ pub fn open(
 }
 
 /// Update ids of the telegram events in the last [`SEED_BYTES`] of the log.
-fn seed_recent(log: &Log) -> io::Result<Recent> {
+fn seed_recent(log: &Log) -> io::Result<Recent<u32>> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Seed {
@@ -207,7 +187,7 @@ fn seed_recent(log: &Log) -> io::Result<Recent> {
         #[serde(default)]
         update_id: Option<u32>,
     }
-    let mut recent = Recent::default();
+    let mut recent = Recent::new(RECENT_UPDATES);
     log.for_each_recent_blocking(SEED_BYTES as u64, |json| {
         if let Ok(Seed {
             station,
@@ -260,7 +240,7 @@ impl Telegram {
     }
 
     pub(crate) fn seen(&self, update: u32) -> bool {
-        self.recent.lock().is_ok_and(|r| r.set.contains(&update))
+        self.recent.lock().is_ok_and(|r| r.contains(&update))
     }
 
     pub(crate) fn remember(&self, update: u32) {
@@ -349,16 +329,5 @@ mod tests {
         assert_eq!(parse_line("metro://telegram/42"), Some((42, None)));
         assert_eq!(parse_line("metro://telegram/x"), None);
         assert_eq!(parse_line("metro://discord/1"), None);
-    }
-
-    #[test]
-    fn recent_is_bounded() {
-        let mut r = Recent::default();
-        for i in 0..(RECENT_UPDATES as u32 + 10) {
-            r.insert(i);
-        }
-        assert_eq!(r.set.len(), RECENT_UPDATES);
-        assert!(!r.set.contains(&0));
-        assert!(r.set.contains(&(RECENT_UPDATES as u32 + 9)));
     }
 }

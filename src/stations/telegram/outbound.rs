@@ -37,6 +37,8 @@ use teloxide::{ApiError, RequestError};
 use super::{bump, ids, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
 use crate::proto::{ErrorCode, Send, WireError};
 use crate::stations::queue::{Failure, Rate, Turn};
+use crate::stations::text::{create_new, existing_file, safe_name};
+pub use crate::stations::text::{find_in_log, split, units};
 use crate::store::log::Log;
 
 /// Telegram's legacy Markdown: lenient with what agents write (MarkdownV2
@@ -111,49 +113,6 @@ pub fn rate_of(chat: i64) -> Rate {
     } else {
         GROUP_RATE
     }
-}
-
-/// Length as Telegram counts it (UTF-16 code units).
-pub fn units(s: &str) -> usize {
-    s.chars().map(char::len_utf16).sum()
-}
-
-/// Splits `text` into parts of at most `limit` UTF-16 units: at the last
-/// paragraph break, else line break, else space, before the limit (the
-/// separator is dropped); a part with none of those is cut hard.
-pub fn split(text: &str, limit: usize) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while units(rest) > limit {
-        // The longest prefix within the limit, on a char boundary.
-        let mut n = 0;
-        let mut end = 0;
-        for (i, c) in rest.char_indices() {
-            if n + c.len_utf16() > limit {
-                break;
-            }
-            n += c.len_utf16();
-            end = i + c.len_utf8();
-        }
-        let head = &rest[..end];
-        let cut = ["\n\n", "\n", " "]
-            .iter()
-            .find_map(|sep| head.rfind(sep).filter(|&i| i > 0).map(|i| (i, sep.len())));
-        match cut {
-            Some((i, sep)) => {
-                parts.push(&rest[..i]);
-                rest = &rest[i + sep..];
-            }
-            None => {
-                parts.push(head);
-                rest = &rest[end..];
-            }
-        }
-    }
-    if !rest.is_empty() || parts.is_empty() {
-        parts.push(rest);
-    }
-    parts
 }
 
 /// `buttons` → an inline keyboard. Rows of buttons (`[[b, b], [b]]`) or
@@ -234,24 +193,6 @@ fn thread(topic: Option<i32>) -> Option<ThreadId> {
 
 fn reply(m: Option<i32>) -> Option<ReplyParameters> {
     m.map(|m| ReplyParameters::new(MessageId(m)).allow_sending_without_reply())
-}
-
-fn existing_file(path: &str, field: &str) -> Result<PathBuf, WireError> {
-    let p = PathBuf::from(path);
-    if !p.is_absolute() {
-        return Err(WireError::bad_request(format!(
-            "field `{field}`: {path:?} is not an absolute path (the daemon's working directory is not yours)"
-        )));
-    }
-    match std::fs::metadata(&p) {
-        Ok(m) if m.is_file() => Ok(p),
-        Ok(_) => Err(WireError::bad_request(format!(
-            "field `{field}`: {path} is not a file"
-        ))),
-        Err(e) => Err(WireError::bad_request(format!(
-            "field `{field}`: cannot read {path}: {e}"
-        ))),
-    }
 }
 
 impl Telegram {
@@ -691,80 +632,6 @@ fn has_files(e: &Value) -> bool {
         .is_some_and(|a| a.iter().any(|x| x["fileId"].is_string()))
 }
 
-/// A file name from a sender, without directories or a leading dot.
-fn safe_name(name: &str) -> Option<String> {
-    let base = Path::new(name).file_name()?.to_str()?;
-    let clean: String = base
-        .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect();
-    let clean = clean.trim_start_matches('.').trim().to_string();
-    (!clean.is_empty()).then_some(clean)
-}
-
-/// Creates `dir/name`, or `dir/name (2)`… when it exists: never overwrites.
-async fn create_new(dir: &Path, name: &str) -> std::io::Result<(PathBuf, tokio::fs::File)> {
-    let (stem, ext) = match name.rsplit_once('.') {
-        Some((s, e)) if !s.is_empty() => (s.to_string(), format!(".{e}")),
-        _ => (name.to_string(), String::new()),
-    };
-    for n in 1..1000 {
-        let candidate = if n == 1 {
-            dir.join(name)
-        } else {
-            dir.join(format!("{stem} ({n}){ext}"))
-        };
-        match tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&candidate)
-            .await
-        {
-            Ok(f) => return Ok((candidate, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        format!("too many files named {name}"),
-    ))
-}
-
-/// The newest log entry that contains `needle` and satisfies `pred`,
-/// reading backwards from the end.
-pub async fn find_in_log(
-    log: &Log,
-    needle: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Result<Option<Value>, WireError> {
-    let needle = needle.as_bytes();
-    let mut before = log.end();
-    let mut chunk = 256 << 10;
-    while before > 0 {
-        let (lines, next) = log
-            .read_back(before, chunk)
-            .await
-            .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?;
-        for (_, json) in lines {
-            if !json.windows(needle.len()).any(|w| w == needle) {
-                continue;
-            }
-            if let Ok(v) = serde_json::from_slice::<Value>(&json) {
-                if pred(&v) {
-                    return Ok(Some(v));
-                }
-            }
-        }
-        if next >= before {
-            break;
-        }
-        before = next;
-        chunk = (chunk * 2).min(8 << 20);
-    }
-    Ok(None)
-}
-
 /// The telegram messages of event `id`, from the log (when the id map
 /// does not know it).
 async fn rec_from_log(log: &Log, id: &str) -> Result<Option<ids::Rec>, WireError> {
@@ -813,31 +680,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn split_prefers_paragraphs_then_lines_then_spaces() {
-        let para = format!("{}\n\n{}", "a".repeat(3000), "b".repeat(3000));
-        assert_eq!(split(&para, 4096), vec!["a".repeat(3000), "b".repeat(3000)]);
-        let lines = format!("{}\n{}", "a".repeat(3000), "b".repeat(3000));
-        assert_eq!(split(&lines, 4096).len(), 2);
-        let words = format!("{} {}", "a".repeat(3000), "b".repeat(3000));
-        assert_eq!(
-            split(&words, 4096),
-            vec!["a".repeat(3000), "b".repeat(3000)]
-        );
-        let solid = "x".repeat(9000);
-        let parts = split(&solid, 4096);
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [4096, 4096, 808]
-        );
-        assert_eq!(split("short", 4096), vec!["short"]);
-        // Emoji count twice, as in Telegram; never cut inside a char.
-        let emoji = "😀".repeat(3000);
-        let parts = split(&emoji, 4096);
-        assert!(parts.iter().all(|p| units(p) <= 4096));
-        assert_eq!(parts.concat(), emoji);
-    }
-
-    #[test]
     fn keyboards_from_json() {
         let k = keyboard(&json!(["Yes", {"text": "No", "data": "n"}])).unwrap();
         assert_eq!(k.inline_keyboard.len(), 1);
@@ -849,13 +691,5 @@ mod tests {
         assert!(keyboard(&json!([])).is_err());
         assert!(keyboard(&json!([{"data": "x"}])).is_err());
         assert!(keyboard(&json!(["x".repeat(65)])).is_err());
-    }
-
-    #[test]
-    fn sender_file_names_stay_in_the_directory() {
-        assert_eq!(safe_name("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(safe_name(".bashrc").as_deref(), Some("bashrc"));
-        assert_eq!(safe_name("..").as_deref(), None);
-        assert_eq!(safe_name("report.pdf").as_deref(), Some("report.pdf"));
     }
 }

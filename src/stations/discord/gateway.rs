@@ -1,0 +1,270 @@
+//! The gateway connection: serenity's client on a thread of its own.
+//!
+//! serenity's shard runner does the protocol: HELLO, IDENTIFY, heartbeats
+//! and their acks, RESUME (with the session id and the last sequence
+//! number, so Discord sends again what was dispatched while the connection
+//! was down) after a drop or an op 7 RECONNECT, a fresh IDENTIFY after a
+//! non-resumable INVALID SESSION. A failure serenity gives up on (a bad
+//! token, intents the bot may not use) ends the client; metro says why in
+//! the station's status and starts a new client after a growing pause
+//! (1 s … 60 s), forever.
+//!
+//! Order: serenity hands each dispatch to a raw event handler in a task it
+//! spawns per event. The client runs on a current-thread runtime, whose
+//! tasks run in the order they were spawned, and the handler's first step
+//! (before any await) puts the event into a bounded queue: the queue holds
+//! the dispatches in the order the gateway sent them, and
+//! [`super::inbound`] stores them one at a time in that order. A queue that
+//! stays full (the log cannot be written for a long time) drops dispatches
+//! and counts them (`stats` → `dropped`), rather than growing without bound.
+//!
+//! Status: a watcher reads the shard's connection stage every second:
+//! `ok` while connected, "down: disconnected from the Discord gateway since
+//! …" once it has not been for a few seconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serenity::all::{
+    ClientBuilder, ConnectionStage, Context, CurrentUser, Event, GatewayError, GatewayIntents,
+    HttpBuilder, RawEventHandler, ShardManager,
+};
+use serenity::http::Route;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{bump, Discord};
+use crate::broker::Broker;
+use crate::stations::{pause, Backoff};
+
+/// Dispatches waiting to be stored.
+pub const QUEUE: usize = 10_000;
+/// How long the shard may be between connections before the status says so.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// What the bot listens to: messages and reactions in servers and DMs,
+/// with their text (Message Content is a privileged intent: it must be
+/// turned on in the developer portal).
+pub fn intents() -> GatewayIntents {
+    GatewayIntents::GUILDS
+        | GatewayIntents::GUILD_MESSAGES
+        | GatewayIntents::GUILD_MESSAGE_REACTIONS
+        | GatewayIntents::DIRECT_MESSAGES
+        | GatewayIntents::DIRECT_MESSAGE_REACTIONS
+        | GatewayIntents::MESSAGE_CONTENT
+}
+
+/// Runs the station until shutdown: who the bot is, then the gateway
+/// thread and the storing of its dispatches.
+pub async fn run(broker: Arc<Broker>, dc: Arc<Discord>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new();
+    loop {
+        let req = dc.req(Method::GET, Route::UserMe);
+        let me = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = dc.call_json::<CurrentUser>("@me", &req) => r,
+        };
+        match me {
+            Ok(me) => {
+                tracing::info!(
+                    "discord: bot @{} (id {}) on {}",
+                    me.name,
+                    me.id,
+                    dc.api_url()
+                );
+                dc.set_bot(me.id.get(), format!("@{}", me.name));
+                break;
+            }
+            Err(e) => {
+                let d = backoff.pause();
+                dc.set_status(format!(
+                    "down: {}; retrying in {} s",
+                    e.message,
+                    d.as_secs()
+                ));
+                if !pause(d, &shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let thread = {
+        let dc = dc.clone();
+        let stop = shutdown.clone();
+        std::thread::Builder::new()
+            .name("discord-gateway".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(connect(dc, tx, stop)),
+                    Err(e) => dc.set_status(format!("down: cannot start the gateway thread: {e}")),
+                }
+            })
+    };
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            dc.set_status(format!("down: cannot start the gateway thread: {e}"));
+            return;
+        }
+    };
+    super::inbound::consume(&broker, &dc, rx, &shutdown).await;
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+/// Hands dispatches over, in order (see the module docs).
+struct Forward {
+    dc: Arc<Discord>,
+    tx: mpsc::Sender<Event>,
+}
+
+#[serenity::async_trait]
+impl RawEventHandler for Forward {
+    async fn raw_event(&self, _ctx: Context, ev: Event) {
+        match &ev {
+            Event::Ready(r) => {
+                bump(&self.dc.counters.sessions);
+                self.dc
+                    .set_bot(r.ready.user.id.get(), format!("@{}", r.ready.user.name));
+                tracing::info!(
+                    "discord: gateway session started (READY, session {})",
+                    r.ready.session_id
+                );
+                return;
+            }
+            Event::Resumed(_) => {
+                bump(&self.dc.counters.resumes);
+                tracing::info!("discord: gateway session resumed");
+                return;
+            }
+            Event::MessageCreate(_)
+            | Event::MessageUpdate(_)
+            | Event::ReactionAdd(_)
+            | Event::ReactionRemove(_)
+            | Event::InteractionCreate(_) => {}
+            _ => return,
+        }
+        if let Err(e) = self.tx.try_send(ev) {
+            bump(&self.dc.counters.dropped);
+            tracing::error!(
+                "discord: a dispatch was dropped: {} dispatches are waiting for the log ({e})",
+                QUEUE
+            );
+        }
+    }
+}
+
+/// The serenity client, again and again until shutdown.
+async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Event>, stop: CancellationToken) {
+    let mut backoff = Backoff::new();
+    loop {
+        let sessions = dc
+            .counters
+            .sessions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let http = HttpBuilder::new(&dc.auth)
+            .proxy(dc.api_url())
+            .ratelimiter_disabled(true)
+            .build();
+        let built = ClientBuilder::new_with_http(http, intents()).raw_event_handler(Forward {
+            dc: dc.clone(),
+            tx: tx.clone(),
+        });
+        let built = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = built => c,
+        };
+        let result = match built {
+            Ok(mut client) => {
+                if let Some(url) = &dc.gateway_url {
+                    *client.ws_url.lock().await = url.clone();
+                }
+                let url = client.ws_url.lock().await.clone();
+                dc.set_status(format!("connecting to the Discord gateway ({url})"));
+                let manager = client.shard_manager.clone();
+                tokio::select! {
+                    r = client.start() => r,
+                    _ = watch(&dc, &manager, &url) => Ok(()),
+                    _ = stop.cancelled() => {
+                        manager.shutdown_all().await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if dc
+            .counters
+            .sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != sessions
+        {
+            backoff.reset();
+        }
+        let d = backoff.pause();
+        let why = match result {
+            Ok(()) => "the gateway connection ended".to_string(),
+            Err(e) => describe(&e),
+        };
+        dc.set_status(format!("down: {why}; reconnecting in {} s", d.as_secs()));
+        if !pause(d, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Keeps the status in step with the shard's stage (never returns).
+async fn watch(dc: &Discord, manager: &ShardManager, url: &str) {
+    let mut down_since: Option<(Instant, String)> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stage = manager
+            .runners
+            .lock()
+            .await
+            .values()
+            .next()
+            .map(|r| r.stage);
+        if stage == Some(ConnectionStage::Connected) {
+            down_since = None;
+            dc.set_status("ok");
+            continue;
+        }
+        let (since, at) = down_since.get_or_insert_with(|| (Instant::now(), crate::clock::now()));
+        if since.elapsed() >= GRACE {
+            let doing = match stage {
+                Some(ConnectionStage::Resuming) => "resuming the session",
+                Some(ConnectionStage::Identifying | ConnectionStage::Handshake) => "identifying",
+                _ => "reconnecting",
+            };
+            dc.set_status(format!(
+                "down: disconnected from the Discord gateway ({url}) since {at}; {doing}"
+            ));
+        }
+    }
+}
+
+/// What ended a client, in words.
+fn describe(e: &serenity::Error) -> String {
+    match e {
+        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => {
+            "Discord refused the bot token at the gateway (close 4004 Authentication failed): \
+             check METRO_DISCORD_TOKEN or the [discord] token in the config file"
+                .to_string()
+        }
+        serenity::Error::Gateway(GatewayError::DisallowedGatewayIntents) => {
+            "Discord refused the Message Content intent (close 4014 Disallowed intents): turn on \
+             \"Message Content Intent\" under Bot → Privileged Gateway Intents in the Discord \
+             developer portal"
+                .to_string()
+        }
+        serenity::Error::Gateway(GatewayError::InvalidGatewayIntents) => {
+            "Discord says the requested gateway intents are invalid (close 4013)".to_string()
+        }
+        other => format!("the gateway failed: {other}"),
+    }
+}

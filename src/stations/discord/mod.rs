@@ -1,0 +1,396 @@
+//! The Discord station: a bot (serenity 0.12) whose channels are lines
+//! `metro://discord/<channelId>` (threads and DMs are channels too).
+//!
+//! - [`gateway`]: serenity's shard runner keeps the gateway connection
+//!   (heartbeats, RESUME after a drop, a new IDENTIFY after an invalid
+//!   session, retried forever) on a thread of its own; every dispatch is
+//!   handed over in the order it arrived.
+//! - [`inbound`]: dispatches → events (messages, edits, reactions, button
+//!   presses), filtered by the allowlist, appended durably, one at a time.
+//!   The bot's own messages never come back; other bots only when their id
+//!   is listed by name.
+//! - [`rest`]: every REST call goes through the station's queue
+//!   ([`crate::stations::queue`]): one turn per channel, Discord's
+//!   `X-RateLimit-*` headers and 429 `retry_after` honoured by metro itself
+//!   (serenity's own limiter only works against discord.com, and metro may
+//!   be pointed at a proxy).
+//! - [`outbound`]: `send`, `edit`, `react`, `download`, `fetch`.
+//!
+//! Configured by `METRO_DISCORD_TOKEN` / `[discord] token` (no token: the
+//! station is disabled and discord ops answer `unavailable`),
+//! `METRO_DISCORD_API_URL`, `METRO_DISCORD_GATEWAY_URL` and
+//! `METRO_DISCORD_ALLOW` (see [`crate::config`]).
+
+pub mod gateway;
+pub mod inbound;
+pub mod outbound;
+pub mod rest;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::StationConfig;
+use crate::stations::access::Access;
+use crate::stations::ids::Ids;
+use crate::stations::queue::{Limits, Queue, Rate};
+use crate::stations::Recent;
+use crate::store::log::Log;
+
+/// Discord's REST API, unless `METRO_DISCORD_API_URL` says otherwise.
+pub const DEFAULT_API_URL: &str = "https://discord.com";
+pub const IDS_FILE: &str = "discord-ids.jsonl";
+/// Recent message keys remembered to recognise an event seen again.
+const RECENT_EVENTS: usize = 4096;
+/// Bytes at the end of the log read at startup for recent message keys.
+const SEED_BYTES: u64 = 4 << 20;
+
+/// Discord's limits: 50 requests a second for a bot; about 5 messages
+/// per 5 seconds in a channel (the headers say the exact budget, and
+/// metro follows them).
+pub const GLOBAL_RATE: Rate = Rate {
+    burst: 50,
+    every: Duration::from_millis(20),
+};
+pub const CHANNEL_RATE: Rate = Rate {
+    burst: 5,
+    every: Duration::from_secs(1),
+};
+/// A call waits at most this long in total for `retry_after` pauses.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Counters shown by `stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events appended from gateway dispatches.
+    pub received: AtomicU64,
+    /// Dispatches from senders not admitted (not stored, not delivered).
+    pub blocked: AtomicU64,
+    /// Messages from other bots not listed by id (not stored).
+    pub bots: AtomicU64,
+    /// The bot's own messages, edits and reactions coming back (not stored).
+    pub own: AtomicU64,
+    /// Pairing codes sent to strangers.
+    pub pairing_replies: AtomicU64,
+    /// Messages seen again (after a resume or a restart) and not stored twice.
+    pub duplicates: AtomicU64,
+    /// Dispatches that carry nothing metro stores.
+    pub skipped: AtomicU64,
+    /// Dispatches lost because the log could not keep up (see the log).
+    pub dropped: AtomicU64,
+    /// REST calls Discord accepted.
+    pub sent: AtomicU64,
+    /// Gateway sessions started (IDENTIFY → READY) and resumed.
+    pub sessions: AtomicU64,
+    pub resumes: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The running station.
+pub struct Discord {
+    token: String,
+    /// `Bot <token>`, the Authorization header.
+    pub(crate) auth: String,
+    api_url: String,
+    pub(crate) gateway_url: Option<String>,
+    pub(crate) http: reqwest::Client,
+    pub access: Access,
+    pub(crate) ids: Ids,
+    pub(crate) queue: Queue,
+    pub counters: Counters,
+    status: Mutex<String>,
+    /// The bot's user id (0 until known) and name.
+    bot_id: AtomicU64,
+    bot_name: Mutex<Option<String>>,
+    recent: Mutex<Recent<String>>,
+}
+
+/// Applies reloaded configs: the allowlist takes effect at once; a new
+/// token or URL needs a restart (said in the log).
+pub async fn follow_config(
+    dc: Arc<Discord>,
+    mut configs: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = configs.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+        let cfg = configs.borrow_and_update().clone();
+        dc.access.set_config_allow(cfg.discord.allow.clone());
+        let api = cfg
+            .discord
+            .api_url
+            .as_deref()
+            .unwrap_or(DEFAULT_API_URL)
+            .trim_end_matches('/');
+        if cfg.discord.token.as_deref().map(str::trim) != Some(dc.token.as_str())
+            || api != dc.api_url
+            || cfg.discord.gateway_url != dc.gateway_url
+        {
+            tracing::warn!(
+                "discord: the reloaded config changes the token or a URL; restart metrod to use it (the allowlist is already in force)"
+            );
+        }
+    }
+}
+
+/// The token without a `Bot ` prefix someone pasted along.
+fn bare_token(t: &str) -> &str {
+    let t = t.trim();
+    t.strip_prefix("Bot ").unwrap_or(t).trim()
+}
+
+/// Opens the station when `cfg` has a token: the id map, the access list,
+/// recent message keys from the end of `log`. `None` without a token.
+pub fn open(
+    state_dir: &Path,
+    log: &Log,
+    cfg: &StationConfig,
+    fsync: bool,
+) -> io::Result<Option<Arc<Discord>>> {
+    let Some(token) = cfg
+        .token
+        .as_deref()
+        .map(bare_token)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let api_url = cfg
+        .api_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_API_URL.to_string())
+        .trim_end_matches('/')
+        .to_string();
+    let bad = |what: &str, url: &str, why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the Discord {what} {url:?} is not usable: {why}"),
+        )
+    };
+    let parsed = url::Url::parse(&api_url).map_err(|e| bad("API URL", &api_url, e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("API URL", &api_url, "it must be http(s)://".into()));
+    }
+    if let Some(g) = &cfg.gateway_url {
+        let parsed = url::Url::parse(g).map_err(|e| bad("gateway URL", g, e.to_string()))?;
+        if !matches!(parsed.scheme(), "ws" | "wss") {
+            return Err(bad("gateway URL", g, "it must be ws(s)://".into()));
+        }
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| io::Error::other(format!("cannot build the HTTP client: {e}")))?;
+    let access = Access::open(state_dir, "discord", cfg.allow.clone(), fsync)?;
+    let ids = Ids::open(state_dir, IDS_FILE, channel_scope)?;
+    let recent = seed_recent(log)?;
+    Ok(Some(Arc::new(Discord {
+        auth: format!("Bot {token}"),
+        token,
+        api_url,
+        gateway_url: cfg.gateway_url.clone(),
+        http,
+        access,
+        ids,
+        queue: Queue::new(Limits {
+            global: GLOBAL_RATE,
+            max_wait: MAX_RETRY_WAIT,
+        }),
+        counters: Counters::default(),
+        status: Mutex::new("starting: asking Discord who this bot is (GET /users/@me)".into()),
+        bot_id: AtomicU64::new(0),
+        bot_name: Mutex::new(None),
+        recent: Mutex::new(recent),
+    })))
+}
+
+/// The keys ([`inbound::key_of`]) of the discord events in the last
+/// [`SEED_BYTES`] of the log.
+fn seed_recent(log: &Log) -> io::Result<Recent<String>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Seed {
+        #[serde(default)]
+        station: String,
+        #[serde(default)]
+        kind: String,
+        #[serde(default)]
+        message_id: Option<String>,
+        #[serde(default)]
+        edited_at: Option<String>,
+        #[serde(default)]
+        from: String,
+    }
+    let mut recent = Recent::new(RECENT_EVENTS);
+    log.for_each_recent_blocking(SEED_BYTES, |json| {
+        if let Ok(s) = serde_json::from_slice::<Seed>(json) {
+            // Only what came from Discord (agents' own sends are not).
+            if s.station == "discord" && s.from.starts_with("metro://discord/") {
+                if let Some(key) =
+                    inbound::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
+                {
+                    recent.insert(key);
+                }
+            }
+        }
+    })?;
+    Ok(recent)
+}
+
+fn channel_scope(line: &str) -> Option<String> {
+    parse_line(line).map(|c| c.to_string())
+}
+
+impl Discord {
+    pub fn status(&self) -> String {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| "unknown".into())
+    }
+
+    pub(crate) fn set_status(&self, s: impl Into<String>) {
+        let s = self.redact(&s.into());
+        if let Ok(mut st) = self.status.lock() {
+            if *st != s {
+                if s == "ok" {
+                    tracing::info!("discord station ok");
+                } else if s.starts_with("down") {
+                    tracing::warn!("discord station {s}");
+                } else {
+                    tracing::info!("discord station {s}");
+                }
+                *st = s;
+            }
+        }
+    }
+
+    pub(crate) fn set_bot(&self, id: u64, name: String) {
+        self.bot_id.store(id, Ordering::Relaxed);
+        if let Ok(mut n) = self.bot_name.lock() {
+            *n = Some(name);
+        }
+    }
+
+    /// The bot's own user id (0 until known).
+    pub fn bot_id(&self) -> u64 {
+        self.bot_id.load(Ordering::Relaxed)
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// Hides the token in text that may quote it.
+    pub(crate) fn redact(&self, s: &str) -> String {
+        s.replace(&self.token, "<token>")
+    }
+
+    pub(crate) fn seen(&self, key: &str) -> bool {
+        self.recent
+            .lock()
+            .is_ok_and(|r| r.contains(&key.to_string()))
+    }
+
+    pub(crate) fn remember(&self, key: String) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.insert(key);
+        }
+    }
+
+    /// The `discord` row of `stations`.
+    pub fn station_row(&self) -> Value {
+        json!({
+            "name": "discord",
+            "enabled": true,
+            "status": self.status(),
+            "capabilities": ["inbound", "send", "edit", "react", "download", "fetch"],
+            "bot": self.bot_name.lock().ok().and_then(|n| n.clone()),
+            "apiUrl": self.api_url,
+            "gatewayUrl": self.gateway_url,
+        })
+    }
+
+    /// The `discord` entry of `stats.stations`.
+    pub fn stats(&self) -> Value {
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "received": n(&c.received),
+            "blocked": n(&c.blocked),
+            "bots": n(&c.bots),
+            "own": n(&c.own),
+            "pairingReplies": n(&c.pairing_replies),
+            "duplicates": n(&c.duplicates),
+            "skipped": n(&c.skipped),
+            "dropped": n(&c.dropped),
+            "sent": n(&c.sent),
+            "retries": self.queue.retries(),
+            "sessions": n(&c.sessions),
+            "resumes": n(&c.resumes),
+        })
+    }
+}
+
+/// The row of `stations` when there is no token.
+pub fn disabled_row() -> Value {
+    json!({
+        "name": "discord",
+        "enabled": false,
+        "status": disabled_reason(),
+        "capabilities": [],
+    })
+}
+
+pub fn disabled_reason() -> String {
+    format!(
+        "disabled: no bot token (set METRO_DISCORD_TOKEN, or token in the [discord] section of {})",
+        crate::config::path().display()
+    )
+}
+
+/// `metro://discord/<channel>`
+pub fn line_of(channel: u64) -> String {
+    format!("metro://discord/{channel}")
+}
+
+/// The channel of a (validated) discord line.
+pub fn parse_line(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("metro://discord/")?;
+    let id: u64 = rest.parse().ok()?;
+    (id > 0).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        assert_eq!(line_of(42), "metro://discord/42");
+        assert_eq!(parse_line("metro://discord/42"), Some(42));
+        assert_eq!(parse_line("metro://discord/0"), None);
+        assert_eq!(parse_line("metro://discord/x"), None);
+        assert_eq!(parse_line("metro://discord/1/2"), None);
+        assert_eq!(parse_line("metro://telegram/1"), None);
+    }
+
+    #[test]
+    fn pasted_prefixes_are_dropped() {
+        assert_eq!(bare_token(" Bot abc.def.ghi \n"), "abc.def.ghi");
+        assert_eq!(bare_token("abc"), "abc");
+    }
+}
