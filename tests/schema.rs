@@ -7,23 +7,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn schema() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/proto/metro.schema.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).expect("schema is JSON")
-}
-
-/// A validator for one `$defs` entry of the schema.
-fn validator(def: &str) -> jsonschema::Validator {
-    let mut s = schema();
-    s.as_object_mut().unwrap().remove("anyOf");
-    s["$ref"] = json!(format!("#/$defs/{def}"));
-    jsonschema::validator_for(&s).expect("schema compiles")
-}
-
 fn check(v: &jsonschema::Validator, what: &str, line: &str) {
     let value: Value = serde_json::from_str(line).unwrap();
     let errors: Vec<String> = v
@@ -116,8 +99,8 @@ fn real_traffic_matches_the_schema() {
         "bad_request",
     );
 
-    let requests = validator("request");
-    let frames = validator("frame");
+    let requests = schema_validator("request");
+    let frames = schema_validator("frame");
     let bad = ["nope", "\"mine-only\"", "s99", "\"label\":\"\""];
     let sent: Vec<&String> = first.sent.iter().chain(&c.sent).collect();
     let received: Vec<&String> = first.received.iter().chain(&c.received).collect();
@@ -132,7 +115,7 @@ fn real_traffic_matches_the_schema() {
         check(&frames, "frame", line);
     }
     // Every log line is an `event`.
-    let events = validator("event");
+    let events = schema_validator("event");
     for line in std::fs::read_to_string(d.history_path()).unwrap().lines() {
         check(&events, "event", line);
     }

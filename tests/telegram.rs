@@ -478,38 +478,6 @@ fn strangers_are_blocked_counted_and_paired() {
     );
 }
 
-fn validator(def: &str) -> jsonschema::Validator {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/proto/metro.schema.json"
-    ))
-    .unwrap();
-    let mut s: Value = serde_json::from_str(&text).unwrap();
-    s.as_object_mut().unwrap().remove("anyOf");
-    s["$ref"] = json!(format!("#/$defs/{def}"));
-    jsonschema::validator_for(&s).expect("schema compiles")
-}
-
-fn check_schema(c: &Client, d: &Daemon) {
-    let requests = validator("request");
-    let frames = validator("frame");
-    let events = validator("event");
-    for (v, lines, what) in [
-        (&requests, &c.sent, "request"),
-        (&frames, &c.received, "frame"),
-    ] {
-        for l in lines {
-            let value: Value = serde_json::from_str(l).unwrap();
-            let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{what} {l}: {errors:?}");
-        }
-    }
-    for l in std::fs::read_to_string(d.history_path()).unwrap().lines() {
-        let value: Value = serde_json::from_str(l).unwrap();
-        assert!(events.is_valid(&value), "event {l}");
-    }
-}
-
 #[test]
 fn send_splits_replies_claims_and_logs_each_op() {
     let fake = Fake::start();

@@ -468,3 +468,41 @@ pub fn bytes_read(pid: i32) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("rchar in /proc/<pid>/io")
 }
+
+/// A validator for one `$defs` entry of proto/metro.schema.json.
+pub fn schema_validator(def: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/proto/metro.schema.json"
+    ))
+    .expect("read the schema");
+    let mut s: Value = serde_json::from_str(&text).expect("schema is JSON");
+    s.as_object_mut().expect("an object").remove("anyOf");
+    s["$ref"] = json!(format!("#/$defs/{def}"));
+    jsonschema::validator_for(&s).expect("schema compiles")
+}
+
+/// Every line `c` sent and received, and every event in `d`'s log, is
+/// what the schema says.
+pub fn check_schema(c: &Client, d: &Daemon) {
+    let requests = schema_validator("request");
+    let frames = schema_validator("frame");
+    let events = schema_validator("event");
+    for (v, lines, what) in [
+        (&requests, &c.sent, "request"),
+        (&frames, &c.received, "frame"),
+    ] {
+        for l in lines {
+            let value: Value = serde_json::from_str(l).expect("JSON");
+            let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{what} {l}: {errors:?}");
+        }
+    }
+    for l in std::fs::read_to_string(d.history_path())
+        .expect("read the log")
+        .lines()
+    {
+        let value: Value = serde_json::from_str(l).expect("JSON");
+        assert!(events.is_valid(&value), "event {l}");
+    }
+}

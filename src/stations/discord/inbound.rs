@@ -347,7 +347,8 @@ pub fn message_event(kind: &str, m: &Message) -> Event {
         Some(g) => {
             ev.extra.insert("guildId".into(), json!(g.to_string()));
         }
-        None if kind == "inbound" && m.author.id.get() != 0 => {
+        // A DM is named after the person (not after the bot's own posts).
+        None if !sender.bot => {
             ev.extra.insert("lineName".into(), json!(sender.name));
         }
         None => {}

@@ -1,0 +1,714 @@
+//! The Discord station against a real daemon and a fake Discord
+//! (tests/fake_discord: REST on axum, a gateway on tokio-tungstenite):
+//! every dispatch kind in order, the bot's own and other bots' messages,
+//! access control and pairing, every outbound op with its event and
+//! auto-claim, the id map across restarts, rate-limit headers and 429s,
+//! gateway drops with RESUME and re-IDENTIFY, status in words, bad input,
+//! and the metroctl commands.
+
+mod common;
+mod fake_discord;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{check_schema, metroctl, Client, Daemon};
+use fake_discord::*;
+use serde_json::{json, Value};
+
+const A: &str = "metro://claude/user/a";
+const B: &str = "metro://codex/user/b";
+/// A server channel, its server, and a DM channel.
+const CH: u64 = 1_184_011_225_150_619_740;
+const GUILD: u64 = 1_184_011_225_150_619_700;
+const DM: u64 = 1_184_011_225_150_619_999;
+const ANN: u64 = 204_981_117_012_345_678;
+const STRANGER: u64 = 99_000_000_000_000_099;
+const OTHER_BOT: u64 = 77_000_000_000_000_077;
+
+fn line(channel: u64) -> String {
+    format!("metro://discord/{channel}")
+}
+
+fn start(fake: &Fake, allow: &str) -> Daemon {
+    start_env(fake.env(allow))
+}
+
+fn start_env(env: Vec<(String, String)>) -> Daemon {
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Daemon::start_env(&[], &refs)
+}
+
+fn dc_events(d: &Daemon) -> Vec<Value> {
+    d.history()
+        .into_iter()
+        .filter(|e| e["station"] == "discord")
+        .collect()
+}
+
+/// Waits until the log holds an event that `f` picks; returns it.
+fn logged(d: &Daemon, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(e) = dc_events(d).into_iter().find(&f) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never logged: {}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn with_message(d: &Daemon, kind: &str, mid: u64) -> Value {
+    logged(d, &format!("{kind} {mid}"), |e| {
+        e["kind"] == kind && e["messageId"].as_str() == Some(mid.to_string().as_str())
+    })
+}
+
+fn station(d: &Daemon) -> Value {
+    let st = d.connect().ok(json!({"op": "stations"}));
+    st["stations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "discord"))
+        .cloned()
+        .expect("a discord row")
+}
+
+fn wait_status(d: &Daemon, what: &str, f: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let s = station(d)["status"].as_str().unwrap_or("").to_string();
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never {what}; last {s:?}: {}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn counters(d: &Daemon) -> Value {
+    d.connect().ok(json!({"op": "stats"}))["stations"]["discord"].clone()
+}
+
+fn wait_counter(d: &Daemon, name: &str, n: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    while counters(d)[name].as_u64().unwrap_or(0) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{name} never reached {n}: {}",
+            counters(d)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A daemon connected to the fake's gateway.
+fn ready(fake: &Fake, allow: &str) -> Daemon {
+    let d = start(fake, allow);
+    fake.wait_ready(1);
+    wait_status(&d, "ok", |s| s == "ok");
+    d
+}
+
+fn ann() -> Value {
+    user(ANN, "ann", false)
+}
+
+/// A message from `author` in the server channel.
+fn guild_message(id: u64, author: Value, content: &str) -> Value {
+    let m = message(CH, id, author.clone(), content);
+    with(
+        m,
+        json!({"guild_id": GUILD.to_string(), "member": with(member(author), json!({"nick": "Annie"}))}),
+    )
+}
+
+fn ctl(d: &Daemon, args: &[&str]) -> Output {
+    metroctl(d, args).output().expect("run metroctl")
+}
+
+fn ctl_ok(d: &Daemon, args: &[&str]) -> String {
+    let out = ctl(d, args);
+    assert!(
+        out.status.success(),
+        "metroctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn every_dispatch_kind_becomes_one_event_in_order() {
+    let fake = Fake::start();
+    let d = ready(&fake, &ANN.to_string());
+    let row = station(&d);
+    assert_eq!(row["enabled"], true);
+    assert_eq!(row["bot"], format!("@{BOT_NAME}"));
+    assert_eq!(row["apiUrl"], json!(fake.url));
+    // The gateway was asked for what metro needs, Message Content included.
+    let intents = fake.identifies()[0]["intents"].as_u64().unwrap();
+    assert_ne!(intents & MESSAGE_CONTENT, 0);
+
+    let mut sub = d.connect();
+    sub.subscribe(json!({"op": "subscribe", "as": A, "follow": true, "since": "tail"}));
+
+    // A message with a file, in a server channel.
+    let url = format!("{}/cdn/attachments/{CH}/5/report.pdf", fake.url);
+    fake.add_file(
+        &format!("/cdn/attachments/{CH}/5/report.pdf"),
+        b"%PDF-1.4 fake",
+    );
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        with(
+            guild_message(1001, ann(), "deploy status?"),
+            json!({"attachments": [attachment(5, "report.pdf", 13, &url, "application/pdf")]}),
+        ),
+    );
+    // A reply to it, an edit of it, reactions, a button press.
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        with(
+            guild_message(1002, ann(), "and the logs"),
+            json!({"type": 19, "message_reference": {"message_id": "1001", "channel_id": CH.to_string(), "guild_id": GUILD.to_string()}}),
+        ),
+    );
+    let edited = with(
+        guild_message(1001, ann(), "deploy status? (prod)"),
+        json!({"edited_timestamp": "2026-11-28T06:00:00.000000+00:00"}),
+    );
+    fake.dispatch("MESSAGE_UPDATE", edited);
+    // An update that is not an edit (an embed unfolding) is not stored.
+    fake.dispatch(
+        "MESSAGE_UPDATE",
+        json!({"id": "1002", "channel_id": CH.to_string(), "guild_id": GUILD.to_string(), "embeds": []}),
+    );
+    fake.dispatch(
+        "MESSAGE_REACTION_ADD",
+        reaction_add(CH, 1001, ANN, "👍", Some(GUILD)),
+    );
+    fake.dispatch(
+        "MESSAGE_REACTION_REMOVE",
+        reaction_remove(CH, 1001, ANN, "👍", Some(GUILD)),
+    );
+    let bot_msg = message(CH, 1003, bot_user(), "pick one");
+    fake.dispatch(
+        "INTERACTION_CREATE",
+        button_interaction(555, "tok-555", CH, bot_msg, ann(), "deploy", Some(GUILD)),
+    );
+
+    let frames = sub.events(6);
+    let evs: Vec<&Value> = frames.iter().map(|f| &f["event"]).collect();
+    let kinds: Vec<&str> = evs.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["inbound", "inbound", "edit", "react", "react", "callback"],
+        "{evs:?}"
+    );
+    for e in &evs {
+        assert_eq!(e["station"], "discord");
+        assert_eq!(e["line"], line(CH));
+        assert_eq!(e["to"], line(CH));
+        assert_eq!(e["from"], format!("metro://discord/user/{ANN}"));
+        assert_eq!(e["guildId"], GUILD.to_string());
+    }
+    let first = evs[0];
+    assert_eq!(first["text"], "deploy status?");
+    assert_eq!(first["fromName"], "Annie", "the server nickname");
+    assert_eq!(first["messageId"], "1001");
+    assert_eq!(first["attachments"][0]["type"], "document");
+    assert_eq!(first["attachments"][0]["name"], "report.pdf");
+    assert_eq!(first["attachments"][0]["url"], url);
+    assert_eq!(evs[1]["replyTo"], "1001");
+    assert_eq!(evs[2]["text"], "deploy status? (prod)");
+    assert_eq!(evs[2]["originalId"], first["id"]);
+    assert!(evs[2]["editedAt"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-11-28T06:00:00"));
+    assert_eq!(evs[3]["emoji"], "👍");
+    assert_eq!(evs[3]["originalId"], first["id"]);
+    assert_eq!(evs[4]["emoji"], "");
+    assert_eq!(evs[4]["removedEmoji"], "👍");
+    assert_eq!(evs[5]["text"], "deploy");
+    assert_eq!(evs[5]["messageId"], "1003");
+    assert_eq!(evs[5]["interactionId"], "555");
+    // The press is acknowledged (deferred update) once stored.
+    let acks = fake.wait_calls("POST", "/api/v10/interactions/555/tok-555/callback", 1);
+    assert_eq!(acks[0].body["type"], 6);
+    assert_eq!(counters(&d)["received"], 6);
+    assert!(counters(&d)["skipped"].as_u64().unwrap() >= 1);
+
+    // Many messages and edits back to back keep their order in the log.
+    for i in 0..40u64 {
+        fake.dispatch(
+            "MESSAGE_CREATE",
+            guild_message(2000 + i, ann(), &format!("m{i}")),
+        );
+        fake.dispatch(
+            "MESSAGE_UPDATE",
+            with(
+                guild_message(2000 + i, ann(), &format!("m{i} edited")),
+                json!({"edited_timestamp": "2026-11-28T06:01:00.000000+00:00"}),
+            ),
+        );
+    }
+    with_message(&d, "edit", 2039);
+    let tail: Vec<String> = dc_events(&d)
+        .iter()
+        .filter(|e| e["messageId"].as_str().unwrap_or("").starts_with('2'))
+        .map(|e| e["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    let want: Vec<String> = (0..40)
+        .flat_map(|i| [format!("m{i}"), format!("m{i} edited")])
+        .collect();
+    assert_eq!(tail, want);
+    for e in dc_events(&d)
+        .iter()
+        .filter(|e| e["kind"] == "edit" && e["messageId"].as_str().unwrap_or("").starts_with('2'))
+    {
+        assert!(
+            e["originalId"].is_string(),
+            "edit without its original: {e}"
+        );
+    }
+    check_schema(&sub, &d);
+}
+
+#[test]
+fn own_messages_never_come_back_and_bots_need_their_id_listed() {
+    let fake = Fake::start();
+    let mut d = ready(&fake, "*");
+    // The bot's own message, edit and reaction.
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        message(DM, 3001, bot_user(), "hi from me"),
+    );
+    fake.dispatch(
+        "MESSAGE_REACTION_ADD",
+        reaction_add(DM, 3001, BOT_ID, "✅", None),
+    );
+    // Another bot, and a webhook, with `*` in force.
+    let other = user(OTHER_BOT, "ci-bot", true);
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        guild_message(3002, other.clone(), "build green"),
+    );
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        with(
+            guild_message(3003, user(55, "hook", false), "from a webhook"),
+            json!({"webhook_id": "66"}),
+        ),
+    );
+    // A human, so we know the ones before were handled.
+    fake.dispatch("MESSAGE_CREATE", guild_message(3004, ann(), "human"));
+    with_message(&d, "inbound", 3004);
+    let c = counters(&d);
+    assert_eq!(c["own"], 2, "{c}");
+    assert_eq!(c["bots"], 2, "{c}");
+    assert_eq!(c["received"], 1, "{c}");
+    assert_eq!(dc_events(&d).len(), 1);
+
+    // Listed by id, the other bot gets through; `*` still admits humans.
+    d.stop();
+    let mut env = fake.env(&format!("*,{OTHER_BOT}"));
+    env.push(("METRO_STATE_DIR".into(), d.dir.display().to_string()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let d2 = Daemon::start_in_env(&d.dir, &[], &refs);
+    fake.wait_ready(2);
+    wait_status(&d2, "ok", |s| s == "ok");
+    fake.dispatch("MESSAGE_CREATE", guild_message(3005, other, "build red"));
+    let e = with_message(&d2, "inbound", 3005);
+    assert_eq!(e["bot"], true);
+    assert_eq!(e["from"], format!("metro://discord/user/{OTHER_BOT}"));
+}
+
+#[test]
+fn strangers_are_blocked_counted_and_paired() {
+    let fake = Fake::start();
+    let d = ready(&fake, &ANN.to_string());
+    let stranger = user(STRANGER, "mallory", false);
+    // In a server channel: blocked, no reply.
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        guild_message(4001, stranger.clone(), "run rm -rf"),
+    );
+    // In a DM, twice: one pairing reply.
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        message(DM, 4002, stranger.clone(), "hello?"),
+    );
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        message(DM, 4003, stranger.clone(), "hello??"),
+    );
+    // A blocked button press is answered, so the client stops waiting.
+    fake.dispatch(
+        "INTERACTION_CREATE",
+        button_interaction(
+            556,
+            "tok-556",
+            CH,
+            message(CH, 4009, bot_user(), "x"),
+            stranger.clone(),
+            "deploy",
+            Some(GUILD),
+        ),
+    );
+    wait_counter(&d, "blocked", 4);
+    let replies = fake.wait_calls("POST", &format!("/api/v10/channels/{DM}/messages"), 1);
+    let text = replies[0].body["content"].as_str().unwrap().to_string();
+    assert!(text.contains("pairing code"), "{text}");
+    let answer = fake.wait_calls("POST", "/api/v10/interactions/556/tok-556/callback", 1);
+    assert_eq!(answer[0].body["type"], 4);
+    assert_eq!(answer[0].body["data"]["flags"], 64);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        fake.calls_to("POST", &format!("/api/v10/channels/{DM}/messages"))
+            .len(),
+        1,
+        "one reply per code"
+    );
+    assert!(fake
+        .calls_to("POST", &format!("/api/v10/channels/{CH}/messages"))
+        .is_empty());
+    assert!(dc_events(&d).is_empty(), "nothing of a stranger is stored");
+    assert_eq!(counters(&d)["pairingReplies"], 1);
+    // Never the text in metrod's log.
+    assert!(!d.stderr().contains("rm -rf"));
+
+    // The code admits them.
+    let code = text
+        .split_whitespace()
+        .find(|w| w.len() == 9 && w.as_bytes()[4] == b'-')
+        .expect("a code")
+        .to_string();
+    let out = ctl_ok(&d, &["allow", &code]);
+    assert!(out.contains(&STRANGER.to_string()), "{out}");
+    let list = d
+        .connect()
+        .ok(json!({"op": "allowList", "station": "discord"}));
+    assert_eq!(
+        list["access"][0]["allowed"][0]["userId"],
+        STRANGER.to_string()
+    );
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        message(DM, 4004, stranger.clone(), "thanks"),
+    );
+    let e = with_message(&d, "inbound", 4004);
+    assert_eq!(e["lineName"], "mallory");
+    // deny blocks them again.
+    ctl_ok(&d, &["deny", &STRANGER.to_string(), "--station", "discord"]);
+    fake.dispatch("MESSAGE_CREATE", message(DM, 4005, stranger, "again"));
+    wait_counter(&d, "blocked", 5);
+    assert_eq!(dc_events(&d).len(), 1);
+}
+
+fn send_ok(c: &mut Client, v: Value) -> Value {
+    c.ok(v)
+}
+
+#[test]
+fn send_splits_files_buttons_replies_and_logs_each_op() {
+    let fake = Fake::start();
+    let d = ready(&fake, &ANN.to_string());
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        guild_message(5001, ann(), "report please"),
+    );
+    let inbound = with_message(&d, "inbound", 5001);
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("a.png");
+    std::fs::write(&png, b"\x89PNG fake").unwrap();
+    let pdf = dir.path().join("r.pdf");
+    std::fs::write(&pdf, b"%PDF fake").unwrap();
+    let long = format!("{}\n\n{}", "a".repeat(1500), "b".repeat(1500));
+
+    let mut c = d.connect();
+    let r = send_ok(
+        &mut c,
+        json!({"op": "send", "line": line(CH), "from": A, "text": long,
+               "replyTo": inbound["id"], "images": [png], "documents": [pdf],
+               "buttons": [["Deploy", {"text": "Docs", "url": "https://example.com/docs"}]]}),
+    );
+    assert_eq!(r["claim"], "claimed");
+    let ids = r["messageIds"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2, "{r}");
+    assert_eq!(r["messageId"], ids[0]);
+    let posts = fake.calls_to("POST", &format!("/api/v10/channels/{CH}/messages"));
+    assert_eq!(posts.len(), 2);
+    // The first part carries the files and the reply; the last the buttons.
+    assert_eq!(posts[0].body["content"], "a".repeat(1500));
+    assert_eq!(posts[0].body["message_reference"]["message_id"], "5001");
+    assert_eq!(posts[0].files.len(), 2);
+    assert_eq!(posts[0].files[0].1, "a.png");
+    assert!(posts[0].body.get("components").is_none());
+    assert_eq!(posts[1].body["content"], "b".repeat(1500));
+    assert_eq!(
+        posts[1].body["components"][0]["components"][0]["custom_id"],
+        "Deploy"
+    );
+    assert_eq!(
+        posts[1].body["components"][0]["components"][1]["url"],
+        "https://example.com/docs"
+    );
+    assert_eq!(posts[1].body["allowed_mentions"]["parse"], json!(["users"]));
+    let out = logged(&d, "the outbound event", |e| e["kind"] == "outbound");
+    assert_eq!(out["from"], A);
+    assert_eq!(out["messageIds"], json!(ids));
+    assert_eq!(out["replyTo"], "5001");
+    assert_eq!(out["id"], r["id"]);
+
+    // The metro id of the sent message works for edit and react; the
+    // snowflake too.
+    let e = c.ok(
+        json!({"op": "edit", "line": line(CH), "from": B, "messageId": r["id"], "text": "fixed"}),
+    );
+    assert_eq!(e["claim"], "skipped", "a owns the line");
+    let first: u64 = ids[0].as_str().unwrap().parse().unwrap();
+    let patched = fake.wait_calls(
+        "PATCH",
+        &format!("/api/v10/channels/{CH}/messages/{first}"),
+        1,
+    );
+    assert_eq!(patched[0].body["content"], "fixed");
+    let ev = logged(&d, "the edit", |e| e["kind"] == "edit" && e["from"] == B);
+    assert_eq!(ev["originalId"], r["id"]);
+    c.ok(json!({"op": "react", "line": line(CH), "from": A, "messageId": "5001", "emoji": "👍"}));
+    assert_eq!(fake.reactions(CH, 5001), ["👍"]);
+    c.ok(json!({"op": "react", "line": line(CH), "from": A, "messageId": inbound["id"], "emoji": ""}));
+    assert!(
+        fake.reactions(CH, 5001).is_empty(),
+        "the bot's reaction went"
+    );
+    let reacts: Vec<Value> = dc_events(&d)
+        .into_iter()
+        .filter(|e| e["kind"] == "react" && e["from"] == A)
+        .collect();
+    assert_eq!(reacts.len(), 2);
+    assert_eq!(reacts[1]["emoji"], "");
+    assert_eq!(reacts[1]["originalId"], inbound["id"]);
+
+    // The bot's own message never comes back as an inbound event.
+    let before = dc_events(&d).len();
+    fake.dispatch("MESSAGE_CREATE", fake.messages(CH).last().unwrap().clone());
+    wait_counter(&d, "own", 1);
+    assert_eq!(dc_events(&d).len(), before);
+
+    // Files only, more than 10: two messages.
+    let many: Vec<String> = (0..12)
+        .map(|i| {
+            let p = dir.path().join(format!("f{i}.txt"));
+            std::fs::write(&p, format!("file {i}")).unwrap();
+            p.display().to_string()
+        })
+        .collect();
+    let r = c.ok(json!({"op": "send", "line": line(CH), "text": "", "documents": many}));
+    assert_eq!(r["messageIds"].as_array().unwrap().len(), 2);
+    let posts = fake.calls_to("POST", &format!("/api/v10/channels/{CH}/messages"));
+    let n = posts.len();
+    assert_eq!(posts[n - 2].files.len(), 10);
+    assert_eq!(posts[n - 1].files.len(), 2);
+    check_schema(&c, &d);
+}
+
+#[test]
+fn download_fetch_and_ids_survive_a_restart() {
+    let fake = Fake::start();
+    let mut d = ready(&fake, &ANN.to_string());
+    let url = format!("{}/cdn/attachments/{CH}/7/notes.txt", fake.url);
+    fake.add_file(&format!("/cdn/attachments/{CH}/7/notes.txt"), b"the notes");
+    let msg = with(
+        guild_message(6001, ann(), "see attached"),
+        json!({"attachments": [
+            attachment(7, "notes.txt", 9, &url, "text/plain"),
+            attachment(8, "../../etc/passwd", 9, &url, "text/plain"),
+        ]}),
+    );
+    fake.dispatch("MESSAGE_CREATE", msg);
+    let inbound = with_message(&d, "inbound", 6001);
+    let out = tempfile::tempdir().unwrap();
+    let mut c = d.connect();
+    let r = c.ok(
+        json!({"op": "download", "line": line(CH), "messageId": inbound["id"],
+                        "outDir": out.path()}),
+    );
+    let files: Vec<String> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 2);
+    assert_eq!(std::fs::read(&files[0]).unwrap(), b"the notes");
+    assert!(files[0].ends_with("/notes.txt"));
+    // A sender's name never leaves the directory.
+    assert!(files[1].starts_with(&out.path().display().to_string()));
+    assert!(files[1].ends_with("/passwd"));
+    // Again: no overwrite.
+    let r = c.ok(
+        json!({"op": "download", "line": line(CH), "messageId": "6001",
+                        "outDir": out.path()}),
+    );
+    assert!(r["files"][0].as_str().unwrap().ends_with("notes (2).txt"));
+
+    // fetch reads Discord's history (newest `limit`, oldest first).
+    fake.add_message(
+        CH,
+        message(CH, 5990, user(31, "old", false), "before metro"),
+    );
+    let sent = c.ok(json!({"op": "send", "line": line(CH), "from": A, "text": "on it"}));
+    let f = c.ok(json!({"op": "fetch", "line": line(CH), "limit": 3}));
+    let msgs = f["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{f}");
+    let mids: Vec<&str> = msgs
+        .iter()
+        .map(|m| m["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(&mids[..2], ["5990", "6001"]);
+    assert!(
+        msgs[0].get("id").is_none(),
+        "never stored by metro: {}",
+        msgs[0]
+    );
+    assert_eq!(msgs[1]["id"], inbound["id"]);
+    assert_eq!(msgs[2]["id"], sent["id"]);
+    assert_eq!(msgs[2]["kind"], "outbound");
+    assert_eq!(msgs[0]["from"], "metro://discord/user/31");
+    let path = format!("/api/v10/channels/{CH}/messages");
+    let list = fake.calls_to("GET", &path);
+    let q = &list
+        .iter()
+        .find(|c| c.path == path)
+        .expect("a history read")
+        .query;
+    assert!(q.contains("limit=3"), "{q}");
+    check_schema(&c, &d);
+    drop(c);
+
+    // After a restart the metro ids still resolve (the id map), and a
+    // message Discord sends again is not stored twice (seeded from the log).
+    d.stop();
+    d.restart();
+    fake.wait_ready(2);
+    wait_status(&d, "ok", |s| s == "ok");
+    let mut c = d.connect();
+    c.ok(json!({"op": "send", "line": line(CH), "text": "re", "replyTo": inbound["id"]}));
+    let last = fake.calls_to("POST", &format!("/api/v10/channels/{CH}/messages"));
+    assert_eq!(
+        last.last().unwrap().body["message_reference"]["message_id"],
+        "6001"
+    );
+    c.ok(json!({"op": "edit", "line": line(CH), "messageId": sent["id"], "text": "done"}));
+    fake.dispatch("MESSAGE_CREATE", guild_message(6001, ann(), "see attached"));
+    fake.dispatch("MESSAGE_CREATE", guild_message(6002, ann(), "new"));
+    with_message(&d, "inbound", 6002);
+    assert_eq!(counters(&d)["duplicates"], 1);
+    let copies = dc_events(&d)
+        .into_iter()
+        .filter(|e| e["kind"] == "inbound" && e["messageId"] == "6001")
+        .count();
+    assert_eq!(copies, 1);
+}
+
+#[test]
+fn rate_limit_headers_and_429_are_honoured() {
+    let fake = Fake::start();
+    let d = ready(&fake, "*");
+    let mut c = d.connect();
+    // Discord's bucket: 2 messages a second in a channel, enforced.
+    fake.set_bucket(2, Duration::from_millis(1000));
+    let start = Instant::now();
+    for i in 0..5 {
+        c.ok(json!({"op": "send", "line": line(CH), "text": format!("m{i}")}));
+    }
+    assert_eq!(
+        fake.rate_limited(),
+        0,
+        "metro waits for the reset the headers announce"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(fake.messages(CH).len(), 5);
+
+    // A 429 is waited out and the call made again.
+    fake.set_bucket(50, Duration::from_millis(1000));
+    let limited =
+        json!({"message": "You are being rate limited.", "retry_after": 0.4, "global": false});
+    fake.fail_next(
+        "POST",
+        &format!("/api/v10/channels/{CH}/messages"),
+        2,
+        429,
+        limited,
+        vec![("retry-after".into(), "1".into())],
+    );
+    let t = Instant::now();
+    let r = c.ok(json!({"op": "send", "line": line(CH), "text": "after the limit"}));
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "waited twice 0.4 s"
+    );
+    assert!(r["messageId"].is_string());
+    assert_eq!(counters(&d)["retries"], 2);
+    // A global 429 holds every channel.
+    fake.fail_next(
+        "POST",
+        &format!("/api/v10/channels/{DM}/messages"),
+        1,
+        429,
+        json!({"message": "You are being rate limited.", "retry_after": 0.5, "global": true}),
+        vec![],
+    );
+    c.ok(json!({"op": "send", "line": line(DM), "text": "dm"}));
+    // Longer than metro waits: an upstream error, nothing logged.
+    let before = d.history().len();
+    fake.fail_next(
+        "POST",
+        &format!("/api/v10/channels/{CH}/messages"),
+        1,
+        429,
+        json!({"message": "You are being rate limited.", "retry_after": 300.0, "global": false}),
+        vec![],
+    );
+    let e = c.err(
+        json!({"op": "send", "line": line(CH), "text": "too soon"}),
+        "upstream",
+    );
+    assert!(e["message"].as_str().unwrap().contains("rate limit"), "{e}");
+    assert_eq!(d.history().len(), before);
+    // Other refusals carry Discord's own words.
+    fake.fail_next(
+        "POST",
+        &format!("/api/v10/channels/{CH}/messages"),
+        1,
+        403,
+        json!({"message": "Missing Permissions", "code": 50013}),
+        vec![],
+    );
+    let e = c.err(
+        json!({"op": "send", "line": line(CH), "text": "x"}),
+        "upstream",
+    );
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("Missing Permissions"));
+    let e = c.err(
+        json!({"op": "edit", "line": line(CH), "messageId": "42", "text": "x"}),
+        "not_found",
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("Unknown Message"),
+        "{e}"
+    );
+}
