@@ -712,3 +712,326 @@ fn rate_limit_headers_and_429_are_honoured() {
         "{e}"
     );
 }
+
+#[test]
+fn a_dropped_gateway_resumes_and_nothing_is_lost_or_doubled() {
+    let fake = Fake::start();
+    let d = ready(&fake, "*");
+    fake.dispatch("MESSAGE_CREATE", guild_message(7001, ann(), "before"));
+    with_message(&d, "inbound", 7001);
+    let session = fake.session_id().expect("a session");
+
+    // A close Discord allows resuming: what is dispatched meanwhile comes
+    // with the RESUME's replay.
+    fake.disconnect(Some(4000));
+    fake.dispatch("MESSAGE_CREATE", guild_message(7002, ann(), "during 1"));
+    fake.dispatch("MESSAGE_CREATE", guild_message(7003, ann(), "during 2"));
+    fake.wait("a resume", PATIENCE, |f| f.resumed() >= 1);
+    let resume = &fake.resumes()[0];
+    assert_eq!(resume["session_id"], json!(session));
+    assert!(resume["seq"].as_u64().unwrap() >= 2, "{resume}");
+    with_message(&d, "inbound", 7003);
+    wait_counter(&d, "resumes", 1);
+
+    // The TCP connection breaks without a close frame: the missed
+    // heartbeat ack shows it, and the session resumes again.
+    fake.disconnect(None);
+    fake.dispatch("MESSAGE_CREATE", guild_message(7004, ann(), "during 3"));
+    with_message(&d, "inbound", 7004);
+
+    // op 7 RECONNECT: resume too.
+    fake.send_reconnect();
+    fake.wait("a third resume", PATIENCE, |f| f.resumed() >= 3);
+    fake.dispatch("MESSAGE_CREATE", guild_message(7005, ann(), "after op 7"));
+    with_message(&d, "inbound", 7005);
+    assert_eq!(
+        fake.identifies().len(),
+        1,
+        "all of that resumed one session"
+    );
+
+    // An invalid session that cannot be resumed: a new IDENTIFY.
+    fake.invalidate_session(false);
+    fake.wait("a new session", Duration::from_secs(30), |f| {
+        f.identifies().len() >= 2 && f.readies() >= 2
+    });
+    fake.dispatch("MESSAGE_CREATE", guild_message(7006, ann(), "new session"));
+    with_message(&d, "inbound", 7006);
+    wait_status(&d, "ok", |s| s == "ok");
+    wait_counter(&d, "sessions", 2);
+
+    let mids: Vec<String> = dc_events(&d)
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(mids, ["7001", "7002", "7003", "7004", "7005", "7006"]);
+    assert!(fake.heartbeats() > 0);
+}
+
+#[test]
+fn status_says_what_is_wrong_in_words() {
+    // A wrong token: REST says 401.
+    let fake = Fake::start();
+    let d = start_env(fake.env_with_token("bad.token.here", "*"));
+    let s = wait_status(&d, "about the token", |s| s.contains("token"));
+    assert!(s.starts_with("down: Discord refused the bot token"), "{s}");
+    assert!(!s.contains("bad.token.here") && !d.stderr().contains("bad.token.here"));
+    drop(d);
+
+    // The Message Content intent is not allowed for this bot.
+    let fake = Fake::start();
+    fake.refuse_privileged_intents(true);
+    let d = start(&fake, "*");
+    let s = wait_status(&d, "about the intent", |s| s.contains("Message Content"));
+    assert!(s.contains("4014") && s.contains("developer portal"), "{s}");
+    // Allowed again: the next client gets through.
+    fake.refuse_privileged_intents(false);
+    wait_status(&d, "ok", |s| s == "ok");
+    drop(d);
+
+    // The gateway goes away: "disconnected since …", then back to ok.
+    let fake = Fake::start();
+    let d = ready(&fake, "*");
+    fake.refuse_connections(true);
+    fake.disconnect(Some(4000));
+    let s = wait_status(&d, "disconnected", |s| s.contains("disconnected"));
+    assert!(s.contains(&fake.gateway_url) && s.contains("since"), "{s}");
+    fake.refuse_connections(false);
+    wait_status(&d, "ok again", |s| s == "ok");
+    fake.dispatch("MESSAGE_CREATE", guild_message(8001, ann(), "back"));
+    with_message(&d, "inbound", 8001);
+
+    // Without METRO_DISCORD_GATEWAY_URL the gateway is looked up.
+    let fake = Fake::start();
+    let d = start_env(fake.env_without_gateway("*"));
+    fake.wait_ready(1);
+    wait_status(&d, "ok", |s| s == "ok");
+    assert!(!fake.calls_to("GET", "/api/v10/gateway").is_empty());
+}
+
+#[test]
+fn without_a_token_discord_is_disabled_and_bad_urls_stop_metrod() {
+    let d = Daemon::start();
+    let row = station(&d);
+    assert_eq!(row["enabled"], false);
+    assert!(row["status"]
+        .as_str()
+        .unwrap()
+        .contains("METRO_DISCORD_TOKEN"));
+    let mut c = d.connect();
+    let l = line(CH);
+    for op in [
+        json!({"op": "send", "line": l, "text": "x"}),
+        json!({"op": "edit", "line": l, "messageId": "1", "text": "x"}),
+        json!({"op": "react", "line": l, "messageId": "1", "emoji": "👍"}),
+        json!({"op": "download", "line": l, "messageId": "1", "outDir": "/tmp"}),
+        json!({"op": "fetch", "line": l}),
+        json!({"op": "allowList", "station": "discord"}),
+        json!({"op": "deny", "userId": "5", "station": "discord"}),
+    ] {
+        c.err(op, "unavailable");
+    }
+    drop(c);
+    drop(d);
+
+    for (key, value, says) in [
+        ("METRO_DISCORD_API_URL", "not a url", "Discord API URL"),
+        ("METRO_DISCORD_API_URL", "ftp://example.com", "http(s)"),
+        ("METRO_DISCORD_GATEWAY_URL", "http://127.0.0.1:1", "ws(s)"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(common::METROD)
+            .args(["--state-dir"])
+            .arg(tmp.path().join("s"))
+            .env("METRO_DISCORD_TOKEN", TOKEN)
+            .env("METRO_CONFIG", tmp.path().join("none.toml"))
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{key}={value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{key}={value}: {err}");
+        assert!(!err.contains(TOKEN), "the token leaked: {err}");
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let fake = Fake::start();
+    let d = ready(&fake, "*");
+    fake.dispatch("MESSAGE_CREATE", guild_message(9001, ann(), "hi"));
+    let inbound = with_message(&d, "inbound", 9001);
+    fake.dispatch("MESSAGE_CREATE", message(DM, 9002, ann(), "dm"));
+    let in_dm = with_message(&d, "inbound", 9002);
+    let mut c = d.connect();
+    let l = line(CH);
+    let before = d.history().len();
+    let posts = fake.calls_to("POST", "/api/v10/channels").len();
+    let too_many_rows: Vec<Value> = (0..6).map(|i| json!([format!("b{i}")])).collect();
+    for (req, code) in [
+        (json!({"op": "send", "line": l, "text": ""}), "bad_request"),
+        (
+            json!({"op": "send", "line": l, "text": "x", "buttons": {"a": 1}}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "x", "buttons": too_many_rows}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "x", "buttons": [{"text": "x", "data": "d".repeat(101)}]}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "", "buttons": ["a"], "documents": ["/etc/hostname"]}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "x", "images": ["relative.png"]}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "x", "images": ["/no/such/file.png"]}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "x", "replyTo": "not-an-id"}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "x", "replyTo": "msg_nothing"}),
+            "not_found",
+        ),
+        // A metro id of another channel.
+        (
+            json!({"op": "send", "line": l, "text": "x", "replyTo": in_dm["id"]}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "edit", "line": l, "messageId": inbound["id"], "text": "x".repeat(2001)}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "edit", "line": l, "messageId": inbound["id"], "text": " "}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "react", "line": l, "messageId": "-5", "emoji": "👍"}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "download", "line": l, "messageId": "9001", "outDir": "rel/dir"}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "download", "line": l, "messageId": "9001", "outDir": "/tmp/x"}),
+            "bad_request",
+        ),
+        (json!({"op": "fetch", "line": l, "limit": 0}), "bad_request"),
+        (
+            json!({"op": "fetch", "line": l, "limit": 101}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "fetch", "line": "metro://discord/abc"}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": "discord/0x1", "text": "x"}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "allowList", "station": "slack"}),
+            "bad_request",
+        ),
+    ] {
+        c.err(req, code);
+    }
+    assert_eq!(d.history().len(), before, "no event for a refused op");
+    assert_eq!(
+        fake.calls_to("POST", "/api/v10/channels").len(),
+        posts,
+        "nothing reached Discord"
+    );
+    // An emoji Discord does not know: its own words.
+    fake.fail_next(
+        "PUT",
+        &format!("/api/v10/channels/{CH}/messages/9001/reactions"),
+        1,
+        400,
+        json!({"message": "Unknown Emoji", "code": 10014}),
+        vec![],
+    );
+    let e = c.err(
+        json!({"op": "react", "line": l, "messageId": "9001", "emoji": "notanemoji"}),
+        "upstream",
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("Unknown Emoji"),
+        "{e}"
+    );
+    // Discord unreachable for REST: unavailable, in words.
+    let down = Fake::start();
+    let mut env = down.env("*");
+    drop(down);
+    env.retain(|(k, _)| k != "METRO_DISCORD_GATEWAY_URL");
+    let d2 = start_env(env);
+    let mut c2 = d2.connect();
+    let e = c2.err(json!({"op": "send", "line": l, "text": "x"}), "unavailable");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach Discord"),
+        "{e}"
+    );
+}
+
+#[test]
+fn metroctl_speaks_discord() {
+    let fake = Fake::start();
+    let d = ready(&fake, "*");
+    fake.dispatch("MESSAGE_CREATE", guild_message(9501, ann(), "question?"));
+    let inbound = with_message(&d, "inbound", 9501);
+    let short = format!("discord/{CH}");
+    let id = inbound["id"].as_str().unwrap();
+    ctl_ok(
+        &d,
+        &[
+            "reply",
+            &short,
+            id,
+            "the answer",
+            "--from",
+            A,
+            "--buttons",
+            r#"["Thanks"]"#,
+        ],
+    );
+    let post = fake.wait_calls("POST", &format!("/api/v10/channels/{CH}/messages"), 1);
+    assert_eq!(post[0].body["content"], "the answer");
+    assert_eq!(post[0].body["message_reference"]["message_id"], "9501");
+    assert_eq!(
+        post[0].body["components"][0]["components"][0]["label"],
+        "Thanks"
+    );
+    let claims = d.connect().ok(json!({"op": "claims"}));
+    assert_eq!(claims["claims"][line(CH)], A);
+    ctl_ok(&d, &["react", &short, "9501", "🎉", "--from", A]);
+    assert_eq!(fake.reactions(CH, 9501), ["🎉"]);
+    let out = ctl_ok(&d, &["fetch", &short, "--limit", "2", "--json"]);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["messageId"], "9501");
+    assert_eq!(rows[1]["kind"], "outbound");
+    let out = ctl_ok(&d, &["stations"]);
+    assert!(
+        out.contains("discord") && out.contains(&format!("@{BOT_NAME}")),
+        "{out}"
+    );
+    let out = ctl_ok(&d, &["allow", "--list", "--station", "discord"]);
+    assert!(out.contains("discord"), "{out}");
+}
