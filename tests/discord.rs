@@ -1035,3 +1035,47 @@ fn metroctl_speaks_discord() {
     let out = ctl_ok(&d, &["allow", "--list", "--station", "discord"]);
     assert!(out.contains("discord"), "{out}");
 }
+
+#[test]
+fn the_config_file_configures_discord_and_a_reload_changes_the_allowlist() {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = Fake::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.toml");
+    let body = |allow: &[u64]| {
+        let ids: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "[discord]\ntoken = \"{TOKEN}\"\napi_url = \"{}\"\ngateway_url = \"{}\"\nallow = [{}]\n",
+            fake.url,
+            fake.gateway_url,
+            ids.join(", ")
+        )
+    };
+    let write = |text: String| {
+        let next = tmp.path().join("config.toml.new");
+        std::fs::write(&next, text).unwrap();
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&next, &cfg).unwrap();
+    };
+    write(body(&[ANN]));
+    let d = Daemon::start_in(
+        &tmp.path().join("state"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    fake.wait_ready(1);
+    wait_status(&d, "ok", |s| s == "ok");
+    let stranger = user(STRANGER, "mallory", false);
+    fake.dispatch("MESSAGE_CREATE", guild_message(9701, stranger.clone(), "one"));
+    wait_counter(&d, "blocked", 1);
+
+    write(body(&[ANN, STRANGER]));
+    let deadline = Instant::now() + PATIENCE;
+    while d.connect().ok(json!({"op": "stats"}))["config"]["reloads"] != json!(1) {
+        assert!(Instant::now() < deadline, "no reload: {}", d.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fake.dispatch("MESSAGE_CREATE", guild_message(9702, stranger, "two"));
+    with_message(&d, "inbound", 9702);
+    assert_eq!(dc_events(&d).len(), 1);
+    assert!(!d.stderr().contains(TOKEN), "the token was logged");
+}

@@ -361,7 +361,7 @@ fn check_stations(r: &mut Report, stations: &[Value], config: Option<&Value>) {
                 "station",
                 format!("{words} — but the config has a {name} token"),
                 Some(format!(
-                    "this metrod does not run the {name} station; update metrod"
+                    "metrod reads a new {name} token only at startup: restart metrod"
                 )),
             );
         } else if enabled {
