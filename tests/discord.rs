@@ -1065,7 +1065,10 @@ fn the_config_file_configures_discord_and_a_reload_changes_the_allowlist() {
     fake.wait_ready(1);
     wait_status(&d, "ok", |s| s == "ok");
     let stranger = user(STRANGER, "mallory", false);
-    fake.dispatch("MESSAGE_CREATE", guild_message(9701, stranger.clone(), "one"));
+    fake.dispatch(
+        "MESSAGE_CREATE",
+        guild_message(9701, stranger.clone(), "one"),
+    );
     wait_counter(&d, "blocked", 1);
 
     write(body(&[ANN, STRANGER]));
@@ -1078,4 +1081,56 @@ fn the_config_file_configures_discord_and_a_reload_changes_the_allowlist() {
     with_message(&d, "inbound", 9702);
     assert_eq!(dc_events(&d).len(), 1);
     assert!(!d.stderr().contains(TOKEN), "the token was logged");
+}
+
+#[test]
+fn a_new_session_reads_back_what_was_said_while_metro_was_away() {
+    let fake = Fake::start();
+    let mut d = ready(&fake, &ANN.to_string());
+    fake.dispatch("MESSAGE_CREATE", guild_message(10001, ann(), "before"));
+    fake.dispatch("MESSAGE_CREATE", message(DM, 10002, ann(), "dm before"));
+    with_message(&d, "inbound", 10002);
+    d.stop();
+
+    // Said while metrod was down: Discord will not dispatch these again.
+    fake.add_message(CH, guild_message(10003, ann(), "while away"));
+    fake.add_message(CH, message(CH, 10004, bot_user(), "the bot's own"));
+    fake.add_message(
+        CH,
+        guild_message(10005, user(STRANGER, "mallory", false), "stranger"),
+    );
+    fake.add_message(DM, message(DM, 10006, ann(), "dm while away"));
+    d.restart();
+    fake.wait_ready(2);
+    with_message(&d, "inbound", 10003);
+    with_message(&d, "inbound", 10006);
+    // Live traffic after READY comes after the catch-up; a message the
+    // live stream brings again is not stored twice.
+    fake.dispatch("MESSAGE_CREATE", guild_message(10003, ann(), "while away"));
+    fake.dispatch("MESSAGE_CREATE", guild_message(10007, ann(), "live"));
+    with_message(&d, "inbound", 10007);
+    let evs = dc_events(&d);
+    let mids: Vec<&str> = evs
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect();
+    // The DM had the newest activity, so it is read back first.
+    assert_eq!(mids, ["10001", "10002", "10006", "10003", "10007"]);
+    assert_eq!(evs[2]["caughtUp"], true);
+    assert_eq!(evs[3]["caughtUp"], true);
+    assert!(evs[4].get("caughtUp").is_none());
+    let c = counters(&d);
+    assert_eq!(c["caughtUp"], 2, "{c}");
+    assert_eq!(c["own"], 1, "{c}");
+    assert_eq!(c["blocked"], 1, "{c}");
+    assert_eq!(c["duplicates"], 1, "{c}");
+    // No pairing reply to an old message.
+    assert!(fake
+        .calls_to("POST", &format!("/api/v10/channels/{CH}/messages"))
+        .is_empty());
+    let reads = fake.calls_to("GET", &format!("/api/v10/channels/{CH}/messages"));
+    assert!(
+        reads.iter().any(|r| r.query.contains("after=10001")),
+        "{reads:?}"
+    );
 }

@@ -139,7 +139,7 @@ pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
         Target::Discord(line, dc) => {
             let r = dc.send(&broker.log, &line, &s).await;
             let record = |id: &str, ids: &Sent| {
-                dc.ids.record(crate::stations::ids::Rec {
+                dc.record(crate::stations::ids::Rec {
                     id: id.to_string(),
                     line: line.clone(),
                     message_ids: ids.message_ids.clone(),

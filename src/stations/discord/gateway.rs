@@ -34,6 +34,7 @@ use serenity::http::Route;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::inbound::Feed;
 use super::{bump, Discord};
 use crate::broker::Broker;
 use crate::stations::{pause, Backoff};
@@ -119,7 +120,7 @@ pub async fn run(broker: Arc<Broker>, dc: Arc<Discord>, shutdown: CancellationTo
 /// Hands dispatches over, in order (see the module docs).
 struct Forward {
     dc: Arc<Discord>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Feed>,
 }
 
 #[serenity::async_trait]
@@ -134,6 +135,7 @@ impl RawEventHandler for Forward {
                     "discord: gateway session started (READY, session {})",
                     r.ready.session_id
                 );
+                self.hand_over(Feed::Session);
                 return;
             }
             Event::Resumed(_) => {
@@ -148,18 +150,23 @@ impl RawEventHandler for Forward {
             | Event::InteractionCreate(_) => {}
             _ => return,
         }
-        if let Err(e) = self.tx.try_send(ev) {
+        self.hand_over(Feed::Dispatch(Box::new(ev)));
+    }
+}
+
+impl Forward {
+    fn hand_over(&self, feed: Feed) {
+        if let Err(e) = self.tx.try_send(feed) {
             bump(&self.dc.counters.dropped);
             tracing::error!(
-                "discord: a dispatch was dropped: {} dispatches are waiting for the log ({e})",
-                QUEUE
+                "discord: a dispatch was dropped: {QUEUE} dispatches are waiting for the log ({e})"
             );
         }
     }
 }
 
 /// The serenity client, again and again until shutdown.
-async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Event>, stop: CancellationToken) {
+async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Feed>, stop: CancellationToken) {
     let mut backoff = Backoff::new();
     loop {
         let sessions = dc

@@ -18,7 +18,11 @@
 //!   stored twice.
 //! - A log that cannot be written is retried with a growing pause; the
 //!   dispatches wait in the gateway queue meanwhile.
+//! - After every READY (a new session: metrod started, or a session that
+//!   could not be resumed) the channels metro knows are read back first
+//!   ([`catch_up`]): Discord does not dispatch again what was said before.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use reqwest::Method;
@@ -77,38 +81,118 @@ pub fn key_of(kind: &str, message_id: Option<&str>, edited_at: Option<&str>) -> 
     }
 }
 
-/// Stores dispatches from `rx` until shutdown.
+/// What the gateway thread hands over, in order.
+#[derive(Debug)]
+pub enum Feed {
+    /// A dispatch to store.
+    Dispatch(Box<Dispatch>),
+    /// A new session started (READY): what it may have missed is read
+    /// back first ([`catch_up`]).
+    Session,
+}
+
+/// Stores what comes from `rx` until shutdown.
 pub async fn consume(
     broker: &Broker,
     dc: &Arc<Discord>,
-    mut rx: mpsc::Receiver<Dispatch>,
+    mut rx: mpsc::Receiver<Feed>,
     shutdown: &CancellationToken,
 ) {
     loop {
-        let ev = tokio::select! {
+        let feed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ev = rx.recv() => match ev {
-                Some(ev) => ev,
+            f = rx.recv() => match f {
+                Some(f) => f,
                 None => return,
             },
         };
-        if !handle(broker, dc, ev, shutdown).await {
+        let go_on = match feed {
+            Feed::Dispatch(ev) => match map(&ev, dc) {
+                Some(inbound) => store(broker, dc, inbound, shutdown).await,
+                None => {
+                    bump(&dc.counters.skipped);
+                    true
+                }
+            },
+            Feed::Session => catch_up(broker, dc, shutdown).await,
+        };
+        if !go_on {
             return;
         }
     }
 }
 
-/// Stores one dispatch; false only at shutdown.
-async fn handle(
+/// Messages a channel may have had since metro last stored one there.
+pub const CATCH_UP_LIMIT: u64 = 100;
+/// Channels read back after a new session (the most recently active).
+pub const CATCH_UP_CHANNELS: usize = 50;
+
+/// After a new session (metrod started, or Discord could not resume):
+/// Discord does not send again what was said meanwhile, so the channels
+/// metro has stored messages of are read back from the newest stored one
+/// on (at most [`CATCH_UP_LIMIT`] messages each, for the
+/// [`CATCH_UP_CHANNELS`] most recently active), and what is new goes
+/// through the same checks and into the log, oldest first, marked
+/// `caughtUp: true`, before any live dispatch that followed READY. What
+/// the live stream then brings again is recognised and not stored twice.
+/// False only at shutdown.
+async fn catch_up(broker: &Broker, dc: &Arc<Discord>, shutdown: &CancellationToken) -> bool {
+    for (channel, after) in dc.newest_per_channel().into_iter().take(CATCH_UP_CHANNELS) {
+        let mut req = dc.req(
+            Method::GET,
+            Route::ChannelMessages {
+                channel_id: channel.into(),
+            },
+        );
+        req.query.push(("after", after.to_string()));
+        req.query.push(("limit", CATCH_UP_LIMIT.to_string()));
+        let conversation = channel.to_string();
+        let got = tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            r = dc.call_json::<Vec<Message>>(&conversation, &req) => r,
+        };
+        let mut messages = match got {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(
+                    "discord: could not read back channel {channel} after a new session: {}",
+                    e.message
+                );
+                continue;
+            }
+        };
+        if messages.len() as u64 >= CATCH_UP_LIMIT {
+            tracing::warn!(
+                "discord: channel {channel} had {CATCH_UP_LIMIT} or more messages while metro was not connected; the older ones are not stored (fetch reads them)"
+            );
+        }
+        messages.sort_by_key(|m| m.id);
+        for m in messages.iter().filter(|m| m.id.get() > after) {
+            let Some(mut inbound) = created(m) else {
+                continue;
+            };
+            // Old news: no pairing reply to a message from before.
+            inbound.message = false;
+            inbound.event.extra.insert("caughtUp".into(), json!(true));
+            let before = dc.counters.received.load(Ordering::Relaxed);
+            if !store(broker, dc, inbound, shutdown).await {
+                return false;
+            }
+            if dc.counters.received.load(Ordering::Relaxed) > before {
+                bump(&dc.counters.caught_up);
+            }
+        }
+    }
+    true
+}
+
+/// Stores one dispatch (after the checks); false only at shutdown.
+async fn store(
     broker: &Broker,
     dc: &Arc<Discord>,
-    ev: Dispatch,
+    inbound: Inbound,
     shutdown: &CancellationToken,
 ) -> bool {
-    let Some(inbound) = map(&ev, dc) else {
-        bump(&dc.counters.skipped);
-        return true;
-    };
     if let Some(s) = &inbound.sender {
         if s.id == dc.bot_id() {
             bump(&dc.counters.own);
@@ -165,7 +249,7 @@ async fn handle(
     }
     bump(&dc.counters.received);
     if let Some(m) = inbound.record {
-        dc.ids.record(Rec {
+        dc.record(Rec {
             id: appended.id.clone(),
             line: inbound.event.line.clone(),
             message_ids: vec![m.to_string()],

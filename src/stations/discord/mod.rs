@@ -8,7 +8,8 @@
 //! - [`inbound`]: dispatches → events (messages, edits, reactions, button
 //!   presses), filtered by the allowlist, appended durably, one at a time.
 //!   The bot's own messages never come back; other bots only when their id
-//!   is listed by name.
+//!   is listed by name. A new session first reads back what the known
+//!   channels said since metro's newest stored message.
 //! - [`rest`]: every REST call goes through the station's queue
 //!   ([`crate::stations::queue`]): one turn per channel, Discord's
 //!   `X-RateLimit-*` headers and 429 `retry_after` honoured by metro itself
@@ -26,6 +27,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod rest;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +81,8 @@ pub struct Counters {
     pub pairing_replies: AtomicU64,
     /// Messages seen again (after a resume or a restart) and not stored twice.
     pub duplicates: AtomicU64,
+    /// Messages read back after a new session and stored.
+    pub caught_up: AtomicU64,
     /// Dispatches that carry nothing metro stores.
     pub skipped: AtomicU64,
     /// Dispatches lost because the log could not keep up (see the log).
@@ -111,6 +115,9 @@ pub struct Discord {
     bot_id: AtomicU64,
     bot_name: Mutex<Option<String>>,
     recent: Mutex<Recent<String>>,
+    /// The newest message metro stored per channel (inbound or sent): where
+    /// a catch-up after a new session starts reading.
+    newest: Mutex<HashMap<u64, u64>>,
 }
 
 /// Applies reloaded configs: the allowlist takes effect at once; a new
@@ -196,7 +203,7 @@ pub fn open(
         .map_err(|e| io::Error::other(format!("cannot build the HTTP client: {e}")))?;
     let access = Access::open(state_dir, "discord", cfg.allow.clone(), fsync)?;
     let ids = Ids::open(state_dir, IDS_FILE, channel_scope)?;
-    let recent = seed_recent(log)?;
+    let (recent, newest) = seed(log)?;
     Ok(Some(Arc::new(Discord {
         auth: format!("Bot {token}"),
         token,
@@ -214,12 +221,14 @@ pub fn open(
         bot_id: AtomicU64::new(0),
         bot_name: Mutex::new(None),
         recent: Mutex::new(recent),
+        newest: Mutex::new(newest),
     })))
 }
 
-/// The keys ([`inbound::key_of`]) of the discord events in the last
-/// [`SEED_BYTES`] of the log.
-fn seed_recent(log: &Log) -> io::Result<Recent<String>> {
+/// From the discord events in the last [`SEED_BYTES`] of the log: the
+/// keys ([`inbound::key_of`]) of what came from Discord, and the newest
+/// message per channel.
+fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Seed {
@@ -228,26 +237,48 @@ fn seed_recent(log: &Log) -> io::Result<Recent<String>> {
         #[serde(default)]
         kind: String,
         #[serde(default)]
+        line: String,
+        #[serde(default)]
         message_id: Option<String>,
+        #[serde(default)]
+        message_ids: Vec<String>,
         #[serde(default)]
         edited_at: Option<String>,
         #[serde(default)]
         from: String,
     }
     let mut recent = Recent::new(RECENT_EVENTS);
+    let mut newest = HashMap::new();
     log.for_each_recent_blocking(SEED_BYTES, |json| {
-        if let Ok(s) = serde_json::from_slice::<Seed>(json) {
-            // Only what came from Discord (agents' own sends are not).
-            if s.station == "discord" && s.from.starts_with("metro://discord/") {
-                if let Some(key) =
-                    inbound::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
-                {
-                    recent.insert(key);
+        let Ok(s) = serde_json::from_slice::<Seed>(json) else {
+            return;
+        };
+        if s.station != "discord" {
+            return;
+        }
+        // Only what came from Discord (agents' own sends are not).
+        if s.from.starts_with("metro://discord/") {
+            if let Some(key) =
+                inbound::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
+            {
+                recent.insert(key);
+            }
+        }
+        if matches!(s.kind.as_str(), "inbound" | "outbound") {
+            if let Some(channel) = parse_line(&s.line) {
+                let ids = s.message_ids.iter().chain(s.message_id.iter());
+                for m in ids.filter_map(|m| m.parse::<u64>().ok()) {
+                    note_newest(&mut newest, channel, m);
                 }
             }
         }
     })?;
-    Ok(recent)
+    Ok((recent, newest))
+}
+
+fn note_newest(newest: &mut HashMap<u64, u64>, channel: u64, message: u64) {
+    let e = newest.entry(channel).or_insert(message);
+    *e = (*e).max(message);
 }
 
 fn channel_scope(line: &str) -> Option<String> {
@@ -305,6 +336,32 @@ impl Discord {
             .is_ok_and(|r| r.contains(&key.to_string()))
     }
 
+    /// Records a stored message (its metro id ↔ snowflakes) and notes it
+    /// as the channel's newest.
+    pub(crate) fn record(&self, rec: crate::stations::ids::Rec) {
+        if let Some(channel) = parse_line(&rec.line) {
+            if let Ok(mut n) = self.newest.lock() {
+                for m in rec.message_ids.iter().filter_map(|m| m.parse().ok()) {
+                    note_newest(&mut n, channel, m);
+                }
+            }
+        }
+        self.ids.record(rec);
+    }
+
+    /// The channels metro has stored messages of, newest activity first,
+    /// with the newest message stored.
+    pub(crate) fn newest_per_channel(&self) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .newest
+            .lock()
+            .map(|n| n.iter().map(|(c, m)| (*c, *m)).collect())
+            .unwrap_or_default();
+        // Snowflakes grow with time.
+        v.sort_by_key(|(_, newest)| std::cmp::Reverse(*newest));
+        v
+    }
+
     pub(crate) fn remember(&self, key: String) {
         if let Ok(mut r) = self.recent.lock() {
             r.insert(key);
@@ -337,6 +394,7 @@ impl Discord {
             "duplicates": n(&c.duplicates),
             "skipped": n(&c.skipped),
             "dropped": n(&c.dropped),
+            "caughtUp": n(&c.caught_up),
             "sent": n(&c.sent),
             "retries": self.queue.retries(),
             "sessions": n(&c.sessions),
