@@ -24,8 +24,11 @@
 //!   HTTP listener that turns each verified POST into one logged event;
 //!   [`stations::telegram`] — the bot's long-poll loop (an update is
 //!   confirmed only once its event is durable) and its outbound calls;
-//!   [`stations::access`] and [`stations::queue`], the allowlist with
-//!   pairing codes and the per-chat outbound queue the chat stations share.
+//!   [`stations::discord`] — serenity's gateway on its own thread, the
+//!   ordered storing of its dispatches, REST through metro's queue;
+//!   [`stations::access`], [`stations::queue`] and [`stations::ids`], the
+//!   allowlist with pairing codes, the per-chat outbound queue and the id
+//!   map the chat stations share.
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
 //! - [`service`]: running under a service manager — systemd socket
 //!   activation and readiness notices, the live config and its reload.
