@@ -561,6 +561,15 @@ fn download_fetch_and_ids_survive_a_restart() {
                         "outDir": out.path()}),
     );
     assert!(r["files"][0].as_str().unwrap().ends_with("notes (2).txt"));
+    // The file server fails: an error, and no half file left behind.
+    let fresh = tempfile::tempdir().unwrap();
+    fake.fail_next("GET", "/cdn/", 1, 404, json!({"message": "gone"}), vec![]);
+    let e = c.err(
+        json!({"op": "download", "line": line(CH), "messageId": "6001", "outDir": fresh.path()}),
+        "upstream",
+    );
+    assert!(e["message"].as_str().unwrap().contains("404"), "{e}");
+    assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0);
 
     // fetch reads Discord's history (newest `limit`, oldest first).
     fake.add_message(
@@ -868,6 +877,12 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let before = d.history().len();
     let posts = fake.calls_to("POST", "/api/v10/channels").len();
     let too_many_rows: Vec<Value> = (0..6).map(|i| json!([format!("b{i}")])).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let huge = tmp.path().join("huge.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(26 << 20)
+        .unwrap();
     for (req, code) in [
         (json!({"op": "send", "line": l, "text": ""}), "bad_request"),
         (
@@ -892,6 +907,10 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ),
         (
             json!({"op": "send", "line": l, "text": "x", "images": ["/no/such/file.png"]}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "send", "line": l, "text": "x", "documents": [huge]}),
             "bad_request",
         ),
         (

@@ -33,6 +33,9 @@ use crate::store::log::Log;
 pub const MAX_TEXT: usize = 2000;
 /// Files per message.
 pub const MAX_FILES: usize = 10;
+/// The largest file metro reads for an upload (Discord's own limit for a
+/// bot is lower, 10 MiB in most servers; it answers 413 past it).
+pub const MAX_UPLOAD: u64 = 25 << 20;
 /// Buttons: 5 rows of 5; a button's id at most 100 characters, its label 80.
 pub const MAX_ROWS: usize = 5;
 pub const MAX_PER_ROW: usize = 5;
@@ -133,6 +136,14 @@ fn button(b: &Value) -> Result<Value, String> {
 
 async fn upload(path: &str, field: &str) -> Result<Upload, WireError> {
     let p = existing_file(path, field)?;
+    let size = tokio::fs::metadata(&p).await.map(|m| m.len()).unwrap_or(0);
+    if size > MAX_UPLOAD {
+        return Err(WireError::bad_request(format!(
+            "field `{field}`: {path} is {} MiB; Discord takes files up to {} MiB from metro",
+            size >> 20,
+            MAX_UPLOAD >> 20
+        )));
+    }
     let data = tokio::fs::read(&p)
         .await
         .map_err(|e| WireError::bad_request(format!("field `{field}`: cannot read {path}: {e}")))?;
@@ -431,34 +442,25 @@ impl Discord {
         for (i, a) in m.attachments.iter().enumerate() {
             let name = safe_name(&a.filename)
                 .unwrap_or_else(|| format!("discord-{channel}-{mid}-{}", i + 1));
-            let body = self.fetch_file(&a.url).await?;
             let (path, mut dst) = create_new(&dir, &name).await.map_err(|e| {
                 WireError::internal(format!("cannot create a file in {out_dir}: {e}"))
             })?;
-            use tokio::io::AsyncWriteExt;
-            if let Err(e) = async {
-                dst.write_all(&body).await?;
-                dst.flush().await
-            }
-            .await
-            {
+            if let Err(e) = self.fetch_file(&a.url, &mut dst).await {
                 drop(dst);
                 let _ = tokio::fs::remove_file(&path).await;
-                return Err(WireError::internal(format!(
-                    "cannot write {}: {e}",
-                    path.display()
-                )));
+                return Err(e);
             }
             saved.push(path.display().to_string());
         }
         Ok(saved)
     }
 
-    /// An attachment's bytes (CDN URLs carry their own signature: no
-    /// token is sent).
-    async fn fetch_file(&self, url: &str) -> Result<Bytes, WireError> {
+    /// Writes an attachment into `dst`, as it arrives (CDN URLs carry their
+    /// own signature: no token is sent).
+    async fn fetch_file(&self, url: &str, dst: &mut tokio::fs::File) -> Result<(), WireError> {
+        use tokio::io::AsyncWriteExt;
         let upstream = |why: String| WireError::new(crate::proto::ErrorCode::Upstream, why);
-        let resp = self
+        let mut resp = self
             .http
             .get(url)
             .send()
@@ -470,9 +472,18 @@ impl Discord {
                 resp.status()
             )));
         }
-        resp.bytes()
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| upstream(format!("the download of {url} broke off: {e}")))
+            .map_err(|e| upstream(format!("the download of {url} broke off: {e}")))?
+        {
+            dst.write_all(&chunk)
+                .await
+                .map_err(|e| WireError::internal(format!("cannot write a download: {e}")))?;
+        }
+        dst.flush()
+            .await
+            .map_err(|e| WireError::internal(format!("cannot write a download: {e}")))
     }
 
     /// `fetch`: the newest `limit` messages of the channel, from Discord,
