@@ -156,6 +156,8 @@ fn every_dispatch_kind_becomes_one_event_in_order() {
     // The gateway was asked for what metro needs, Message Content included.
     let intents = fake.identifies()[0]["intents"].as_u64().unwrap();
     assert_ne!(intents & MESSAGE_CONTENT, 0);
+    // METRO_DISCORD_GATEWAY_URL skips the lookup.
+    assert!(fake.calls_to("GET", "/api/v10/gateway").is_empty());
 
     let mut sub = d.connect();
     sub.subscribe(json!({"op": "subscribe", "as": A, "follow": true, "since": "tail"}));
@@ -810,9 +812,22 @@ fn status_says_what_is_wrong_in_words() {
     fake.dispatch("MESSAGE_CREATE", guild_message(8001, ann(), "back"));
     with_message(&d, "inbound", 8001);
 
-    // Without METRO_DISCORD_GATEWAY_URL the gateway is looked up.
+    // Without METRO_DISCORD_GATEWAY_URL the gateway is looked up; a failed
+    // lookup is said, and retried.
     let fake = Fake::start();
+    fake.fail_next(
+        "GET",
+        "/api/v10/gateway",
+        1,
+        502,
+        json!({"message": "Bad Gateway", "code": 0}),
+        vec![],
+    );
     let d = start_env(fake.env_without_gateway("*"));
+    let s = wait_status(&d, "about the lookup", |s| {
+        s.contains("look up the gateway")
+    });
+    assert!(s.contains("502"), "{s}");
     fake.wait_ready(1);
     wait_status(&d, "ok", |s| s == "ok");
     assert!(!fake.calls_to("GET", "/api/v10/gateway").is_empty());

@@ -1,16 +1,18 @@
-//! The gateway connection: serenity's client on a thread of its own.
+//! The gateway connection: serenity's shard manager on a thread of its own.
 //!
 //! serenity's shard runner does the protocol: HELLO, IDENTIFY, heartbeats
 //! and their acks, RESUME (with the session id and the last sequence
 //! number, so Discord sends again what was dispatched while the connection
 //! was down) after a drop or an op 7 RECONNECT, a fresh IDENTIFY after a
 //! non-resumable INVALID SESSION. A failure serenity gives up on (a bad
-//! token, intents the bot may not use) ends the client; metro says why in
-//! the station's status and starts a new client after a growing pause
-//! (1 s … 60 s), forever.
+//! token, intents the bot may not use) ends the shard manager; metro says
+//! why in the station's status and starts a new one after a growing pause
+//! (1 s … 60 s), forever. The gateway URL is `METRO_DISCORD_GATEWAY_URL`,
+//! else Discord's answer to `GET /gateway` (through metro's REST queue, so
+//! a failed lookup shows in the status instead of a silent fallback).
 //!
 //! Order: serenity hands each dispatch to a raw event handler in a task it
-//! spawns per event. The client runs on a current-thread runtime, whose
+//! spawns per event. The shard runs on a current-thread runtime, whose
 //! tasks run in the order they were spawned, and the handler's first step
 //! (before any await) puts the event into a bounded queue: the queue holds
 //! the dispatches in the order the gateway sent them, and
@@ -25,13 +27,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use reqwest::Method;
 use serenity::all::{
-    ClientBuilder, ConnectionStage, Context, CurrentUser, Event, GatewayError, GatewayIntents,
-    HttpBuilder, RawEventHandler, ShardManager,
+    ConnectionStage, Context, CurrentUser, Event, GatewayError, GatewayIntents, HttpBuilder,
+    RawEventHandler, ShardManager, ShardManagerOptions,
 };
 use serenity::http::Route;
-use tokio::sync::mpsc;
+use serenity::prelude::TypeMap;
+use std::sync::atomic::Ordering;
+use tokio::sync::{mpsc, Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use super::inbound::Feed;
@@ -165,58 +170,81 @@ impl Forward {
     }
 }
 
-/// The serenity client, again and again until shutdown.
+/// The gateway's URL: `METRO_DISCORD_GATEWAY_URL`, else Discord's answer
+/// to `GET /gateway`.
+async fn gateway_url(dc: &Discord) -> Result<String, String> {
+    if let Some(url) = &dc.gateway_url {
+        return Ok(url.clone());
+    }
+    let req = dc.req(Method::GET, Route::Gateway);
+    let g: serde_json::Value = dc
+        .call_json("gateway", &req)
+        .await
+        .map_err(|e| format!("cannot look up the gateway: {}", e.message))?;
+    match g["url"].as_str() {
+        Some(u) if u.starts_with("ws://") || u.starts_with("wss://") => Ok(u.to_string()),
+        _ => Err(format!(
+            "Discord's gateway lookup answered no ws(s):// URL ({g}); set METRO_DISCORD_GATEWAY_URL"
+        )),
+    }
+}
+
+/// serenity's shard manager (one shard), again and again until shutdown.
 async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Feed>, stop: CancellationToken) {
     let mut backoff = Backoff::new();
     loop {
-        let sessions = dc
-            .counters
-            .sessions
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let http = HttpBuilder::new(&dc.auth)
-            .proxy(dc.api_url())
-            .ratelimiter_disabled(true)
-            .build();
-        let built = ClientBuilder::new_with_http(http, intents()).raw_event_handler(Forward {
-            dc: dc.clone(),
-            tx: tx.clone(),
-        });
-        let built = tokio::select! {
-            _ = stop.cancelled() => return,
-            c = built => c,
-        };
-        let result = match built {
-            Ok(mut client) => {
-                if let Some(url) = &dc.gateway_url {
-                    *client.ws_url.lock().await = url.clone();
-                }
-                let url = client.ws_url.lock().await.clone();
+        let sessions = dc.counters.sessions.load(Ordering::Relaxed);
+        let why = match gateway_url(&dc).await {
+            Err(why) => why,
+            Ok(url) => {
+                // serenity's Http only carries the token here (the
+                // gateway asks nothing of REST); metro makes REST calls.
+                let http = HttpBuilder::new(&dc.auth)
+                    .proxy(dc.api_url())
+                    .ratelimiter_disabled(true)
+                    .build();
+                let forward: Arc<dyn RawEventHandler> = Arc::new(Forward {
+                    dc: dc.clone(),
+                    tx: tx.clone(),
+                });
+                let (manager, mut ended) = ShardManager::new(ShardManagerOptions {
+                    data: Arc::new(RwLock::new(TypeMap::new())),
+                    event_handlers: Vec::new(),
+                    raw_event_handlers: vec![forward],
+                    shard_index: 0,
+                    shard_init: 1,
+                    shard_total: 1,
+                    ws_url: Arc::new(Mutex::new(url.clone())),
+                    http: Arc::new(http),
+                    intents: intents(),
+                    presence: None,
+                });
                 dc.set_status(format!("connecting to the Discord gateway ({url})"));
-                let manager = client.shard_manager.clone();
-                tokio::select! {
-                    r = client.start() => r,
-                    _ = watch(&dc, &manager, &url) => Ok(()),
-                    _ = stop.cancelled() => {
-                        manager.shutdown_all().await;
-                        return;
+                let why = match manager.initialize() {
+                    Err(e) => format!("the gateway failed: {e}"),
+                    Ok(()) => {
+                        let ended = tokio::select! {
+                            r = ended.next() => r,
+                            _ = watch(&dc, &manager, &url) => None,
+                            _ = stop.cancelled() => {
+                                manager.shutdown_all().await;
+                                return;
+                            }
+                        };
+                        match ended {
+                            Some(Err(e)) => describe(&e),
+                            _ => "the gateway connection ended".to_string(),
+                        }
                     }
-                }
+                };
+                manager.shutdown_all().await;
+                why
             }
-            Err(e) => Err(e),
         };
-        if dc
-            .counters
-            .sessions
-            .load(std::sync::atomic::Ordering::Relaxed)
-            != sessions
-        {
+        if dc.counters.sessions.load(Ordering::Relaxed) != sessions {
             backoff.reset();
         }
         let d = backoff.pause();
-        let why = match result {
-            Ok(()) => "the gateway connection ended".to_string(),
-            Err(e) => describe(&e),
-        };
         dc.set_status(format!("down: {why}; reconnecting in {} s", d.as_secs()));
         if !pause(d, &stop).await {
             return;
@@ -255,21 +283,21 @@ async fn watch(dc: &Discord, manager: &ShardManager, url: &str) {
     }
 }
 
-/// What ended a client, in words.
-fn describe(e: &serenity::Error) -> String {
+/// What ended the shard manager, in words.
+fn describe(e: &GatewayError) -> String {
     match e {
-        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => {
+        GatewayError::InvalidAuthentication => {
             "Discord refused the bot token at the gateway (close 4004 Authentication failed): \
              check METRO_DISCORD_TOKEN or the [discord] token in the config file"
                 .to_string()
         }
-        serenity::Error::Gateway(GatewayError::DisallowedGatewayIntents) => {
+        GatewayError::DisallowedGatewayIntents => {
             "Discord refused the Message Content intent (close 4014 Disallowed intents): turn on \
              \"Message Content Intent\" under Bot → Privileged Gateway Intents in the Discord \
              developer portal"
                 .to_string()
         }
-        serenity::Error::Gateway(GatewayError::InvalidGatewayIntents) => {
+        GatewayError::InvalidGatewayIntents => {
             "Discord says the requested gateway intents are invalid (close 4013)".to_string()
         }
         other => format!("the gateway failed: {other}"),
