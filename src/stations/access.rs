@@ -237,6 +237,46 @@ impl Access {
         Ok(Offer::New(code))
     }
 
+    /// A blocked `kind` from `who` on `line`: logged at warn level (never
+    /// the text). With `offer` (a stranger writing in private), a new
+    /// pairing code for them, unless they hold a live one; the caller sends
+    /// it. Errors storing the code are logged.
+    pub async fn blocked(
+        &self,
+        gate: Gate,
+        kind: &str,
+        who: Option<(&str, &str)>,
+        line: &str,
+        offer: bool,
+    ) -> Option<String> {
+        let station = &self.station;
+        let shown = match who {
+            Some((id, name)) => format!("user {id} ({name:?})"),
+            None => "someone unknown".to_string(),
+        };
+        let why = match gate {
+            Gate::Denied => "denied with `metroctl deny`",
+            _ => "not on the allowlist",
+        };
+        tracing::warn!("{station}: blocked a {kind} from {shown} on {line}: {why}; not stored");
+        let (Gate::Unknown, true, Some((id, name))) = (gate, offer, who) else {
+            return None;
+        };
+        match self.offer_code(id, Some(name), line).await {
+            Ok(Offer::New(code)) => {
+                tracing::info!(
+                    "{station}: sent a pairing code to user {id} ({name:?}); `metroctl allow <code>` admits them"
+                );
+                Some(code)
+            }
+            Ok(Offer::AlreadySent) => None,
+            Err(e) => {
+                tracing::error!("{station}: no pairing code for user {id}: {e}");
+                None
+            }
+        }
+    }
+
     /// `allow <code>`: admits the holder of a live code. `None` when there
     /// is no such code (wrong, used or expired).
     pub async fn allow_code(&self, code: &str) -> Result<Option<Person>, WireError> {

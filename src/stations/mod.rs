@@ -176,6 +176,80 @@ pub async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
+/// A platform station's status in words (`ok`, `starting: …`, `down: …`).
+/// Each change is logged once (`down…` at warn level), and the station's
+/// secret (its token) never appears in it.
+pub struct Status {
+    station: &'static str,
+    secret: String,
+    text: std::sync::Mutex<String>,
+}
+
+impl Status {
+    pub fn new(station: &'static str, secret: &str, initial: &str) -> Status {
+        Status {
+            station,
+            secret: secret.to_string(),
+            text: std::sync::Mutex::new(initial.to_string()),
+        }
+    }
+
+    pub fn get(&self) -> String {
+        self.text
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| "unknown".into())
+    }
+
+    pub fn set(&self, s: impl Into<String>) {
+        let s = self.redact(&s.into());
+        if let Ok(mut st) = self.text.lock() {
+            if *st != s {
+                if s.starts_with("down") {
+                    tracing::warn!("{} station {s}", self.station);
+                } else {
+                    tracing::info!("{} station {s}", self.station);
+                }
+                *st = s;
+            }
+        }
+    }
+
+    /// `s` with the secret replaced by `<token>`.
+    pub fn redact(&self, s: &str) -> String {
+        if self.secret.is_empty() {
+            return s.to_string();
+        }
+        s.replace(&self.secret, "<token>")
+    }
+}
+
+/// Appends `ev`, again and again with a growing pause while the log cannot
+/// be written (`failed` hears why and how long the pause is). `None` only
+/// at shutdown: the caller leaves the platform's event unconfirmed.
+pub async fn append_retrying(
+    log: &crate::store::log::Log,
+    ev: &crate::proto::Event,
+    shutdown: &CancellationToken,
+    failed: impl Fn(&str, Duration),
+) -> Option<crate::store::log::Appended> {
+    use crate::store::log::AppendError;
+    let mut backoff = Backoff::new();
+    loop {
+        match log.append(ev.clone()).await {
+            Ok(a) => return Some(a),
+            Err(AppendError::ShuttingDown) => return None,
+            Err(AppendError::Io(why)) => {
+                let d = backoff.pause();
+                failed(&why.to_string(), d);
+                if !pause(d, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// The newest `cap` keys seen, to recognise an update or event the
 /// platform sends again.
 #[derive(Debug)]

@@ -53,6 +53,43 @@ pub fn split(text: &str, limit: usize) -> Vec<&str> {
     parts
 }
 
+/// The rows of a `buttons` field: rows of buttons (`[[b, b], [b]]`) or one
+/// row (`[b, b]`), each button made by `button` (which says what is wrong
+/// with one); empty rows are dropped, no buttons at all is an error.
+pub fn button_rows<B>(
+    v: &Value,
+    button: impl Fn(&Value) -> Result<B, String>,
+) -> Result<Vec<Vec<B>>, WireError> {
+    let bad = |why: String| WireError::bad_request(format!("field `buttons`: {why}"));
+    let Value::Array(items) = v else {
+        return Err(bad(
+            "expected an array of buttons or of rows of buttons".into()
+        ));
+    };
+    let rows: Vec<&Value> = if items.iter().all(Value::is_array) {
+        items.iter().collect()
+    } else {
+        vec![v]
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let buttons = row
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(&button)
+            .collect::<Result<Vec<B>, String>>()
+            .map_err(bad)?;
+        if !buttons.is_empty() {
+            out.push(buttons);
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("no buttons".into()));
+    }
+    Ok(out)
+}
+
 /// An absolute path to an existing file, from field `field` of a request.
 pub fn existing_file(path: &str, field: &str) -> Result<PathBuf, WireError> {
     let p = PathBuf::from(path);

@@ -39,10 +39,9 @@ use super::rest::Body;
 use super::{bump, line_of, Discord};
 use crate::broker::Broker;
 use crate::proto::Event;
-use crate::stations::access::{pairing_text, Gate, Offer};
+use crate::stations::access::{pairing_text, Gate};
+use crate::stations::append_retrying;
 use crate::stations::ids::Rec;
-use crate::stations::{pause, Backoff};
-use crate::store::log::AppendError;
 
 /// Who sent a dispatch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,23 +225,16 @@ async fn store(
             return true;
         }
     }
-    let mut backoff = Backoff::new();
-    let appended = loop {
-        match broker.log.append(inbound.event.clone()).await {
-            Ok(a) => break a,
-            Err(AppendError::ShuttingDown) => return false,
-            Err(AppendError::Io(why)) => {
-                let d = backoff.pause();
-                dc.set_status(format!(
-                    "down: cannot store a Discord {} in the log ({why}); retrying in {} s",
-                    inbound.event.kind,
-                    d.as_secs()
-                ));
-                if !pause(d, shutdown).await {
-                    return false;
-                }
-            }
-        }
+    let failed = |why: &str, d: std::time::Duration| {
+        dc.set_status(format!(
+            "down: cannot store a Discord {} in the log ({why}); retrying in {} s",
+            inbound.event.kind,
+            d.as_secs()
+        ))
+    };
+    let Some(appended) = append_retrying(&broker.log, &inbound.event, shutdown, failed).await
+    else {
+        return false;
     };
     if let Some(k) = inbound.key {
         dc.remember(k);
@@ -292,19 +284,6 @@ async fn respond(
 pub async fn blocked(dc: &Arc<Discord>, inbound: &Inbound, gate: Gate) {
     bump(&dc.counters.blocked);
     let ev = &inbound.event;
-    let who = match &inbound.sender {
-        Some(s) => format!("user {} ({:?})", s.id, s.name),
-        None => format!("{} (no user)", ev.from),
-    };
-    let why = match gate {
-        Gate::Denied => "denied with `metroctl deny`",
-        _ => "not on the allowlist",
-    };
-    tracing::warn!(
-        "discord: blocked a {} from {who} on {}: {why}; not stored",
-        ev.kind,
-        ev.line
-    );
     if let Some((id, token)) = inbound.interaction.clone() {
         let dc = dc.clone();
         tokio::spawn(async move {
@@ -314,35 +293,30 @@ pub async fn blocked(dc: &Arc<Discord>, inbound: &Inbound, gate: Gate) {
             }
         });
     }
-    let (Gate::Unknown, true, true, Some(s)) = (gate, inbound.dm, inbound.message, &inbound.sender)
+    let id = inbound.sender.as_ref().map(|s| s.id.to_string());
+    let who = inbound
+        .sender
+        .as_ref()
+        .zip(id.as_deref())
+        .map(|(s, id)| (id, s.name.as_str()));
+    let offer = inbound.dm && inbound.message && inbound.sender.as_ref().is_some_and(|s| !s.bot);
+    let Some(code) = dc
+        .access
+        .blocked(gate, &ev.kind, who, &ev.line, offer)
+        .await
     else {
         return;
     };
-    match dc
-        .access
-        .offer_code(&s.id.to_string(), Some(&s.name), &ev.line)
-        .await
-    {
-        Ok(Offer::New(code)) => {
-            let Some(channel) = super::parse_line(&ev.line) else {
-                return;
-            };
-            bump(&dc.counters.pairing_replies);
-            tracing::info!(
-                "discord: sent a pairing code to user {} ({:?}); `metroctl allow <code>` admits them",
-                s.id,
-                s.name
-            );
-            let dc = dc.clone();
-            tokio::spawn(async move {
-                if let Err(e) = super::outbound::notice(&dc, channel, &pairing_text(&code)).await {
-                    tracing::warn!("discord: the pairing code could not be sent: {e}");
-                }
-            });
+    let Some(channel) = super::parse_line(&ev.line) else {
+        return;
+    };
+    bump(&dc.counters.pairing_replies);
+    let dc = dc.clone();
+    tokio::spawn(async move {
+        if let Err(e) = super::outbound::notice(&dc, channel, &pairing_text(&code)).await {
+            tracing::warn!("discord: the pairing code could not be sent: {e}");
         }
-        Ok(Offer::AlreadySent) => {}
-        Err(e) => tracing::error!("discord: no pairing code for user {}: {e}", s.id),
-    }
+    });
 }
 
 fn user_uri(id: u64) -> String {

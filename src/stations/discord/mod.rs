@@ -41,7 +41,7 @@ use crate::config::StationConfig;
 use crate::stations::access::Access;
 use crate::stations::ids::Ids;
 use crate::stations::queue::{Limits, Queue, Rate};
-use crate::stations::Recent;
+use crate::stations::{Recent, Status};
 use crate::store::log::Log;
 
 /// Discord's REST API, unless `METRO_DISCORD_API_URL` says otherwise.
@@ -110,7 +110,7 @@ pub struct Discord {
     pub(crate) ids: Ids,
     pub(crate) queue: Queue,
     pub counters: Counters,
-    status: Mutex<String>,
+    status: Status,
     /// The bot's user id (0 until known) and name.
     bot_id: AtomicU64,
     bot_name: Mutex<Option<String>>,
@@ -206,7 +206,7 @@ pub fn open(
     let (recent, newest) = seed(log)?;
     Ok(Some(Arc::new(Discord {
         auth: format!("Bot {token}"),
-        token,
+        token: token.clone(),
         api_url,
         gateway_url: cfg.gateway_url.clone(),
         http,
@@ -217,7 +217,11 @@ pub fn open(
             max_wait: MAX_RETRY_WAIT,
         }),
         counters: Counters::default(),
-        status: Mutex::new("starting: asking Discord who this bot is (GET /users/@me)".into()),
+        status: Status::new(
+            "discord",
+            &token,
+            "starting: asking Discord who this bot is (GET /users/@me)",
+        ),
         bot_id: AtomicU64::new(0),
         bot_name: Mutex::new(None),
         recent: Mutex::new(recent),
@@ -287,26 +291,11 @@ fn channel_scope(line: &str) -> Option<String> {
 
 impl Discord {
     pub fn status(&self) -> String {
-        self.status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|_| "unknown".into())
+        self.status.get()
     }
 
     pub(crate) fn set_status(&self, s: impl Into<String>) {
-        let s = self.redact(&s.into());
-        if let Ok(mut st) = self.status.lock() {
-            if *st != s {
-                if s == "ok" {
-                    tracing::info!("discord station ok");
-                } else if s.starts_with("down") {
-                    tracing::warn!("discord station {s}");
-                } else {
-                    tracing::info!("discord station {s}");
-                }
-                *st = s;
-            }
-        }
+        self.status.set(s);
     }
 
     pub(crate) fn set_bot(&self, id: u64, name: String) {
@@ -327,7 +316,7 @@ impl Discord {
 
     /// Hides the token in text that may quote it.
     pub(crate) fn redact(&self, s: &str) -> String {
-        s.replace(&self.token, "<token>")
+        self.status.redact(s)
     }
 
     pub(crate) fn seen(&self, key: &str) -> bool {

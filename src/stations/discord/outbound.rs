@@ -25,7 +25,9 @@ use super::rest::{decode, Body, Upload};
 use super::{parse_line, Discord};
 use crate::proto::{Send, WireError};
 use crate::stations::ids::Rec;
-use crate::stations::text::{create_new, existing_file, find_in_log, safe_name, split, units};
+use crate::stations::text::{
+    button_rows, create_new, existing_file, find_in_log, safe_name, split, units,
+};
 use crate::stations::{SendFailure, Sent};
 use crate::store::log::Log;
 
@@ -51,42 +53,23 @@ fn channel_of(line: &str) -> Result<u64, WireError> {
 /// "data"}` (also `callbackData`) or `{"text", "url"}` (a link).
 pub fn components(v: &Value) -> Result<Value, WireError> {
     let bad = |why: String| WireError::bad_request(format!("field `buttons`: {why}"));
-    let Value::Array(items) = v else {
-        return Err(bad(
-            "expected an array of buttons or of rows of buttons".into()
-        ));
-    };
-    let rows: Vec<&Value> = if items.iter().all(Value::is_array) {
-        items.iter().collect()
-    } else {
-        vec![v]
-    };
-    let mut out = Vec::new();
-    for row in rows {
-        let mut buttons = Vec::new();
-        for b in row.as_array().into_iter().flatten() {
-            buttons.push(button(b).map_err(bad)?);
-        }
-        if buttons.len() > MAX_PER_ROW {
-            return Err(bad(format!(
-                "Discord allows {MAX_PER_ROW} buttons in a row, not {}",
-                buttons.len()
-            )));
-        }
-        if !buttons.is_empty() {
-            out.push(json!({"type": 1, "components": buttons}));
-        }
-    }
-    if out.is_empty() {
-        return Err(bad("no buttons".into()));
-    }
-    if out.len() > MAX_ROWS {
+    let rows = button_rows(v, button)?;
+    if rows.len() > MAX_ROWS {
         return Err(bad(format!(
             "Discord allows {MAX_ROWS} rows of buttons, not {}",
-            out.len()
+            rows.len()
         )));
     }
-    Ok(Value::Array(out))
+    if let Some(row) = rows.iter().find(|r| r.len() > MAX_PER_ROW) {
+        return Err(bad(format!(
+            "Discord allows {MAX_PER_ROW} buttons in a row, not {}",
+            row.len()
+        )));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| json!({"type": 1, "components": r}))
+        .collect())
 }
 
 fn button(b: &Value) -> Result<Value, String> {

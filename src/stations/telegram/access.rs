@@ -16,25 +16,12 @@ use teloxide::requests::Requester;
 
 use super::inbound::Inbound;
 use super::{bump, Telegram};
-use crate::stations::access::{pairing_text, Gate, Offer};
+use crate::stations::access::{pairing_text, Gate};
 
 /// Counts, logs and (for a stranger in private) answers a blocked update.
 pub async fn blocked(tg: &Arc<Telegram>, inbound: &Inbound, gate: Gate) {
     bump(&tg.counters.blocked);
     let ev = &inbound.event;
-    let who = match &inbound.sender {
-        Some(s) => format!("user {} ({:?})", s.id, s.name),
-        None => format!("{} (no user)", ev.from),
-    };
-    let why = match gate {
-        Gate::Denied => "denied with `metroctl deny`",
-        _ => "not on the allowlist",
-    };
-    tracing::warn!(
-        "telegram: blocked a {} from {who} on {}: {why}; not stored",
-        ev.kind,
-        ev.line
-    );
     if let Some(cb) = inbound.callback.clone() {
         let tg = tg.clone();
         tokio::spawn(async move {
@@ -47,30 +34,26 @@ pub async fn blocked(tg: &Arc<Telegram>, inbound: &Inbound, gate: Gate) {
             }
         });
     }
-    let (Gate::Unknown, true, true, Some(s)) =
-        (gate, inbound.private, inbound.message, &inbound.sender)
+    let who = inbound
+        .sender
+        .as_ref()
+        .map(|s| (s.id.as_str(), s.name.as_str()));
+    let offer = inbound.private && inbound.message;
+    let Some(code) = tg
+        .access
+        .blocked(gate, &ev.kind, who, &ev.line, offer)
+        .await
     else {
         return;
     };
-    match tg.access.offer_code(&s.id, Some(&s.name), &ev.line).await {
-        Ok(Offer::New(code)) => {
-            let Some((chat, _)) = super::parse_line(&ev.line) else {
-                return;
-            };
-            bump(&tg.counters.pairing_replies);
-            tracing::info!(
-                "telegram: sent a pairing code to user {} ({:?}); `metroctl allow <code>` admits them",
-                s.id,
-                s.name
-            );
-            let tg = tg.clone();
-            tokio::spawn(async move {
-                if let Err(e) = super::outbound::notice(&tg, chat, &pairing_text(&code)).await {
-                    tracing::warn!("telegram: the pairing code could not be sent: {e}");
-                }
-            });
+    let Some((chat, _)) = super::parse_line(&ev.line) else {
+        return;
+    };
+    bump(&tg.counters.pairing_replies);
+    let tg = tg.clone();
+    tokio::spawn(async move {
+        if let Err(e) = super::outbound::notice(&tg, chat, &pairing_text(&code)).await {
+            tracing::warn!("telegram: the pairing code could not be sent: {e}");
         }
-        Ok(Offer::AlreadySent) => {}
-        Err(e) => tracing::error!("telegram: no pairing code for user {}: {e}", s.id),
-    }
+    });
 }

@@ -32,8 +32,7 @@ use super::{bump, ids, line_of, Telegram};
 use crate::broker::Broker;
 use crate::proto::Event;
 use crate::stations::access::Gate;
-use crate::stations::{pause, Backoff};
-use crate::store::log::AppendError;
+use crate::stations::{append_retrying, pause, Backoff};
 
 /// The updates asked for: messages, edits, reactions, button presses.
 pub const ALLOWED: [AllowedUpdate; 4] = [
@@ -205,22 +204,15 @@ async fn handle(
         return true;
     }
     let line = inbound.event.line.clone();
-    let mut backoff = Backoff::new();
-    let appended = loop {
-        match broker.log.append(inbound.event.clone()).await {
-            Ok(a) => break a,
-            Err(AppendError::ShuttingDown) => return false,
-            Err(AppendError::Io(why)) => {
-                let d = backoff.pause();
-                tg.set_status(format!(
-                    "down: cannot store update {update_id} in the log ({why}); it stays unconfirmed, retrying in {} s",
-                    d.as_secs()
-                ));
-                if !pause(d, shutdown).await {
-                    return false;
-                }
-            }
-        }
+    let failed = |why: &str, d: std::time::Duration| {
+        tg.set_status(format!(
+            "down: cannot store update {update_id} in the log ({why}); it stays unconfirmed, retrying in {} s",
+            d.as_secs()
+        ))
+    };
+    let Some(appended) = append_retrying(&broker.log, &inbound.event, shutdown, failed).await
+    else {
+        return false;
     };
     tg.set_status("ok");
     tg.remember(update_id);

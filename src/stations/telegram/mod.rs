@@ -39,7 +39,7 @@ use teloxide::Bot;
 use crate::config::StationConfig;
 use crate::stations::access::Access;
 use crate::stations::queue::{Limits, Queue, Rate};
-use crate::stations::Recent;
+use crate::stations::{Recent, Status};
 use crate::store::log::Log;
 
 /// Telegram's own API, unless `METRO_TELEGRAM_API_URL` says otherwise.
@@ -101,7 +101,7 @@ pub struct Telegram {
     pub(crate) ids: ids::Ids,
     pub(crate) queue: Queue,
     pub counters: Counters,
-    status: Mutex<String>,
+    status: Status,
     bot_name: Mutex<Option<String>>,
     recent: Mutex<Recent<u32>>,
     pub(crate) poll_timeout: u32,
@@ -161,7 +161,7 @@ pub fn open(
     let recent = seed_recent(log)?;
     Ok(Some(Arc::new(Telegram {
         bot,
-        token,
+        token: token.clone(),
         api_url: api_url.trim_end_matches('/').to_string(),
         access,
         ids,
@@ -170,7 +170,11 @@ pub fn open(
             max_wait: MAX_RETRY_WAIT,
         }),
         counters: Counters::default(),
-        status: Mutex::new("starting: asking Telegram who this bot is (getMe)".into()),
+        status: Status::new(
+            "telegram",
+            &token,
+            "starting: asking Telegram who this bot is (getMe)",
+        ),
         bot_name: Mutex::new(None),
         recent: Mutex::new(recent),
         poll_timeout: POLL_TIMEOUT_SECS,
@@ -204,24 +208,11 @@ fn seed_recent(log: &Log) -> io::Result<Recent<u32>> {
 
 impl Telegram {
     pub fn status(&self) -> String {
-        self.status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|_| "unknown".into())
+        self.status.get()
     }
 
     pub(crate) fn set_status(&self, s: impl Into<String>) {
-        let s = self.redact(&s.into());
-        if let Ok(mut st) = self.status.lock() {
-            if *st != s {
-                if s == "ok" {
-                    tracing::info!("telegram station ok");
-                } else {
-                    tracing::warn!("telegram station {s}");
-                }
-                *st = s;
-            }
-        }
+        self.status.set(s);
     }
 
     pub(crate) fn set_bot_name(&self, name: Option<String>) {
@@ -236,7 +227,7 @@ impl Telegram {
 
     /// Hides the token in text that may quote a request URL.
     pub(crate) fn redact(&self, s: &str) -> String {
-        s.replace(&self.token, "<token>")
+        self.status.redact(s)
     }
 
     pub(crate) fn seen(&self, update: u32) -> bool {

@@ -37,7 +37,7 @@ use teloxide::{ApiError, RequestError};
 use super::{bump, ids, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
 use crate::proto::{ErrorCode, Send, WireError};
 use crate::stations::queue::{Failure, Rate, Turn};
-use crate::stations::text::{create_new, existing_file, safe_name};
+use crate::stations::text::{button_rows, create_new, existing_file, safe_name};
 pub use crate::stations::text::{find_in_log, split, units};
 use crate::store::log::Log;
 
@@ -119,31 +119,7 @@ pub fn rate_of(chat: i64) -> Rate {
 /// one row (`[b, b]`); a button is `"Yes"` (text and data), `{"text",
 /// "data"}` (also `callbackData`) or `{"text", "url"}`.
 pub fn keyboard(v: &Value) -> Result<InlineKeyboardMarkup, WireError> {
-    let bad = |why: String| WireError::bad_request(format!("field `buttons`: {why}"));
-    let Value::Array(items) = v else {
-        return Err(bad(
-            "expected an array of buttons or of rows of buttons".into()
-        ));
-    };
-    let rows: Vec<&Value> = if items.iter().all(Value::is_array) {
-        items.iter().collect()
-    } else {
-        vec![v]
-    };
-    let mut out = Vec::new();
-    for row in rows {
-        let mut buttons = Vec::new();
-        for b in row.as_array().into_iter().flatten() {
-            buttons.push(button(b).map_err(bad)?);
-        }
-        if !buttons.is_empty() {
-            out.push(buttons);
-        }
-    }
-    if out.is_empty() {
-        return Err(bad("no buttons".into()));
-    }
-    Ok(InlineKeyboardMarkup::new(out))
+    Ok(InlineKeyboardMarkup::new(button_rows(v, button)?))
 }
 
 fn button(b: &Value) -> Result<InlineKeyboardButton, String> {
