@@ -314,6 +314,8 @@ fn own_messages_never_come_back_and_bots_need_their_id_listed() {
     // A human, so we know the ones before were handled.
     fake.dispatch("MESSAGE_CREATE", guild_message(3004, ann(), "human"));
     with_message(&d, "inbound", 3004);
+    // (counted just after it is in the log)
+    wait_counter(&d, "received", 1);
     let c = counters(&d);
     assert_eq!(c["own"], 2, "{c}");
     assert_eq!(c["bots"], 2, "{c}");

@@ -199,6 +199,46 @@ impl Ids {
         self.map.lock().ok()?.by_metro.get(metro_id).cloned()
     }
 
+    /// The platform messages of metro event `id`: from the map, else from
+    /// the log (`station`'s events; an event on another kind of line is a
+    /// bad request).
+    pub async fn find(
+        &self,
+        log: &crate::store::log::Log,
+        id: &str,
+        station: &str,
+    ) -> Result<Option<Rec>, crate::proto::WireError> {
+        if let Some(rec) = self.platform(id) {
+            return Ok(Some(rec));
+        }
+        let Some(e) = crate::stations::text::find_in_log(log, id, |e| e["id"] == id).await? else {
+            return Ok(None);
+        };
+        let line = e["line"].as_str().unwrap_or_default().to_string();
+        let scope = self.map.lock().map(|m| m.scope).ok();
+        if scope.and_then(|f| f(&line)).is_none() {
+            return Err(crate::proto::WireError::bad_request(format!(
+                "{id} is a message on {line}, not on a {station} line"
+            )));
+        }
+        let mut message_ids: Vec<String> = e["messageIds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str().map(str::to_string))
+            .collect();
+        if message_ids.is_empty() {
+            if let Some(m) = e["messageId"].as_str() {
+                message_ids.push(m.to_string());
+            }
+        }
+        Ok(Some(Rec {
+            id: id.to_string(),
+            line,
+            message_ids,
+        }))
+    }
+
     /// The metro event of platform message `message` in `scope`.
     pub fn metro(&self, scope: &str, message: &str) -> Option<Rec> {
         let m = self.map.lock().ok()?;

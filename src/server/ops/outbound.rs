@@ -16,7 +16,7 @@ use super::OpResult;
 use crate::broker::Broker;
 use crate::proto::{Download, Edit, Event, React, Send, WireError};
 use crate::stations::discord::Discord;
-use crate::stations::telegram::{ids::Rec, outbound::SendFailure as TgFailure, Telegram};
+use crate::stations::telegram::{ids::Rec, Telegram};
 use crate::stations::{SendFailure, Sent};
 use crate::store::claims::{ClaimOp, ClaimOutcome};
 use crate::{fields, line, stations};
@@ -117,12 +117,6 @@ pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
         Target::Local(line) => line,
         Target::Telegram(line, tg) => {
             let r = tg.send(&broker.log, &line, &s).await;
-            let r = r
-                .map(|d| sent_of(&d))
-                .map_err(|TgFailure { error, delivered }| SendFailure {
-                    error,
-                    sent: sent_of(&delivered),
-                });
             let record = |id: &str, ids: &Sent| {
                 tg.ids.record(Rec {
                     id: id.to_string(),
@@ -156,14 +150,6 @@ pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
     let a = broker.log.append(ev).await.map_err(append_error)?;
     let claim = auto_claim(&broker, &line, from.as_deref(), s.no_claim.unwrap_or(false)).await?;
     Ok(fields! { "id" => a.id, "messageId" => a.id, "offset" => a.offset, "claim" => claim })
-}
-
-/// Telegram's answer to a `send` with the ids as strings.
-fn sent_of(d: &crate::stations::telegram::outbound::Delivered) -> Sent {
-    Sent {
-        message_ids: d.message_ids.iter().map(i32::to_string).collect(),
-        reply_to: d.reply_to.map(|r| r.to_string()),
-    }
 }
 
 /// Appends the event of an op; `shown`: what the platform already shows

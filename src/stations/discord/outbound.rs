@@ -24,10 +24,7 @@ use serenity::http::Route;
 use super::rest::{decode, Body, Upload};
 use super::{parse_line, Discord};
 use crate::proto::{Send, WireError};
-use crate::stations::ids::Rec;
-use crate::stations::text::{
-    button_rows, create_new, existing_file, find_in_log, safe_name, split, units,
-};
+use crate::stations::text::{button_rows, create_new, existing_file, safe_name, split, units};
 use crate::stations::{SendFailure, Sent};
 use crate::store::log::Log;
 
@@ -178,14 +175,11 @@ impl Discord {
     ) -> Result<u64, WireError> {
         let raw = raw.trim();
         if raw.starts_with("msg_") {
-            let rec = match self.ids.platform(raw) {
-                Some(r) => r,
-                None => rec_from_log(log, raw).await?.ok_or_else(|| {
-                    WireError::not_found(format!(
-                        "field `{field}`: no discord message is known as {raw}"
-                    ))
-                })?,
-            };
+            let rec = self.ids.find(log, raw, "discord").await?.ok_or_else(|| {
+                WireError::not_found(format!(
+                    "field `{field}`: no discord message is known as {raw}"
+                ))
+            })?;
             if parse_line(&rec.line) != Some(channel) {
                 return Err(WireError::bad_request(format!(
                     "field `{field}`: {raw} is a message on {}, not in channel {channel}",
@@ -510,36 +504,6 @@ impl Discord {
         }
         Ok(out)
     }
-}
-
-/// The discord messages of event `id`, from the log (when the id map
-/// does not know it).
-async fn rec_from_log(log: &Log, id: &str) -> Result<Option<Rec>, WireError> {
-    let Some(e) = find_in_log(log, id, |e| e["id"] == id).await? else {
-        return Ok(None);
-    };
-    let line = e["line"].as_str().unwrap_or_default().to_string();
-    if parse_line(&line).is_none() {
-        return Err(WireError::bad_request(format!(
-            "{id} is a message on {line}, not on a discord line"
-        )));
-    }
-    let mut message_ids: Vec<String> = e["messageIds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str().map(str::to_string))
-        .collect();
-    if message_ids.is_empty() {
-        if let Some(m) = e["messageId"].as_str() {
-            message_ids.push(m.to_string());
-        }
-    }
-    Ok(Some(Rec {
-        id: id.to_string(),
-        line,
-        message_ids,
-    }))
 }
 
 /// A plain message from the station itself (the pairing reply): through

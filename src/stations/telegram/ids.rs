@@ -61,6 +61,19 @@ impl Ids {
         self.0.platform(metro_id).map(Rec::from_shared)
     }
 
+    /// The Telegram messages of a metro event: the map, else the log.
+    pub async fn find(
+        &self,
+        log: &crate::store::log::Log,
+        metro_id: &str,
+    ) -> Result<Option<Rec>, crate::proto::WireError> {
+        Ok(self
+            .0
+            .find(log, metro_id, "telegram")
+            .await?
+            .map(Rec::from_shared))
+    }
+
     /// The metro event of a Telegram message, with its line.
     pub fn metro(&self, chat: i64, message: i32) -> Option<Rec> {
         self.0

@@ -34,11 +34,12 @@ use teloxide::types::{
 };
 use teloxide::{ApiError, RequestError};
 
-use super::{bump, ids, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
+use super::{bump, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
 use crate::proto::{ErrorCode, Send, WireError};
 use crate::stations::queue::{Failure, Rate, Turn};
 use crate::stations::text::{button_rows, create_new, existing_file, safe_name};
 pub use crate::stations::text::{find_in_log, split, units};
+use crate::stations::{SendFailure, Sent};
 use crate::store::log::Log;
 
 /// Telegram's legacy Markdown: lenient with what agents write (MarkdownV2
@@ -55,31 +56,6 @@ pub const MAX_CAPTION: usize = 1024;
 pub const MAX_ALBUM: usize = 10;
 /// Longest callback data of a button, in bytes.
 pub const MAX_BUTTON_DATA: usize = 64;
-
-/// What a `send` put in the chat.
-#[derive(Debug, Clone, Default)]
-pub struct Delivered {
-    /// Telegram's ids of the messages sent, in order.
-    pub message_ids: Vec<i32>,
-    /// The Telegram message replied to.
-    pub reply_to: Option<i32>,
-}
-
-/// A `send` that failed after some of its messages went out.
-#[derive(Debug)]
-pub struct SendFailure {
-    pub error: WireError,
-    pub delivered: Delivered,
-}
-
-impl From<WireError> for SendFailure {
-    fn from(error: WireError) -> Self {
-        SendFailure {
-            error,
-            delivered: Delivered::default(),
-        }
-    }
-}
 
 fn upstream(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::Upstream, message)
@@ -235,14 +211,11 @@ impl Telegram {
     ) -> Result<i32, WireError> {
         let raw = raw.trim();
         if raw.starts_with("msg_") {
-            let rec = match self.ids.telegram(raw) {
-                Some(r) => r,
-                None => rec_from_log(log, raw).await?.ok_or_else(|| {
-                    WireError::not_found(format!(
-                        "field `{field}`: no telegram message is known as {raw}"
-                    ))
-                })?,
-            };
+            let rec = self.ids.find(log, raw).await?.ok_or_else(|| {
+                WireError::not_found(format!(
+                    "field `{field}`: no telegram message is known as {raw}"
+                ))
+            })?;
             if rec.chat() != Some(chat) {
                 return Err(WireError::bad_request(format!(
                     "field `{field}`: {raw} is a message on {}, not in chat {chat}",
@@ -262,7 +235,7 @@ impl Telegram {
     }
 
     /// `send` to `line`.
-    pub async fn send(&self, log: &Log, line: &str, s: &Send) -> Result<Delivered, SendFailure> {
+    pub async fn send(&self, log: &Log, line: &str, s: &Send) -> Result<Sent, SendFailure> {
         let (chat, topic) = parse_line(line)
             .ok_or_else(|| WireError::bad_request(format!("{line} is not a telegram line")))?;
         let images = s
@@ -300,13 +273,13 @@ impl Telegram {
         };
         let rate = rate_of(chat);
         let mut turn = self.queue.turn(&chat.to_string()).await;
-        let mut out = Delivered {
+        let mut out = Sent {
             message_ids: Vec::new(),
-            reply_to,
+            reply_to: reply_to.map(|r| r.to_string()),
         };
-        let fail = |out: &Delivered, method: &str, e: RequestError| SendFailure {
+        let fail = |out: &Sent, method: &str, e: RequestError| SendFailure {
             error: wire_error(self, method, &e),
-            delivered: out.clone(),
+            sent: out.clone(),
         };
         let use_caption =
             has_files && markup.is_none() && !text.trim().is_empty() && units(text) <= MAX_CAPTION;
@@ -345,7 +318,7 @@ impl Telegram {
                         .await
                         .map_err(|e| fail(&out, "sendDocument", e))?
                     };
-                    out.message_ids.push(m.id.0);
+                    out.message_ids.push(m.id.0.to_string());
                 } else {
                     let cap = caption.take();
                     let rp = reply_next.take();
@@ -373,7 +346,8 @@ impl Telegram {
                         })
                         .await
                         .map_err(|e| fail(&out, "sendMediaGroup", e))?;
-                    out.message_ids.extend(sent.iter().map(|m| m.id.0));
+                    out.message_ids
+                        .extend(sent.iter().map(|m| m.id.0.to_string()));
                 }
             }
         }
@@ -393,7 +367,7 @@ impl Telegram {
                 })
                 .await
                 .map_err(|e| fail(&out, "sendVoice", e))?;
-            out.message_ids.push(m.id.0);
+            out.message_ids.push(m.id.0.to_string());
         }
         if !use_caption && !text.trim().is_empty() {
             let parts = split(text, MAX_TEXT);
@@ -412,7 +386,7 @@ impl Telegram {
                     })
                     .await
                     .map_err(|e| fail(&out, "sendMessage", e))?;
-                out.message_ids.push(m.id.0);
+                out.message_ids.push(m.id.0.to_string());
             }
         }
         Ok(out)
@@ -606,36 +580,6 @@ fn has_files(e: &Value) -> bool {
     e["attachments"]
         .as_array()
         .is_some_and(|a| a.iter().any(|x| x["fileId"].is_string()))
-}
-
-/// The telegram messages of event `id`, from the log (when the id map
-/// does not know it).
-async fn rec_from_log(log: &Log, id: &str) -> Result<Option<ids::Rec>, WireError> {
-    let Some(e) = find_in_log(log, id, |e| e["id"] == id).await? else {
-        return Ok(None);
-    };
-    let line = e["line"].as_str().unwrap_or_default().to_string();
-    if parse_line(&line).is_none() {
-        return Err(WireError::bad_request(format!(
-            "{id} is a message on {line}, not on a telegram line"
-        )));
-    }
-    let mut message_ids: Vec<i32> = e["messageIds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str().and_then(|s| s.parse().ok()))
-        .collect();
-    if message_ids.is_empty() {
-        if let Some(m) = e["messageId"].as_str().and_then(|s| s.parse().ok()) {
-            message_ids.push(m);
-        }
-    }
-    Ok(Some(ids::Rec {
-        id: id.to_string(),
-        line,
-        message_ids,
-    }))
 }
 
 /// A plain message from the station itself (the pairing reply): through
