@@ -9,10 +9,12 @@
 mod common;
 mod fake_discord;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{check_schema, metroctl, Client, Daemon};
+use common::{
+    check_schema, ctl_ok, station_counters, station_row, wait_station_counter, wait_station_status,
+    Client, Daemon,
+};
 use fake_discord::*;
 use serde_json::{json, Value};
 
@@ -69,44 +71,19 @@ fn with_message(d: &Daemon, kind: &str, mid: u64) -> Value {
 }
 
 fn station(d: &Daemon) -> Value {
-    let st = d.connect().ok(json!({"op": "stations"}));
-    st["stations"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == "discord"))
-        .cloned()
-        .expect("a discord row")
+    station_row(d, "discord")
 }
 
 fn wait_status(d: &Daemon, what: &str, f: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let s = station(d)["status"].as_str().unwrap_or("").to_string();
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status never {what}; last {s:?}: {}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_station_status(d, "discord", what, f)
 }
 
 fn counters(d: &Daemon) -> Value {
-    d.connect().ok(json!({"op": "stats"}))["stations"]["discord"].clone()
+    station_counters(d, "discord")
 }
 
-fn wait_counter(d: &Daemon, name: &str, n: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    while counters(d)[name].as_u64().unwrap_or(0) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{name} never reached {n}: {}",
-            counters(d)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_counter(d: &Daemon, counter: &str, n: u64) {
+    wait_station_counter(d, "discord", counter, n)
 }
 
 /// A daemon connected to the fake's gateway.
@@ -128,21 +105,6 @@ fn guild_message(id: u64, author: Value, content: &str) -> Value {
         m,
         json!({"guild_id": GUILD.to_string(), "member": with(member(author), json!({"nick": "Annie"}))}),
     )
-}
-
-fn ctl(d: &Daemon, args: &[&str]) -> Output {
-    metroctl(d, args).output().expect("run metroctl")
-}
-
-fn ctl_ok(d: &Daemon, args: &[&str]) -> String {
-    let out = ctl(d, args);
-    assert!(
-        out.status.success(),
-        "metroctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 #[test]

@@ -8,7 +8,7 @@
 mod common;
 mod fake_telegram;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -57,55 +57,19 @@ fn logged(d: &Daemon, id: i64) -> Value {
 }
 
 fn station(d: &Daemon) -> Value {
-    let st = d.connect().ok(json!({"op": "stations"}));
-    st["stations"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == "telegram"))
-        .cloned()
-        .expect("a telegram row")
+    station_row(d, "telegram")
 }
 
 fn wait_status(d: &Daemon, what: &str, f: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = station(d)["status"].as_str().unwrap_or("").to_string();
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status never {what}; last {s:?}: {}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_station_status(d, "telegram", what, f)
 }
 
 fn counters(d: &Daemon) -> Value {
-    d.connect().ok(json!({"op": "stats"}))["stations"]["telegram"].clone()
+    station_counters(d, "telegram")
 }
 
-fn wait_counter(d: &Daemon, name: &str, n: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    while counters(d)[name].as_u64().unwrap_or(0) < n {
-        assert!(Instant::now() < deadline, "{name} never reached {n}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ctl(d: &Daemon, args: &[&str]) -> Output {
-    metroctl(d, args).output().expect("run metroctl")
-}
-
-fn ctl_ok(d: &Daemon, args: &[&str]) -> String {
-    let out = ctl(d, args);
-    assert!(
-        out.status.success(),
-        "metroctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+fn wait_counter(d: &Daemon, counter: &str, n: u64) {
+    wait_station_counter(d, "telegram", counter, n)
 }
 
 fn conflict() -> Value {
@@ -416,7 +380,7 @@ fn strangers_are_blocked_counted_and_paired() {
         "{list}"
     );
     assert!(!list.contains(&code));
-    let wrong = ctl(&d, &["allow", "ZZZZ-ZZZZ"]);
+    let wrong = ctl_output(&d, &["allow", "ZZZZ-ZZZZ"]);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not_found"));
 
@@ -426,7 +390,7 @@ fn strangers_are_blocked_counted_and_paired() {
     let ok = logged(&d, fake.push(text_update(6, 99, 99, "Mallory", "thanks")));
     assert_eq!(ok["from"], "metro://telegram/user/99");
     assert!(
-        !ctl(&d, &["allow", &code]).status.success(),
+        !ctl_output(&d, &["allow", &code]).status.success(),
         "a code works once"
     );
 
@@ -947,7 +911,7 @@ fn polling_failures_are_said_in_words_and_retried() {
     assert!(!s.contains("not-the-token"), "{s}");
     // `metroctl doctor` says it too.
     let none = tempfile::tempdir().unwrap();
-    let out = ctl(
+    let out = ctl_output(
         &d,
         &[
             "doctor",

@@ -506,3 +506,68 @@ pub fn check_schema(c: &Client, d: &Daemon) {
         assert!(events.is_valid(&value), "event {l}");
     }
 }
+
+/// `metroctl args…` against `d`, run to the end.
+pub fn ctl_output(d: &Daemon, args: &[&str]) -> std::process::Output {
+    metroctl(d, args).output().expect("run metroctl")
+}
+
+/// `metroctl args…` that must succeed; its stdout.
+pub fn ctl_ok(d: &Daemon, args: &[&str]) -> String {
+    let out = ctl_output(d, args);
+    assert!(
+        out.status.success(),
+        "metroctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The `stations` row of station `name`.
+pub fn station_row(d: &Daemon, name: &str) -> Value {
+    let st = d.connect().ok(json!({"op": "stations"}));
+    st["stations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} row in {st}"))
+}
+
+/// Waits (up to 40 s) until station `name`'s status satisfies `f`.
+pub fn wait_station_status(d: &Daemon, name: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let s = station_row(d, name)["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} status never {what}; last {s:?}: {}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Station `name`'s counters in `stats`.
+pub fn station_counters(d: &Daemon, name: &str) -> Value {
+    d.connect().ok(json!({"op": "stats"}))["stations"][name].clone()
+}
+
+/// Waits until counter `counter` of station `name` reaches `n`.
+pub fn wait_station_counter(d: &Daemon, name: &str, counter: &str, n: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    while station_counters(d, name)[counter].as_u64().unwrap_or(0) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{name} {counter} never reached {n}: {}",
+            station_counters(d, name)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
