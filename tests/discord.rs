@@ -41,11 +41,15 @@ fn start_env(env: Vec<(String, String)>) -> Daemon {
     Daemon::start_env(&[], &refs)
 }
 
+/// The discord events, oldest first, as the daemon serves them (only what
+/// is committed: an agent never sees an event before that).
 fn dc_events(d: &Daemon) -> Vec<Value> {
-    d.history()
-        .into_iter()
-        .filter(|e| e["station"] == "discord")
-        .collect()
+    let h = d
+        .connect()
+        .ok(json!({"op": "history", "station": "discord", "limit": 1000}));
+    let mut v = h["entries"].as_array().cloned().unwrap_or_default();
+    v.reverse();
+    v
 }
 
 /// Waits until the log holds an event that `f` picks; returns it.
@@ -1130,5 +1134,37 @@ fn a_new_session_reads_back_what_was_said_while_metro_was_away() {
     assert!(
         reads.iter().any(|r| r.query.contains("after=10001")),
         "{reads:?}"
+    );
+}
+
+#[test]
+fn the_read_back_pages_through_a_busy_channel() {
+    let fake = Fake::start();
+    let mut d = ready(&fake, "*");
+    fake.dispatch("MESSAGE_CREATE", guild_message(20000, ann(), "first"));
+    with_message(&d, "inbound", 20000);
+    d.stop();
+    for i in 1..=150u64 {
+        fake.add_message(CH, guild_message(20000 + i, ann(), &format!("away {i}")));
+    }
+    d.restart();
+    fake.wait_ready(2);
+    with_message(&d, "inbound", 20150);
+    let mids: Vec<u64> = dc_events(&d)
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(mids, (20000..=20150).collect::<Vec<u64>>());
+    let path = format!("/api/v10/channels/{CH}/messages");
+    let pages: Vec<String> = fake
+        .calls_to("GET", &path)
+        .into_iter()
+        .filter(|c| c.path == path)
+        .map(|c| c.query)
+        .collect();
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert!(
+        pages[0].contains("after=20000") && pages[1].contains("after=20100"),
+        "{pages:?}"
     );
 }

@@ -121,68 +121,97 @@ pub async fn consume(
     }
 }
 
-/// Messages a channel may have had since metro last stored one there.
-pub const CATCH_UP_LIMIT: u64 = 100;
+/// Messages read back per request, and requests per channel.
+pub const CATCH_UP_PAGE: usize = 100;
+pub const CATCH_UP_PAGES: usize = 10;
 /// Channels read back after a new session (the most recently active).
 pub const CATCH_UP_CHANNELS: usize = 50;
 
 /// After a new session (metrod started, or Discord could not resume):
 /// Discord does not send again what was said meanwhile, so the channels
 /// metro has stored messages of are read back from the newest stored one
-/// on (at most [`CATCH_UP_LIMIT`] messages each, for the
-/// [`CATCH_UP_CHANNELS`] most recently active), and what is new goes
-/// through the same checks and into the log, oldest first, marked
+/// on (the [`CATCH_UP_CHANNELS`] most recently active, up to
+/// [`CATCH_UP_PAGES`] × [`CATCH_UP_PAGE`] messages each), and what is new
+/// goes through the same checks and into the log, oldest first, marked
 /// `caughtUp: true`, before any live dispatch that followed READY. What
 /// the live stream then brings again is recognised and not stored twice.
 /// False only at shutdown.
 async fn catch_up(broker: &Broker, dc: &Arc<Discord>, shutdown: &CancellationToken) -> bool {
-    for (channel, after) in dc.newest_per_channel().into_iter().take(CATCH_UP_CHANNELS) {
-        let mut req = dc.req(
-            Method::GET,
-            Route::ChannelMessages {
-                channel_id: channel.into(),
-            },
-        );
-        req.query.push(("after", after.to_string()));
-        req.query.push(("limit", CATCH_UP_LIMIT.to_string()));
-        let conversation = channel.to_string();
-        let got = tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            r = dc.call_json::<Vec<Message>>(&conversation, &req) => r,
-        };
-        let mut messages = match got {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(
-                    "discord: could not read back channel {channel} after a new session: {}",
-                    e.message
-                );
-                continue;
-            }
-        };
-        if messages.len() as u64 >= CATCH_UP_LIMIT {
-            tracing::warn!(
-                "discord: channel {channel} had {CATCH_UP_LIMIT} or more messages while metro was not connected; the older ones are not stored (fetch reads them)"
-            );
-        }
-        messages.sort_by_key(|m| m.id);
-        for m in messages.iter().filter(|m| m.id.get() > after) {
-            let Some(mut inbound) = created(m) else {
-                continue;
-            };
-            // Old news: no pairing reply to a message from before.
-            inbound.message = false;
-            inbound.event.extra.insert("caughtUp".into(), json!(true));
-            let before = dc.counters.received.load(Ordering::Relaxed);
-            if !store(broker, dc, inbound, shutdown).await {
+    for (channel, newest) in dc.newest_per_channel().into_iter().take(CATCH_UP_CHANNELS) {
+        let mut after = newest;
+        for page in 1..=CATCH_UP_PAGES {
+            let Some(messages) = read_after(dc, channel, after, shutdown).await else {
                 return false;
+            };
+            let Ok(messages) = messages else {
+                break;
+            };
+            let full = messages.len() >= CATCH_UP_PAGE;
+            let from = after;
+            for m in messages.iter().filter(|m| m.id.get() > from) {
+                after = after.max(m.id.get());
+                let Some(mut inbound) = created(m) else {
+                    continue;
+                };
+                // Old news: no pairing reply to a message from before.
+                inbound.message = false;
+                inbound.event.extra.insert("caughtUp".into(), json!(true));
+                let before = dc.counters.received.load(Ordering::Relaxed);
+                if !store(broker, dc, inbound, shutdown).await {
+                    return false;
+                }
+                if dc.counters.received.load(Ordering::Relaxed) > before {
+                    bump(&dc.counters.caught_up);
+                }
             }
-            if dc.counters.received.load(Ordering::Relaxed) > before {
-                bump(&dc.counters.caught_up);
+            if !full {
+                break;
+            }
+            if page == CATCH_UP_PAGES {
+                tracing::warn!(
+                    "discord: channel {channel} had more than {} messages while metro was not connected; the newer ones are not stored (fetch reads them)",
+                    CATCH_UP_PAGE * CATCH_UP_PAGES
+                );
             }
         }
     }
     true
+}
+
+/// The messages of `channel` after `after`, oldest first; `None` at
+/// shutdown, `Err` when Discord would not say (logged).
+async fn read_after(
+    dc: &Discord,
+    channel: u64,
+    after: u64,
+    shutdown: &CancellationToken,
+) -> Option<Result<Vec<Message>, ()>> {
+    let mut req = dc.req(
+        Method::GET,
+        Route::ChannelMessages {
+            channel_id: channel.into(),
+        },
+    );
+    req.query.push(("after", after.to_string()));
+    req.query.push(("limit", CATCH_UP_PAGE.to_string()));
+    let conversation = channel.to_string();
+    let got = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        r = dc.call_json::<Vec<Message>>(&conversation, &req) => r,
+    };
+    Some(match got {
+        Ok(mut m) => {
+            m.sort_by_key(|m| m.id);
+            Ok(m)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "discord: could not read back channel {channel} after a new session: {}",
+                e.message
+            );
+            Err(())
+        }
+    })
 }
 
 /// Stores one dispatch (after the checks); false only at shutdown.
