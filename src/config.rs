@@ -131,10 +131,15 @@ pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
         path: shown.clone(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: shown,
+    let c: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: shown.clone(),
         message: e.to_string(),
-    })
+    })?;
+    c.check_urls().map_err(|message| ConfigError::Parse {
+        path: shown,
+        message,
+    })?;
+    Ok(c)
 }
 
 /// The file, then the environment on top.
@@ -145,6 +150,38 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 impl Config {
+    /// The URLs are usable: `api_url` http(s)://, `gateway_url` ws(s)://.
+    pub fn check_urls(&self) -> Result<(), String> {
+        let check = |what: &str, url: &Option<String>, schemes: [&str; 2]| match url {
+            None => Ok(()),
+            Some(u) => match url::Url::parse(u) {
+                Ok(p) if schemes.contains(&p.scheme()) => Ok(()),
+                Ok(p) => Err(format!(
+                    "{what} {u:?}: it must start with {}:// or {}://, not {}://",
+                    schemes[0],
+                    schemes[1],
+                    p.scheme()
+                )),
+                Err(e) => Err(format!("{what} {u:?} is not a URL: {e}")),
+            },
+        };
+        check(
+            "[telegram] api_url",
+            &self.telegram.api_url,
+            ["http", "https"],
+        )?;
+        check(
+            "[discord] api_url",
+            &self.discord.api_url,
+            ["http", "https"],
+        )?;
+        check(
+            "[discord] gateway_url",
+            &self.discord.gateway_url,
+            ["ws", "wss"],
+        )
+    }
+
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         for (prefix, st) in [
             ("TELEGRAM", &mut self.telegram),
@@ -169,6 +206,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        let mut c = Config::default();
+        assert!(c.check_urls().is_ok());
+        c.discord.gateway_url = Some("https://gateway.discord.gg".into());
+        assert!(c.check_urls().unwrap_err().contains("ws://"));
+        c.discord.gateway_url = Some("wss://gateway.discord.gg".into());
+        c.telegram.api_url = Some("not a url".into());
+        assert!(c.check_urls().unwrap_err().contains("[telegram] api_url"));
+        c.telegram.api_url = Some("http://127.0.0.1:8081".into());
+        assert!(c.check_urls().is_ok());
+    }
 
     #[test]
     fn parses_and_env_overrides() {

@@ -1082,6 +1082,20 @@ fn the_config_file_configures_discord_and_a_reload_changes_the_allowlist() {
     fake.dispatch("MESSAGE_CREATE", guild_message(9702, stranger, "two"));
     with_message(&d, "inbound", 9702);
     assert_eq!(dc_events(&d).len(), 1);
+
+    // A gateway URL that is not ws(s):// is refused; the old config stays.
+    write(body(&[ANN, STRANGER]).replace("ws://", "http://"));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let c = d.connect().ok(json!({"op": "stats"}))["config"].clone();
+        if let Some(e) = c["error"].as_str() {
+            assert!(e.contains("[discord] gateway_url"), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not refused: {c}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_status(&d, "still ok", |s| s == "ok");
     assert!(!d.stderr().contains(TOKEN), "the token was logged");
 }
 
