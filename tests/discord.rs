@@ -1182,3 +1182,36 @@ fn the_read_back_pages_through_a_busy_channel() {
         "{pages:?}"
     );
 }
+
+#[test]
+fn kill_9_while_messages_flow_loses_nothing_and_doubles_nothing() {
+    let fake = Fake::start();
+    let mut d = ready(&fake, "*");
+    fake.dispatch("MESSAGE_CREATE", guild_message(30000, ann(), "start"));
+    with_message(&d, "inbound", 30000);
+    for i in 1..=60u64 {
+        fake.dispatch(
+            "MESSAGE_CREATE",
+            guild_message(30000 + i, ann(), &format!("m{i}")),
+        );
+        if i == 30 {
+            // Some of the burst is stored, some is in flight, some unsent.
+            d.kill9();
+        }
+    }
+    d.restart();
+    fake.wait_ready(2);
+    with_message(&d, "inbound", 30060);
+    let mids: Vec<u64> = dc_events(&d)
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(mids, (30000..=30060).collect::<Vec<u64>>());
+    // What was said after the kill came back through the read-back.
+    let caught = counters(&d)["caughtUp"].as_u64().unwrap();
+    assert!(caught >= 30, "caught up {caught}");
+    // The log is whole: every line parses.
+    for l in std::fs::read_to_string(d.history_path()).unwrap().lines() {
+        serde_json::from_str::<Value>(l).expect("a whole line");
+    }
+}
