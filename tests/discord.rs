@@ -768,6 +768,16 @@ fn status_says_what_is_wrong_in_words() {
     wait_status(&d, "ok", |s| s == "ok");
     drop(d);
 
+    // REST takes the token but the gateway refuses it (4004).
+    let fake = Fake::start();
+    fake.refuse_identify(true);
+    let d = start(&fake, "*");
+    let s = wait_status(&d, "about the gateway token", |s| s.contains("4004"));
+    assert!(s.contains("refused the bot token at the gateway"), "{s}");
+    fake.refuse_identify(false);
+    wait_status(&d, "ok", |s| s == "ok");
+    drop(d);
+
     // The gateway goes away: "disconnected since …", then back to ok.
     let fake = Fake::start();
     let d = ready(&fake, "*");

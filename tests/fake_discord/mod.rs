@@ -138,6 +138,7 @@ struct Inner {
     // Gateway
     heartbeat_ms: u64,
     refuse_privileged: bool,
+    refuse_identify: bool,
     refuse_connections: bool,
     sessions: HashMap<String, Session>,
     current: Option<String>,
@@ -200,6 +201,7 @@ impl Fake {
                 rate_limited: 0,
                 heartbeat_ms: 1000,
                 refuse_privileged: false,
+                refuse_identify: false,
                 refuse_connections: false,
                 sessions: HashMap::new(),
                 current: None,
@@ -423,6 +425,12 @@ impl Fake {
     /// While on, an IDENTIFY asking for MESSAGE_CONTENT is closed with 4014.
     pub fn refuse_privileged_intents(&self, on: bool) {
         self.with(|i| i.refuse_privileged = on);
+    }
+
+    /// While on, every IDENTIFY is closed with 4004, as if the token had
+    /// been revoked after REST accepted it.
+    pub fn refuse_identify(&self, on: bool) {
+        self.with(|i| i.refuse_identify = on);
     }
 
     /// While on, gateway TCP connections are accepted and dropped at once.
@@ -1059,7 +1067,7 @@ fn on_frame(shared: &Shared, conn: u64, text: &str) {
         }
         Some(2) => {
             i.identifies.push(d.clone());
-            let refuse = if !token_ok(&d["token"]) {
+            let refuse = if !token_ok(&d["token"]) || i.refuse_identify {
                 Some(4004)
             } else if i.conns.get(&conn).is_some_and(|c| c.session.is_some()) {
                 Some(4005)
