@@ -960,6 +960,20 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         c.err(req, code);
     }
     assert_eq!(d.history().len(), before, "no event for a refused op");
+    // An event published on a discord line by a local client, with a
+    // message id Discord never gives: a clear answer, no crash.
+    for bogus in ["0", "abc", "-1"] {
+        let p =
+            c.ok(json!({"op": "publish", "event": {"line": l, "messageId": bogus, "text": "x"}}));
+        c.err(
+            json!({"op": "send", "line": l, "text": "x", "replyTo": p["id"]}),
+            "not_found",
+        );
+        c.err(
+            json!({"op": "react", "line": l, "messageId": p["id"], "emoji": "👍"}),
+            "not_found",
+        );
+    }
     assert_eq!(
         fake.calls_to("POST", "/api/v10/channels").len(),
         posts,

@@ -189,7 +189,8 @@ impl Discord {
             return rec
                 .message_ids
                 .first()
-                .and_then(|m| m.parse().ok())
+                .and_then(|m| m.parse::<u64>().ok())
+                .filter(|m| *m > 0)
                 .ok_or_else(|| {
                     WireError::not_found(format!("field `{field}`: {raw} has no discord message"))
                 });
