@@ -939,6 +939,14 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             json!({"op": "download", "line": l, "messageId": "9001", "outDir": "/tmp/x"}),
             "bad_request",
         ),
+        (
+            json!({"op": "react", "line": l, "messageId": "9001", "emoji": "<:x:0>"}),
+            "bad_request",
+        ),
+        (
+            json!({"op": "react", "line": l, "messageId": "9001", "emoji": "<:half"}),
+            "bad_request",
+        ),
         (json!({"op": "fetch", "line": l, "limit": 0}), "bad_request"),
         (
             json!({"op": "fetch", "line": l, "limit": 101}),
