@@ -125,6 +125,7 @@ fn every_dispatch_kind_becomes_one_event_in_order() {
     // METRO_DISCORD_GATEWAY_URL skips the lookup.
     assert!(fake.calls_to("GET", "/api/v10/gateway").is_empty());
 
+    fake.add_channel(CH, GUILD, "deploys");
     let mut sub = d.connect();
     sub.subscribe(json!({"op": "subscribe", "as": A, "follow": true, "since": "tail"}));
 
@@ -239,6 +240,24 @@ fn every_dispatch_kind_becomes_one_event_in_order() {
         .flat_map(|i| [format!("m{i}"), format!("m{i} edited")])
         .collect();
     assert_eq!(tail, want);
+    // The channel's name was looked up once, and `lines` shows it.
+    let path = format!("/api/v10/channels/{CH}");
+    let lookups = fake
+        .calls_to("GET", &path)
+        .into_iter()
+        .filter(|c| c.path == path)
+        .count();
+    assert_eq!(lookups, 1);
+    assert_eq!(dc_events(&d).last().unwrap()["lineName"], "#deploys");
+    let lines = d.connect().ok(json!({"op": "lines"}));
+    let row = lines["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["line"] == line(CH))
+        .cloned()
+        .expect("the channel in lines");
+    assert_eq!(row["name"], "#deploys");
     for e in dc_events(&d)
         .iter()
         .filter(|e| e["kind"] == "edit" && e["messageId"].as_str().unwrap_or("").starts_with('2'))

@@ -129,6 +129,8 @@ struct Inner {
     reactions: HashMap<(u64, u64), Vec<String>>,
     /// `/cdn/...` path → (content type, bytes).
     files: HashMap<String, (String, Vec<u8>)>,
+    /// Channel objects served by `GET /channels/{c}`.
+    channel_objects: HashMap<u64, Value>,
     next_message: u64,
     next_attachment: u64,
     bucket: Bucket,
@@ -190,6 +192,7 @@ impl Fake {
                 channels: HashMap::new(),
                 reactions: HashMap::new(),
                 files: HashMap::new(),
+                channel_objects: HashMap::new(),
                 next_message: 900_000_000_000_000_000,
                 next_attachment: 800_000_000_000_000_000,
                 bucket: Bucket {
@@ -374,6 +377,19 @@ impl Fake {
     /// How many 429s were answered (bucket or scripted).
     pub fn rate_limited(&self) -> usize {
         self.with(|i| i.rate_limited)
+    }
+
+    /// Serves a guild text channel named `name` at `GET /channels/{c}`.
+    pub fn add_channel(&self, channel: u64, guild: u64, name: &str) {
+        let c = json!({
+            "id": channel.to_string(), "type": 0, "guild_id": guild.to_string(),
+            "name": name, "position": 0, "permission_overwrites": [], "nsfw": false,
+            "topic": null, "last_message_id": null, "rate_limit_per_user": 0,
+            "parent_id": null, "flags": 0,
+        });
+        self.with(|i| {
+            i.channel_objects.insert(channel, c);
+        });
     }
 
     /// Adds a message (e.g. from [`message`]) to a channel's history.
@@ -1435,6 +1451,10 @@ fn route(
             }
         }
         ("POST", ["channels", _, "typing"]) => Answer::empty(204),
+        ("GET", ["channels", _]) => match id(1).and_then(|c| i.channel_objects.get(&c)) {
+            Some(c) => Answer::json(200, c.clone()),
+            None => Answer::error(404, "Unknown Channel", 10003),
+        },
         ("POST", ["interactions", _, _, "callback"]) => Answer::empty(204),
         _ => Answer::error(404, "404: Not Found", 0),
     }

@@ -254,6 +254,13 @@ async fn store(
             return true;
         }
     }
+    let mut inbound = inbound;
+    if inbound.event.extra.contains_key("guildId") {
+        if let Some(name) = super::parse_line(&inbound.event.line).and_then(|c| dc.channel_name(c))
+        {
+            inbound.event.extra.insert("lineName".into(), json!(name));
+        }
+    }
     let failed = |why: &str, d: std::time::Duration| {
         dc.set_status(format!(
             "down: cannot store a Discord {} in the log ({why}); retrying in {} s",

@@ -49,6 +49,8 @@ pub const DEFAULT_API_URL: &str = "https://discord.com";
 pub const IDS_FILE: &str = "discord-ids.jsonl";
 /// Recent message keys remembered to recognise an event seen again.
 const RECENT_EVENTS: usize = 4096;
+/// Server channel names kept (one lookup each).
+const MAX_CHANNEL_NAMES: usize = 10_000;
 /// Bytes at the end of the log read at startup for recent message keys.
 const SEED_BYTES: u64 = 4 << 20;
 
@@ -115,6 +117,9 @@ pub struct Discord {
     bot_id: AtomicU64,
     bot_name: Mutex<Option<String>>,
     recent: Mutex<Recent<String>>,
+    /// Server channel names (`#name`), looked up once per channel; `None`
+    /// while the lookup runs or after it failed.
+    channel_names: Mutex<HashMap<u64, Option<String>>>,
     /// The newest message metro stored per channel (inbound or sent): where
     /// a catch-up after a new session starts reading.
     newest: Mutex<HashMap<u64, u64>>,
@@ -226,6 +231,7 @@ pub fn open(
         bot_name: Mutex::new(None),
         recent: Mutex::new(recent),
         newest: Mutex::new(newest),
+        channel_names: Mutex::new(HashMap::new()),
     })))
 }
 
@@ -349,6 +355,44 @@ impl Discord {
         // Snowflakes grow with time.
         v.sort_by_key(|(_, newest)| std::cmp::Reverse(*newest));
         v
+    }
+
+    /// The name of server channel `channel` for `lines` (`#name`), when
+    /// known. The first time a channel is asked about, its name is looked
+    /// up in the background (`GET /channels/{id}`), so later events carry
+    /// it; a failed lookup is not tried again until metrod restarts.
+    pub(crate) fn channel_name(self: &Arc<Self>, channel: u64) -> Option<String> {
+        let mut names = self.channel_names.lock().ok()?;
+        if let Some(known) = names.get(&channel) {
+            return known.clone();
+        }
+        if names.len() >= MAX_CHANNEL_NAMES {
+            return None;
+        }
+        names.insert(channel, None);
+        let dc = self.clone();
+        tokio::spawn(async move {
+            let req = dc.req(
+                reqwest::Method::GET,
+                serenity::http::Route::Channel {
+                    channel_id: channel.into(),
+                },
+            );
+            match dc
+                .call_json::<Value>(&format!("channel {channel}"), &req)
+                .await
+            {
+                Ok(c) => {
+                    if let Some(name) = c["name"].as_str() {
+                        if let Ok(mut names) = dc.channel_names.lock() {
+                            names.insert(channel, Some(format!("#{name}")));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("discord: no name for channel {channel}: {}", e.message),
+            }
+        });
+        None
     }
 
     pub(crate) fn remember(&self, key: String) {
