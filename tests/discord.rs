@@ -214,6 +214,29 @@ fn every_dispatch_kind_becomes_one_event_in_order() {
     let acks = fake.wait_calls("POST", "/api/v10/interactions/555/tok-555/callback", 1);
     assert_eq!(acks[0].body["type"], 6);
     assert_eq!(counters(&d)["received"], 6);
+    // An acknowledgement Discord refuses is logged, without the
+    // interaction's token.
+    fake.fail_next(
+        "POST",
+        "/api/v10/interactions/557/",
+        1,
+        500,
+        json!({"message": "oops", "code": 0}),
+        vec![],
+    );
+    let bot_msg = message(CH, 1004, bot_user(), "pick again");
+    fake.dispatch(
+        "INTERACTION_CREATE",
+        button_interaction(557, "tok-secret-557", CH, bot_msg, ann(), "x", Some(GUILD)),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while !d.stderr().contains("not acknowledged") {
+        assert!(Instant::now() < deadline, "no warning: {}", d.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.stderr().contains("/interactions/557/<token>/callback"));
+    assert!(!d.stderr().contains("tok-secret-557"));
+    assert_eq!(counters(&d)["received"], 7);
     assert!(counters(&d)["skipped"].as_u64().unwrap() >= 1);
 
     // Many messages and edits back to back keep their order in the log.

@@ -77,10 +77,18 @@ impl Discord {
             Some(rest) => format!("{}{rest}", self.api_url()),
             None => path.to_string(),
         };
-        let short = path
+        let mut short = path
             .split_once("/api/v10")
             .map_or(path.as_ref(), |(_, p)| p)
             .to_string();
+        // An interaction's token answers for it: never in messages or logs.
+        if let Some(rest) = short.strip_prefix("/interactions/") {
+            let mut parts: Vec<&str> = rest.split('/').collect();
+            if parts.len() > 1 {
+                parts[1] = "<token>";
+            }
+            short = format!("/interactions/{}", parts.join("/"));
+        }
         Req {
             what: format!("{method} {short}"),
             method,
