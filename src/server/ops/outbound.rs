@@ -236,60 +236,78 @@ fn original_dc(dc: &Discord, line: &str, mid: u64) -> Option<String> {
         .map(|r| r.id)
 }
 
+/// What an `edit` or `react` did: on which line, the message id for the
+/// event, the metro id of the original (when known), and what the
+/// platform already shows (for an error after the fact).
+struct Done {
+    line: String,
+    message_id: String,
+    original: Option<String>,
+    shown: Option<&'static str>,
+}
+
+impl Done {
+    fn local(line: String, message_id: &str) -> Done {
+        Done {
+            line,
+            message_id: message_id.to_string(),
+            original: None,
+            shown: None,
+        }
+    }
+
+    fn event(&self, kind: &str, from: &Option<String>) -> Event {
+        let mut ev = event(kind, &self.line, from);
+        ev.message_id = Some(self.message_id.clone());
+        if let Some(o) = &self.original {
+            ev.extra.insert("originalId".into(), json!(o));
+        }
+        ev
+    }
+}
+
 pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
     let from = actor(e.from.as_deref())?;
     if e.message_id.is_empty() {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
-    let mut ev;
-    let mut platform: Option<&str> = None;
-    let line = match target(&broker, &e.line)? {
-        Target::Local(line) => {
-            ev = event("edit", &line, &from);
-            ev.message_id = Some(e.message_id.clone());
-            line
-        }
+    let buttons = e.buttons.as_ref();
+    let done = match target(&broker, &e.line)? {
+        Target::Local(line) => Done::local(line, &e.message_id),
         Target::Telegram(line, tg) => {
             let mid = tg
-                .edit(
-                    &broker.log,
-                    &line,
-                    &e.message_id,
-                    &e.text,
-                    e.buttons.as_ref(),
-                )
+                .edit(&broker.log, &line, &e.message_id, &e.text, buttons)
                 .await?;
-            ev = event("edit", &line, &from);
-            platform = Some("Telegram shows the edit");
-            ev.message_id = Some(mid.to_string());
-            if let Some(o) = original(&tg, &line, mid) {
-                ev.extra.insert("originalId".into(), json!(o));
+            Done {
+                original: original(&tg, &line, mid),
+                message_id: mid.to_string(),
+                line,
+                shown: Some("Telegram shows the edit"),
             }
-            line
         }
         Target::Discord(line, dc) => {
             let mid = dc
-                .edit(
-                    &broker.log,
-                    &line,
-                    &e.message_id,
-                    &e.text,
-                    e.buttons.as_ref(),
-                )
+                .edit(&broker.log, &line, &e.message_id, &e.text, buttons)
                 .await?;
-            ev = event("edit", &line, &from);
-            platform = Some("Discord shows the edit");
-            ev.message_id = Some(mid.to_string());
-            if let Some(o) = original_dc(&dc, &line, mid) {
-                ev.extra.insert("originalId".into(), json!(o));
+            Done {
+                original: original_dc(&dc, &line, mid),
+                message_id: mid.to_string(),
+                line,
+                shown: Some("Discord shows the edit"),
             }
-            line
         }
     };
+    let mut ev = done.event("edit", &from);
     ev.text = Some(e.text.clone());
     ev.buttons = e.buttons.clone();
-    let a = append_sent(&broker, ev, platform.map(str::to_string)).await?;
-    let claim = auto_claim(&broker, &line, from.as_deref(), e.no_claim.unwrap_or(false)).await?;
+    let a = append_sent(&broker, ev, done.shown.map(str::to_string)).await?;
+    let claim = auto_claim(
+        &broker,
+        &done.line,
+        from.as_deref(),
+        e.no_claim.unwrap_or(false),
+    )
+    .await?;
     Ok(fields! { "id" => a.id, "offset" => a.offset, "claim" => claim })
 }
 
@@ -298,42 +316,41 @@ pub async fn react(broker: Arc<Broker>, r: React) -> OpResult {
     if r.message_id.is_empty() {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
-    let mut ev;
-    let mut platform: Option<&str> = None;
-    let line = match target(&broker, &r.line)? {
-        Target::Local(line) => {
-            ev = event("react", &line, &from);
-            ev.message_id = Some(r.message_id.clone());
-            line
-        }
+    let done = match target(&broker, &r.line)? {
+        Target::Local(line) => Done::local(line, &r.message_id),
         Target::Telegram(line, tg) => {
             let mid = tg
                 .react(&broker.log, &line, &r.message_id, &r.emoji)
                 .await?;
-            ev = event("react", &line, &from);
-            platform = Some("Telegram shows the reaction");
-            ev.message_id = Some(mid.to_string());
-            if let Some(o) = original(&tg, &line, mid) {
-                ev.extra.insert("originalId".into(), json!(o));
+            Done {
+                original: original(&tg, &line, mid),
+                message_id: mid.to_string(),
+                line,
+                shown: Some("Telegram shows the reaction"),
             }
-            line
         }
         Target::Discord(line, dc) => {
             let mid = dc
                 .react(&broker.log, &line, &r.message_id, &r.emoji)
                 .await?;
-            ev = event("react", &line, &from);
-            platform = Some("Discord shows the reaction");
-            ev.message_id = Some(mid.to_string());
-            if let Some(o) = original_dc(&dc, &line, mid) {
-                ev.extra.insert("originalId".into(), json!(o));
+            Done {
+                original: original_dc(&dc, &line, mid),
+                message_id: mid.to_string(),
+                line,
+                shown: Some("Discord shows the reaction"),
             }
-            line
         }
     };
+    let mut ev = done.event("react", &from);
     ev.emoji = Some(r.emoji.clone());
-    let a = append_sent(&broker, ev, platform.map(str::to_string)).await?;
-    let claim = auto_claim(&broker, &line, from.as_deref(), r.no_claim.unwrap_or(false)).await?;
+    let a = append_sent(&broker, ev, done.shown.map(str::to_string)).await?;
+    let claim = auto_claim(
+        &broker,
+        &done.line,
+        from.as_deref(),
+        r.no_claim.unwrap_or(false),
+    )
+    .await?;
     Ok(fields! { "id" => a.id, "offset" => a.offset, "claim" => claim })
 }
 
