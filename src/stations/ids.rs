@@ -239,6 +239,50 @@ impl Ids {
         }))
     }
 
+    /// A `messageId` or `replyTo` (field `field`) → `station`'s message id
+    /// in `scope` (a chat, a channel): a metro id (`msg_…`: the map, then
+    /// the log) of a message there, or the platform's own positive id.
+    pub async fn resolve<T>(
+        &self,
+        log: &crate::store::log::Log,
+        station: &str,
+        scope: &str,
+        raw: &str,
+        field: &str,
+    ) -> Result<T, crate::proto::WireError>
+    where
+        T: std::str::FromStr + PartialOrd + From<u8>,
+    {
+        use crate::proto::WireError;
+        let raw = raw.trim();
+        let positive = |s: &str| s.parse::<T>().ok().filter(|n| *n > T::from(0));
+        if !raw.starts_with("msg_") {
+            return positive(raw).ok_or_else(|| {
+                WireError::bad_request(format!(
+                    "field `{field}`: {raw:?} is neither a metro id (msg_…) nor a {station} message id"
+                ))
+            });
+        }
+        let rec = self.find(log, raw, station).await?.ok_or_else(|| {
+            WireError::not_found(format!(
+                "field `{field}`: no {station} message is known as {raw}"
+            ))
+        })?;
+        let theirs = self.map.lock().ok().and_then(|m| (m.scope)(&rec.line));
+        if theirs.as_deref() != Some(scope) {
+            return Err(WireError::bad_request(format!(
+                "field `{field}`: {raw} is a message on {}, not in this conversation",
+                rec.line
+            )));
+        }
+        rec.message_ids
+            .first()
+            .and_then(|m| positive(m))
+            .ok_or_else(|| {
+                WireError::not_found(format!("field `{field}`: {raw} has no {station} message"))
+            })
+    }
+
     /// The metro event of platform message `message` in `scope`.
     pub fn metro(&self, scope: &str, message: &str) -> Option<Rec> {
         let m = self.map.lock().ok()?;

@@ -173,34 +173,9 @@ impl Discord {
         raw: &str,
         field: &str,
     ) -> Result<u64, WireError> {
-        let raw = raw.trim();
-        if raw.starts_with("msg_") {
-            let rec = self.ids.find(log, raw, "discord").await?.ok_or_else(|| {
-                WireError::not_found(format!(
-                    "field `{field}`: no discord message is known as {raw}"
-                ))
-            })?;
-            if parse_line(&rec.line) != Some(channel) {
-                return Err(WireError::bad_request(format!(
-                    "field `{field}`: {raw} is a message on {}, not in channel {channel}",
-                    rec.line
-                )));
-            }
-            return rec
-                .message_ids
-                .first()
-                .and_then(|m| m.parse::<u64>().ok())
-                .filter(|m| *m > 0)
-                .ok_or_else(|| {
-                    WireError::not_found(format!("field `{field}`: {raw} has no discord message"))
-                });
-        }
-        match raw.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(WireError::bad_request(format!(
-                "field `{field}`: {raw:?} is neither a metro id (msg_…) nor a Discord message id"
-            ))),
-        }
+        self.ids
+            .resolve(log, "discord", &channel.to_string(), raw, field)
+            .await
     }
 
     /// `send` to `line`.

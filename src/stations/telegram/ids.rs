@@ -61,17 +61,17 @@ impl Ids {
         self.0.platform(metro_id).map(Rec::from_shared)
     }
 
-    /// The Telegram messages of a metro event: the map, else the log.
-    pub async fn find(
+    /// A `messageId` / `replyTo` → the Telegram message id in `chat`.
+    pub async fn resolve(
         &self,
         log: &crate::store::log::Log,
-        metro_id: &str,
-    ) -> Result<Option<Rec>, crate::proto::WireError> {
-        Ok(self
-            .0
-            .find(log, metro_id, "telegram")
-            .await?
-            .map(Rec::from_shared))
+        chat: i64,
+        raw: &str,
+        field: &str,
+    ) -> Result<i32, crate::proto::WireError> {
+        self.0
+            .resolve(log, "telegram", &chat.to_string(), raw, field)
+            .await
     }
 
     /// The metro event of a Telegram message, with its line.

@@ -209,29 +209,7 @@ impl Telegram {
         raw: &str,
         field: &str,
     ) -> Result<i32, WireError> {
-        let raw = raw.trim();
-        if raw.starts_with("msg_") {
-            let rec = self.ids.find(log, raw).await?.ok_or_else(|| {
-                WireError::not_found(format!(
-                    "field `{field}`: no telegram message is known as {raw}"
-                ))
-            })?;
-            if rec.chat() != Some(chat) {
-                return Err(WireError::bad_request(format!(
-                    "field `{field}`: {raw} is a message on {}, not in chat {chat}",
-                    rec.line
-                )));
-            }
-            return rec.message_ids.first().copied().ok_or_else(|| {
-                WireError::not_found(format!("field `{field}`: {raw} has no telegram message"))
-            });
-        }
-        match raw.parse::<i32>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(WireError::bad_request(format!(
-                "field `{field}`: {raw:?} is neither a metro id (msg_…) nor a Telegram message id"
-            ))),
-        }
+        self.ids.resolve(log, chat, raw, field).await
     }
 
     /// `send` to `line`.
