@@ -13,8 +13,9 @@
 //!
 //! Shared by the chat stations: [`access`] (allowlist, pairing codes),
 //! [`queue`] (per-conversation turns, rate limits, `retry_after`), [`ids`]
-//! (metro ids ↔ platform message ids), [`text`] (splitting, files), and
-//! here: [`Backoff`], [`Recent`], [`Sent`].
+//! (metro ids ↔ platform message ids), [`text`] (splitting, buttons,
+//! files), and here: [`Status`], [`Backoff`], [`append_retrying`],
+//! [`Recent`], [`Sent`].
 
 pub mod access;
 pub mod discord;
@@ -28,9 +29,8 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::proto::WireError;
 
