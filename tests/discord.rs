@@ -690,7 +690,35 @@ fn rate_limit_headers_and_429_are_honoured() {
         json!({"message": "You are being rate limited.", "retry_after": 0.5, "global": true}),
         vec![],
     );
-    c.ok(json!({"op": "send", "line": line(DM), "text": "dm"}));
+    let other = std::thread::spawn({
+        let mut c2 = d.connect();
+        move || c2.ok(json!({"op": "send", "line": line(DM), "text": "dm"}))
+    });
+    let dm_path = format!("/api/v10/channels/{DM}/messages");
+    let limited_at = fake
+        .wait_calls("POST", &dm_path, 1)
+        .into_iter()
+        .find(|c| c.status == 429)
+        .expect("the 429")
+        .at;
+    // Meanwhile a channel that sent nothing yet (its own budget is full)
+    // waits out the global hold too.
+    const QUIET: u64 = 1_184_011_225_150_610_001;
+    c.ok(json!({"op": "send", "line": line(QUIET), "text": "held"}));
+    other.join().unwrap();
+    let ch_path = format!("/api/v10/channels/{QUIET}/messages");
+    let held = fake
+        .calls_to("POST", &ch_path)
+        .into_iter()
+        .filter(|c| c.path == ch_path && c.at > limited_at)
+        .map(|c| c.at)
+        .min()
+        .expect("the send on the other channel");
+    assert!(
+        held.duration_since(limited_at) >= Duration::from_millis(450),
+        "the other channel went {:?} after a global 429 of 0.5 s",
+        held.duration_since(limited_at)
+    );
     // Longer than metro waits: an upstream error, nothing logged.
     let before = d.history().len();
     fake.fail_next(
