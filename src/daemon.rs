@@ -342,9 +342,14 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             shutdown.clone(),
         ))
     });
+    let started = broker.config.current();
     let telegram = broker.telegram.clone().map(|t| {
-        tokio::spawn(crate::stations::telegram::follow_config(
-            t.clone(),
+        let tg = t.clone();
+        tokio::spawn(crate::stations::follow_config(
+            "telegram",
+            |c| &c.telegram,
+            started.telegram.clone(),
+            move |allow| tg.access.set_config_allow(allow),
             broker.config.subscribe(),
             shutdown.clone(),
         ));
@@ -355,8 +360,12 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         ))
     });
     let discord = broker.discord.clone().map(|d| {
-        tokio::spawn(crate::stations::discord::follow_config(
-            d.clone(),
+        let dc = d.clone();
+        tokio::spawn(crate::stations::follow_config(
+            "discord",
+            |c| &c.discord,
+            started.discord.clone(),
+            move |allow| dc.access.set_config_allow(allow),
             broker.config.subscribe(),
             shutdown.clone(),
         ));

@@ -40,11 +40,11 @@ pub fn all(
     telegram: Option<&telegram::Telegram>,
     discord: Option<&discord::Discord>,
 ) -> Vec<Value> {
-    let missing = |name: &str| {
+    let off = |name: &str, status: String| {
         json!({
             "name": name,
             "enabled": false,
-            "status": format!("not available: this metrod build has no {name} station yet"),
+            "status": status,
             "capabilities": [],
         })
     };
@@ -57,42 +57,76 @@ pub fn all(
         }),
         match telegram {
             Some(t) => t.station_row(),
-            None => telegram::disabled_row(),
+            None => off("telegram", no_token("telegram")),
         },
         match discord {
             Some(d) => d.station_row(),
-            None => discord::disabled_row(),
+            None => off("discord", no_token("discord")),
         },
         match webhook {
             Some(w) => w.station_row(),
-            None => missing("webhook"),
+            None => off(
+                "webhook",
+                "not available: this metrod runs no webhook listener".into(),
+            ),
         },
     ]
+}
+
+/// Applies reloaded configs to chat station `name` (its section: `pick`):
+/// the allowlist takes effect at once (`set_allow`); a token or URL that
+/// differs from what the station `started` with is said in the log, since
+/// it needs a restart.
+pub async fn follow_config(
+    name: &'static str,
+    pick: fn(&crate::config::Config) -> &crate::config::StationConfig,
+    started: crate::config::StationConfig,
+    set_allow: impl Fn(crate::config::Allow),
+    mut configs: tokio::sync::watch::Receiver<std::sync::Arc<crate::config::Config>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = configs.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+        let cfg = configs.borrow_and_update().clone();
+        let now = pick(&cfg);
+        set_allow(now.allow.clone());
+        if now.token != started.token
+            || now.api_url != started.api_url
+            || now.gateway_url != started.gateway_url
+        {
+            tracing::warn!(
+                "{name}: the reloaded config changes the token or a URL; restart metrod to use it (the allowlist is already in force)"
+            );
+        }
+    }
+}
+
+/// The status of a chat station that has no token.
+pub fn no_token(station: &str) -> String {
+    format!(
+        "disabled: no bot token (set METRO_{}_TOKEN, or token in the [{station}] section of {})",
+        station.to_uppercase(),
+        crate::config::path().display()
+    )
 }
 
 /// The answer to an op on a station this build does not run, or to an
 /// outbound op on a webhook line.
 pub fn unavailable(station: &str) -> WireError {
-    if station == "webhook" {
-        return WireError::unavailable(
+    match station {
+        "webhook" => WireError::unavailable(
             "webhook lines are inbound only: metro cannot send, edit, react or download on them",
-        );
+        ),
+        "telegram" | "discord" => {
+            WireError::unavailable(format!("the {station} station is {}", no_token(station)))
+        }
+        _ => WireError::unavailable(format!(
+            "the {station} station is not available in this metrod build"
+        )),
     }
-    if station == "telegram" {
-        return WireError::unavailable(format!(
-            "the telegram station is {}",
-            telegram::disabled_reason()
-        ));
-    }
-    if station == "discord" {
-        return WireError::unavailable(format!(
-            "the discord station is {}",
-            discord::disabled_reason()
-        ));
-    }
-    WireError::unavailable(format!(
-        "the {station} station is not available in this metrod build"
-    ))
 }
 
 /// What a `send` put on a platform: its message ids, in order (several

@@ -90,6 +90,19 @@ pub fn button_rows<B>(
     Ok(out)
 }
 
+/// A `send` has something to send, and buttons only under a text.
+pub fn check_send(text: &str, has_files: bool, has_buttons: bool) -> Result<(), WireError> {
+    if text.trim().is_empty() && !has_files {
+        return Err(WireError::bad_request(
+            "nothing to send: `text` is empty and there are no files",
+        ));
+    }
+    if has_buttons && text.trim().is_empty() {
+        return Err(WireError::bad_request("buttons need a non-empty `text`"));
+    }
+    Ok(())
+}
+
 /// An absolute path to an existing file, from field `field` of a request.
 pub fn existing_file(path: &str, field: &str) -> Result<PathBuf, WireError> {
     let p = PathBuf::from(path);

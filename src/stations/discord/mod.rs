@@ -102,7 +102,6 @@ pub(crate) fn bump(c: &AtomicU64) {
 
 /// The running station.
 pub struct Discord {
-    token: String,
     /// `Bot <token>`, the Authorization header.
     pub(crate) auth: String,
     api_url: String,
@@ -123,37 +122,6 @@ pub struct Discord {
     /// The newest message metro stored per channel (inbound or sent): where
     /// a catch-up after a new session starts reading.
     newest: Mutex<HashMap<u64, u64>>,
-}
-
-/// Applies reloaded configs: the allowlist takes effect at once; a new
-/// token or URL needs a restart (said in the log).
-pub async fn follow_config(
-    dc: Arc<Discord>,
-    mut configs: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            changed = configs.changed() => if changed.is_err() { return },
-            _ = stop.cancelled() => return,
-        }
-        let cfg = configs.borrow_and_update().clone();
-        dc.access.set_config_allow(cfg.discord.allow.clone());
-        let api = cfg
-            .discord
-            .api_url
-            .as_deref()
-            .unwrap_or(DEFAULT_API_URL)
-            .trim_end_matches('/');
-        if cfg.discord.token.as_deref().map(str::trim) != Some(dc.token.as_str())
-            || api != dc.api_url
-            || cfg.discord.gateway_url != dc.gateway_url
-        {
-            tracing::warn!(
-                "discord: the reloaded config changes the token or a URL; restart metrod to use it (the allowlist is already in force)"
-            );
-        }
-    }
 }
 
 /// The token without a `Bot ` prefix someone pasted along.
@@ -211,7 +179,6 @@ pub fn open(
     let (recent, newest) = seed(log)?;
     Ok(Some(Arc::new(Discord {
         auth: format!("Bot {token}"),
-        token: token.clone(),
         api_url,
         gateway_url: cfg.gateway_url.clone(),
         http,
@@ -434,23 +401,6 @@ impl Discord {
             "resumes": n(&c.resumes),
         })
     }
-}
-
-/// The row of `stations` when there is no token.
-pub fn disabled_row() -> Value {
-    json!({
-        "name": "discord",
-        "enabled": false,
-        "status": disabled_reason(),
-        "capabilities": [],
-    })
-}
-
-pub fn disabled_reason() -> String {
-    format!(
-        "disabled: no bot token (set METRO_DISCORD_TOKEN, or token in the [discord] section of {})",
-        crate::config::path().display()
-    )
 }
 
 /// `metro://discord/<channel>`

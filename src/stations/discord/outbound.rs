@@ -24,7 +24,9 @@ use serenity::http::Route;
 use super::rest::{decode, Body, Upload};
 use super::{parse_line, Discord};
 use crate::proto::{Send, WireError};
-use crate::stations::text::{button_rows, create_new, existing_file, safe_name, split, units};
+use crate::stations::text::{
+    button_rows, check_send, create_new, existing_file, safe_name, split, units,
+};
 use crate::stations::{SendFailure, Sent};
 use crate::store::log::Log;
 
@@ -193,15 +195,7 @@ impl Discord {
         }
         let buttons = s.buttons.as_ref().map(components).transpose()?;
         let text = s.text.as_str();
-        if text.trim().is_empty() && files.is_empty() {
-            return Err(WireError::bad_request(
-                "nothing to send: `text` is empty and there are no files",
-            )
-            .into());
-        }
-        if buttons.is_some() && text.trim().is_empty() {
-            return Err(WireError::bad_request("buttons need a non-empty `text`").into());
-        }
+        check_send(text, !files.is_empty(), buttons.is_some())?;
         let reply_to = match &s.reply_to {
             Some(r) => Some(self.resolve(log, channel, r, "replyTo").await?),
             None => None,

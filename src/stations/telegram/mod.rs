@@ -95,7 +95,6 @@ fn bump(c: &AtomicU64) {
 /// The running station.
 pub struct Telegram {
     pub(crate) bot: Bot,
-    token: String,
     api_url: String,
     pub access: Access,
     pub(crate) ids: ids::Ids,
@@ -105,29 +104,6 @@ pub struct Telegram {
     bot_name: Mutex<Option<String>>,
     recent: Mutex<Recent<u32>>,
     pub(crate) poll_timeout: u32,
-}
-
-/// Applies reloaded configs: the allowlist takes effect at once; a new
-/// token or API base needs a restart (said in the log).
-pub async fn follow_config(
-    tg: Arc<Telegram>,
-    mut configs: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            changed = configs.changed() => if changed.is_err() { return },
-            _ = stop.cancelled() => return,
-        }
-        let cfg = configs.borrow_and_update().clone();
-        tg.access.set_config_allow(cfg.telegram.allow.clone());
-        let api = cfg.telegram.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
-        if cfg.telegram.token.as_deref() != Some(tg.token.as_str()) || api != tg.api_url {
-            tracing::warn!(
-                "telegram: the reloaded config changes the token or API base; restart metrod to use it (the allowlist is already in force)"
-            );
-        }
-    }
 }
 
 /// Opens the station when `cfg` has a token: the id map, the access list,
@@ -161,7 +137,6 @@ pub fn open(
     let recent = seed_recent(log)?;
     Ok(Some(Arc::new(Telegram {
         bot,
-        token: token.clone(),
         api_url: api_url.trim_end_matches('/').to_string(),
         access,
         ids,
@@ -267,23 +242,6 @@ impl Telegram {
             "plainFallbacks": n(&c.plain_fallbacks),
         })
     }
-}
-
-/// The row of `stations` when there is no token.
-pub fn disabled_row() -> Value {
-    json!({
-        "name": "telegram",
-        "enabled": false,
-        "status": disabled_reason(),
-        "capabilities": [],
-    })
-}
-
-pub fn disabled_reason() -> String {
-    format!(
-        "disabled: no bot token (set METRO_TELEGRAM_TOKEN, or token in the [telegram] section of {})",
-        crate::config::path().display()
-    )
 }
 
 /// `metro://telegram/<chat>[/<topic>]`

@@ -37,7 +37,7 @@ use teloxide::{ApiError, RequestError};
 use super::{bump, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
 use crate::proto::{ErrorCode, Send, WireError};
 use crate::stations::queue::{Failure, Rate, Turn};
-use crate::stations::text::{button_rows, create_new, existing_file, safe_name};
+use crate::stations::text::{button_rows, check_send, create_new, existing_file, safe_name};
 pub use crate::stations::text::{find_in_log, split, units};
 use crate::stations::{SendFailure, Sent};
 use crate::store::log::Log;
@@ -236,15 +236,7 @@ impl Telegram {
         let markup = s.buttons.as_ref().map(keyboard).transpose()?;
         let text = s.text.as_str();
         let has_files = !images.is_empty() || !documents.is_empty() || voice.is_some();
-        if text.trim().is_empty() && !has_files {
-            return Err(WireError::bad_request(
-                "nothing to send: `text` is empty and there are no files",
-            )
-            .into());
-        }
-        if markup.is_some() && text.trim().is_empty() {
-            return Err(WireError::bad_request("buttons need a non-empty `text`").into());
-        }
+        check_send(text, has_files, markup.is_some())?;
         let reply_to = match &s.reply_to {
             Some(r) => Some(self.resolve(log, chat, r, "replyTo").await?),
             None => None,
