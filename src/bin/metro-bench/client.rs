@@ -117,6 +117,22 @@ pub async fn count_lines(conn: Conn, n: u64, seen: Arc<AtomicU64>) -> Result<Ins
     Ok(Instant::now())
 }
 
+/// Waits for every [`count_lines`] reader (60 s at most): the latest time
+/// one of them finished, or `since` when that is later.
+pub async fn all_read(
+    readers: Vec<tokio::task::JoinHandle<Result<Instant, Error>>>,
+    since: Instant,
+) -> Result<Instant, Error> {
+    let mut last = since;
+    for r in readers {
+        let t = tokio::time::timeout(std::time::Duration::from_secs(60), r)
+            .await
+            .map_err(|_| "subscribers did not receive every event within 60 s")???;
+        last = last.max(t);
+    }
+    Ok(last)
+}
+
 pub fn bytecount(b: &[u8], c: u8) -> u64 {
     b.iter().filter(|&&x| x == c).count() as u64
 }

@@ -12,7 +12,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{
-    bytecount, calibrate, count_lines, find, plain_body, publish_all, subscribers, Conn, Limit,
+    all_read, bytecount, calibrate, count_lines, find, plain_body, publish_all, subscribers, Conn,
+    Limit,
 };
 use crate::daemon::Daemon;
 use crate::report::Case;
@@ -93,13 +94,7 @@ async fn measure(ctx: &Ctx, events: u64, claims: bool) -> Result<(f64, f64), Err
         plain_body(p, pad, out)
     })
     .await?;
-    let mut last = s.last_answer;
-    for r in readers {
-        let t = tokio::time::timeout(Duration::from_secs(60), r)
-            .await
-            .map_err(|_| "subscribers did not receive every event within 60 s")???;
-        last = last.max(t);
-    }
+    let last = all_read(readers, s.last_answer).await?;
     stop.store(true, Ordering::Relaxed);
     let pairs = match claimer {
         Some(t) => t.await??,

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::client::{calibrate, count_lines, plain_body, publish_all, subscribers, Limit};
+use crate::client::{
+    all_read, calibrate, count_lines, plain_body, publish_all, subscribers, Limit,
+};
 use crate::daemon::Daemon;
 use crate::report::Case;
 use crate::{Ctx, Error};
@@ -42,13 +44,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
             plain_body(p, pad, out)
         })
         .await?;
-        let mut last = s.last_answer;
-        for r in readers {
-            let t = tokio::time::timeout(Duration::from_secs(60), r)
-                .await
-                .map_err(|_| "subscribers did not receive every event within 60 s")???;
-            last = last.max(t);
-        }
+        let last = all_read(readers, s.last_answer).await?;
         let secs = last.duration_since(s.first_sent).as_secs_f64();
         let deliveries = n as u64 * events;
         cases.push(
