@@ -33,8 +33,9 @@ fn fill(c: &mut Client, from: usize, n: usize) -> Vec<u64> {
         .collect()
 }
 
-fn index(f: &Value) -> usize {
-    f["event"]["text"]
+/// The number an event's text starts with.
+fn number(e: &Value) -> usize {
+    e["text"]
         .as_str()
         .unwrap()
         .split(' ')
@@ -42,6 +43,11 @@ fn index(f: &Value) -> usize {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// The number of an event frame's event.
+fn index(f: &Value) -> usize {
+    number(&f["event"])
 }
 
 #[test]
@@ -98,16 +104,7 @@ fn offsets_stay_global_across_rolls_and_restarts() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            e["text"]
-                .as_str()
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(number)
         .collect();
     assert_eq!(got, (0..200).rev().collect::<Vec<_>>());
     // A cursor written before later rolls still means the same event.
