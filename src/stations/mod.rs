@@ -249,6 +249,19 @@ impl Status {
         }
     }
 
+    /// Says `why` (with the pause to come), then waits the next pause of
+    /// `backoff`; false when shutdown came first.
+    pub async fn retry_later(
+        &self,
+        why: impl std::fmt::Display,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let d = backoff.pause();
+        self.set(format!("{why}; retrying in {} s", d.as_secs()));
+        pause(d, shutdown).await
+    }
+
     /// `s` with the secret replaced by `<token>`.
     pub fn redact(&self, s: &str) -> String {
         if self.secret.is_empty() {

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::inbound::Feed;
 use super::{bump, Discord};
 use crate::broker::Broker;
-use crate::stations::{pause, Backoff};
+use crate::stations::Backoff;
 
 /// Dispatches waiting to be stored.
 pub const QUEUE: usize = 10_000;
@@ -83,13 +83,8 @@ pub async fn run(broker: Arc<Broker>, dc: Arc<Discord>, shutdown: CancellationTo
                 break;
             }
             Err(e) => {
-                let d = backoff.pause();
-                dc.set_status(format!(
-                    "down: {}; retrying in {} s",
-                    e.message,
-                    d.as_secs()
-                ));
-                if !pause(d, &shutdown).await {
+                let why = format!("down: {}", e.message);
+                if !dc.status.retry_later(why, &mut backoff, &shutdown).await {
                     return;
                 }
             }
@@ -244,9 +239,11 @@ async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Feed>, stop: CancellationTok
         if dc.counters.sessions.load(Ordering::Relaxed) != sessions {
             backoff.reset();
         }
-        let d = backoff.pause();
-        dc.set_status(format!("down: {why}; reconnecting in {} s", d.as_secs()));
-        if !pause(d, &stop).await {
+        if !dc
+            .status
+            .retry_later(format!("down: {why}"), &mut backoff, &stop)
+            .await
+        {
             return;
         }
     }

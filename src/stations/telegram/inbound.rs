@@ -120,13 +120,8 @@ async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToke
                 break;
             }
             Err(e) => {
-                let d = backoff.pause();
-                tg.set_status(format!(
-                    "{}; retrying in {} s",
-                    describe(&tg, "getMe", &e),
-                    d.as_secs()
-                ));
-                if !pause(d, &shutdown).await {
+                let why = describe(&tg, "getMe", &e);
+                if !tg.status.retry_later(why, &mut backoff, &shutdown).await {
                     return;
                 }
             }
@@ -149,13 +144,8 @@ async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToke
         let updates = match got {
             Ok(u) => u,
             Err(e) => {
-                let d = backoff.pause();
-                tg.set_status(format!(
-                    "{}; retrying in {} s",
-                    describe(&tg, "getUpdates", &e),
-                    d.as_secs()
-                ));
-                if !pause(d, &shutdown).await {
+                let why = describe(&tg, "getUpdates", &e);
+                if !tg.status.retry_later(why, &mut backoff, &shutdown).await {
                     return;
                 }
                 continue;
