@@ -33,6 +33,27 @@ fn fill(c: &mut Client, from: usize, n: usize) -> Vec<u64> {
         .collect()
 }
 
+/// The global offset where `history.jsonl` starts (`history.base`).
+fn read_base(d: &Daemon) -> u64 {
+    match std::fs::read_to_string(d.dir.join("history.base")) {
+        Ok(s) => s.trim().parse().unwrap(),
+        Err(_) => 0,
+    }
+}
+
+/// The start offsets of the rolled segments on disk, oldest first.
+fn segment_starts(d: &Daemon) -> Vec<u64> {
+    segment_files(d)
+        .iter()
+        .map(|s| {
+            s.trim_start_matches("history.")
+                .trim_end_matches(".jsonl")
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// The number an event's text starts with.
 fn number(e: &Value) -> usize {
     e["text"]
@@ -170,7 +191,73 @@ fn retention_by_size_deletes_old_segments_and_reports_the_gap() {
     let s = c.subscribe(json!({"cursor": "slow", "limit": 5}));
     c.drain(&s);
     let slow_at = offs[4];
-    offs.extend(fill(&mut c, 20, 400));
+    // After every roll, retention keeps exactly the newest segments that fit
+    // in the limit: no more (the limit holds) and no fewer (adding back the
+    // newest deleted segment would break it).
+    let limit = 32 * 1024;
+    let mut rolled: Vec<(u64, u64)> = Vec::new(); // every segment rolled: (start, len)
+    let mut base = read_base(&d);
+    let (mut checked, mut after_deletion) = (0, 0);
+    for i in 20..420 {
+        let prev = *offs.last().unwrap();
+        let o = fill(&mut c, i, 1)[0];
+        offs.push(o);
+        // The entry before this one filled the active file: its roll and
+        // the retention after it finished before this one was written (and
+        // this one, only a few hundred bytes in, rolls nothing).
+        if prev - base < 8192 {
+            continue;
+        }
+        rolled.push((base, prev - base));
+        base = prev;
+        assert_eq!(read_base(&d), base, "rolled at the entry that filled it");
+        let kept = segment_files(&d);
+        let starts = segment_starts(&d);
+        let kept_bytes: u64 = starts
+            .iter()
+            .map(|st| {
+                rolled
+                    .iter()
+                    .find(|r| r.0 == *st)
+                    .expect("a rolled segment")
+                    .1
+            })
+            .sum();
+        assert!(kept_bytes <= limit, "more than the limit kept: {kept:?}");
+        let first = rolled
+            .iter()
+            .position(|r| r.0 == starts[0])
+            .expect("oldest kept segment was rolled");
+        if first > 0 {
+            assert!(
+                kept_bytes + rolled[first - 1].1 > limit,
+                "segment {} was deleted although it fit in the limit (kept {kept_bytes} bytes)",
+                rolled[first - 1].0
+            );
+            after_deletion += 1;
+        }
+        for (name, start) in kept.iter().zip(&starts) {
+            let len = std::fs::metadata(d.dir.join(name)).unwrap().len();
+            assert_eq!(Some(&(*start, len)), rolled.iter().find(|r| r.0 == *start));
+        }
+        assert_eq!(
+            starts,
+            rolled[first..].iter().map(|r| r.0).collect::<Vec<_>>()
+        );
+        let st = c.ok(json!({"op": "stats"}));
+        assert_eq!(st["oldestOffset"].as_u64(), Some(starts[0]));
+        assert_eq!(
+            st["diskBytes"].as_u64(),
+            Some(kept_bytes + (o - base)),
+            "segments plus the active file"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} rolls seen");
+    assert!(
+        after_deletion >= 3,
+        "only {after_deletion} rolls deleted anything"
+    );
     let st = c.ok(json!({"op": "stats"}));
     let oldest = st["oldestOffset"].as_u64().unwrap();
     assert!(oldest > slow_at, "old segments deleted: oldest {oldest}");
@@ -240,6 +327,15 @@ fn retention_by_age_and_rolling_by_age() {
         "segments older than 2 days deleted at startup"
     );
     assert!(d.stderr().contains("retention deleted segment"));
+    // The oldest segment that had to stay (younger than 2 days) is where
+    // the log now starts.
+    let oldest_kept: u64 = segs[2]
+        .trim_start_matches("history.")
+        .trim_end_matches(".jsonl")
+        .parse()
+        .unwrap();
+    let st = d.connect().ok(json!({"op": "stats"}));
+    assert_eq!(st["oldestOffset"].as_u64(), Some(oldest_kept));
     // --segment-age rolls a non-empty active file once it is old enough.
     let mut c = d.connect();
     fill(&mut c, 100, 1);
@@ -248,10 +344,18 @@ fn retention_by_age_and_rolling_by_age() {
         assert!(std::time::Instant::now() < deadline, "not rolled by age");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(segment_files(&d).len(), left.len() + 1);
+    // One more entry: the writer stores it only after the roll and the
+    // retention that follows it are done. The new segment is young, and so
+    // are the ones kept at startup: nothing more is deleted.
+    fill(&mut c, 101, 1);
+    let now = segment_files(&d);
+    assert_eq!(now.len(), left.len() + 1, "{now:?}");
+    assert_eq!(now[..left.len()], left[..]);
+    let st = c.ok(json!({"op": "stats"}));
+    assert_eq!(st["oldestOffset"].as_u64(), Some(oldest_kept));
     let s = c.subscribe(json!({"since": "start"}));
     let (ev, _) = c.drain(&s);
-    assert_eq!(index(ev.last().unwrap()), 100);
+    assert_eq!(index(ev.last().unwrap()), 101);
     d.kill9();
 }
 

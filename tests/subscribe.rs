@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::*;
@@ -398,4 +400,112 @@ fn a_subscriber_far_behind_catches_up_from_the_file_in_order() {
         last = off;
     }
     assert_eq!(last, std::fs::metadata(d.history_path()).unwrap().len());
+}
+
+/// The number an event frame's text starts with.
+fn number(f: &Value) -> usize {
+    let text = f["event"]["text"].as_str().expect("text");
+    text.split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("numbered text")
+}
+
+fn signal(d: &Daemon, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid()), sig).expect("signal metrod");
+}
+
+#[test]
+fn an_auto_ack_cursor_never_passes_a_frame_that_was_not_written() {
+    let d = Daemon::start_with(&["--fsync", "never"]);
+    // A subscriber that stops reading at once.
+    let mut stalled = UnixStream::connect(&d.socket).unwrap();
+    let sub = json!({"op": "subscribe", "req": 1, "as": A, "follow": true, "ack": "auto"});
+    stalled.write_all(format!("{sub}\n").as_bytes()).unwrap();
+    // About 3 MB of frames: far more than the socket's buffers and the
+    // connection's 256 KiB outbox hold, so metrod's writer ends up blocked
+    // in the middle of a write.
+    const N: usize = 3000;
+    let pad = "p".repeat(1000);
+    let mut p = d.connect();
+    let mut last_offset = 0;
+    for i in 0..N {
+        let a = publish(
+            &mut p,
+            json!({"line": "telegram/1", "text": format!("{i} {pad}")}),
+        );
+        last_offset = a["offset"].as_u64().unwrap();
+    }
+    // Wait until the cursor stops moving: the outbox is full and the writer
+    // waits for the socket.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut cursor = cursor_of(&mut p, A);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = cursor_of(&mut p, A);
+        if now == cursor {
+            break;
+        }
+        cursor = now;
+        assert!(std::time::Instant::now() < deadline, "cursor never settled");
+    }
+    assert!(
+        cursor < last_offset,
+        "every frame fit in the buffers; the test needs more events"
+    );
+    // Freeze metrod, take every byte it wrote to the socket, hang up, and
+    // let it go on: the write it was blocked in now fails.
+    signal(&d, nix::sys::signal::Signal::SIGSTOP);
+    stalled.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match stalled.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    drop(stalled);
+    signal(&d, nix::sys::signal::Signal::SIGCONT);
+    // Frames received in full (a cut last frame does not count).
+    let complete = &got[..got.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)];
+    let frames: Vec<Value> = complete
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(frames[0]["ok"], json!(true), "{}", frames[0]);
+    let received: Vec<usize> = frames[1..].iter().map(number).collect();
+    assert_eq!(received, (0..received.len()).collect::<Vec<_>>());
+    assert!(received.len() < N);
+    // Once the stalled subscription is gone, resume on the same cursor.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !p.ok(json!({"op": "stats"}))["subscriptions"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscription not gone"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = p.subscribe(json!({"as": A}));
+    let (ev, _) = p.drain(&s);
+    let resumed: Vec<usize> = ev.iter().map(number).collect();
+    let first = resumed.first().copied().unwrap_or(N);
+    assert!(
+        first <= received.len(),
+        "events {}..{first} were skipped: the cursor passed frames the subscriber never received in full",
+        received.len()
+    );
+    assert_eq!(
+        resumed,
+        (first..N).collect::<Vec<_>>(),
+        "nothing skipped after the resume point"
+    );
 }
