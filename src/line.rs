@@ -45,6 +45,15 @@ pub fn is_platform(station: &str) -> bool {
     matches!(station, "telegram" | "discord" | "webhook")
 }
 
+/// A local line: an agent's line (`metro://claude/user/<id>`), that is any
+/// line whose station is not a chat or webhook station. It belongs to the
+/// identity it names, and to nobody else: it is never claimed by another
+/// identity (docs/broker.md, Claims). A line below an identity
+/// (`metro://claude/user/me/s1`) is its own identity.
+pub fn is_local(uri: &str) -> bool {
+    !is_platform(station_of(uri))
+}
+
 /// Validates any metro URI and returns it in full form.
 pub fn uri(input: &str) -> Result<String, LineError> {
     if input.is_empty() {
@@ -155,6 +164,11 @@ mod tests {
         );
         assert_eq!(uri("claude/user/abc").unwrap(), "metro://claude/user/abc");
         assert_eq!(station_of("metro://discord/1"), "discord");
+        assert!(is_local("metro://claude/user/abc"));
+        assert!(is_local("metro://claude/user/abc/s1"));
+        assert!(!is_local("metro://telegram/5"));
+        assert!(!is_local("metro://discord/5"));
+        assert!(!is_local("metro://webhook/gh"));
     }
 
     #[test]

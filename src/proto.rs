@@ -326,6 +326,9 @@ pub struct Subscribe {
     pub max_deliver: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// Also deliver events whose `from` is `as` (default: no echo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

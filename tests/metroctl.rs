@@ -97,17 +97,16 @@ fn every_command_round_trips() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let sent = json_out(&out);
-    assert_eq!(sent["claim"], json!("claimed"));
-    // METRO_NO_AUTO_CLAIM=1 and --no-claim.
-    let s = json_out(&run_ok(
-        metroctl(&d, &["send", "codex/user/c", "hi"])
-            .env("METRO_AS", A)
-            .env("METRO_NO_AUTO_CLAIM", "1"),
-    ));
-    assert_eq!(s["claim"], json!("off"));
+    assert_eq!(
+        sent["claim"],
+        json!("off"),
+        "an agent's line is never claimed"
+    );
+    // METRO_NO_AUTO_CLAIM=1 and --no-claim matter on chat lines only: see
+    // tests/telegram.rs, metroctl_no_claim_leaves_a_chat_line_unclaimed.
     let s = json_out(&run_ok(&mut metroctl(
         &d,
-        &["send", "codex/user/c", "hi", "--from", A, "--no-claim"],
+        &["send", "codex/user/c", "hi", "--from", A],
     )));
     assert_eq!(s["claim"], json!("off"));
 
@@ -162,7 +161,7 @@ fn edit_and_react_from_the_command_line() {
         &d,
         &["edit", "codex/user/b", id, "v2", "--from", A],
     )));
-    assert_eq!(e["claim"], json!("kept"));
+    assert_eq!(e["claim"], json!("off"));
     let r = json_out(&run_ok(&mut metroctl(
         &d,
         &["react", "codex/user/b", id, "🎉", "--from", A],
@@ -183,7 +182,7 @@ fn identity_comes_from_the_agent_environment() {
             .env("METRO_USER_ID", "org-7")
             .env("PATH", "/nonexistent"),
     ));
-    assert_eq!(s["claim"], json!("claimed"));
+    assert_eq!(s["claim"], json!("off"));
     assert_eq!(d.history()[0]["from"], "metro://claude/user/org-7");
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(

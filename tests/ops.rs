@@ -211,7 +211,7 @@ fn ephemeral_claims_vanish_with_their_connection_and_stay_off_disk() {
 }
 
 #[test]
-fn send_to_a_local_line_notifies_it_and_auto_claims_by_the_rules() {
+fn send_to_a_local_line_notifies_it_and_never_claims_it() {
     let d = Daemon::start();
     let mut c = d.connect();
     let target = "metro://codex/user/b/thread1";
@@ -220,7 +220,11 @@ fn send_to_a_local_line_notifies_it_and_auto_claims_by_the_rules() {
         b.subscribe(json!({"as": target, "mode": "mine-only", "follow": true, "since": "tail"}));
 
     let a = c.ok(json!({"op": "send", "line": target, "text": "please review", "from": A}));
-    assert_eq!(a["claim"], json!("claimed"));
+    assert_eq!(
+        a["claim"],
+        json!("off"),
+        "a local line is never auto-claimed"
+    );
     assert_eq!(a["messageId"], a["id"]);
     let f = b.frame();
     assert_eq!(f["sub"], json!(s));
@@ -232,16 +236,11 @@ fn send_to_a_local_line_notifies_it_and_auto_claims_by_the_rules() {
     assert_eq!(ev["id"], a["id"]);
 
     let a = c.ok(json!({"op": "send", "line": target, "text": "again", "from": A}));
-    assert_eq!(a["claim"], json!("kept"));
+    assert_eq!(a["claim"], json!("off"));
     let a = c.ok(json!({"op": "send", "line": target, "text": "me too", "from": B}));
-    assert_eq!(
-        a["claim"],
-        json!("skipped"),
-        "never overwrite another owner"
-    );
+    assert_eq!(a["claim"], json!("off"));
     let claims = c.ok(json!({"op": "claims"}));
-    assert_eq!(claims["claims"][target], json!(A));
-    // The skipped send still happened.
+    assert_eq!(claims["claims"], json!({}), "nobody took the line over");
     assert_eq!(texts(&b.events(2)), ["again", "me too"]);
 
     let a = c.ok(json!({"op": "send", "line": "claude/user/z", "text": "x"}));
@@ -250,16 +249,16 @@ fn send_to_a_local_line_notifies_it_and_auto_claims_by_the_rules() {
         json!({"op": "send", "line": "claude/user/z", "text": "x", "from": B, "noClaim": true}),
     );
     assert_eq!(a["claim"], json!("off"));
-    let claims = c.ok(json!({"op": "claims"}));
-    assert!(claims["claims"].get("metro://claude/user/z").is_none());
 
     let a = c.ok(
         json!({"op": "edit", "line": target, "messageId": a["id"], "text": "fixed", "from": A}),
     );
-    assert_eq!(a["claim"], json!("kept"));
+    assert_eq!(a["claim"], json!("off"));
     let a = c
         .ok(json!({"op": "react", "line": target, "messageId": "msg_1", "emoji": "👍", "from": A}));
+    assert_eq!(a["claim"], json!("off"));
     assert!(a["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(c.ok(json!({"op": "claims"}))["claims"], json!({}));
     let log = d.history();
     let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(

@@ -443,6 +443,31 @@ fn strangers_are_blocked_counted_and_paired() {
 }
 
 #[test]
+fn metroctl_no_claim_leaves_a_chat_line_unclaimed() {
+    let fake = Fake::start();
+    let d = start(&fake, "*");
+    let send = |env: &[(&str, &str)], extra: &[&str]| -> Value {
+        let mut args = vec!["send", "telegram/43", "hi"];
+        args.extend_from_slice(extra);
+        let mut cmd = metroctl(&d, &args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap()
+    };
+    let s = send(&[("METRO_AS", A), ("METRO_NO_AUTO_CLAIM", "1")], &[]);
+    assert_eq!(s["claim"], "off");
+    let s = send(&[], &["--from", A, "--no-claim"]);
+    assert_eq!(s["claim"], "off");
+    let claims = d.connect().ok(json!({"op": "claims"}));
+    assert_eq!(claims["claims"], json!({}));
+    // Without either, the same send claims the line.
+    let s = send(&[("METRO_AS", A)], &[]);
+    assert_eq!(s["claim"], "claimed");
+    assert_eq!(fake.calls("sendMessage").len(), 3);
+}
+
+#[test]
 fn send_splits_replies_claims_and_logs_each_op() {
     let fake = Fake::start();
     let d = start(&fake, "*");

@@ -157,6 +157,11 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
                         .unwrap_or_default();
                     println!("{}", output::table(&["LINE", "OWNER"], &rows));
                 }
+                // Claims of local lines by other identities (older
+                // claims.json): not in force, said on stderr.
+                for (line, why) in a["ignored"].as_object().into_iter().flatten() {
+                    eprintln!("ignored: {line}: {}", why["note"].as_str().unwrap_or(""));
+                }
             }),
         ),
         Command::Send {

@@ -1,9 +1,10 @@
 //! `metroctl doctor`: is everything in order, and if not, what to do.
 //!
-//! It asks the daemon (`hello`, `stations`, `stats`) and looks at the files
-//! itself: the state dir and socket permissions, free disk, each station in
-//! words, the config file, log size and the oldest cursor's lag, the
-//! service files, and the Cloudflare tunnel (when one is set up). Every
+//! It asks the daemon (`hello`, `stations`, `stats`, `claims`) and looks at
+//! the files itself: the state dir and socket permissions, free disk, each
+//! station in words, the config file, log size and the oldest cursor's lag,
+//! ignored claims (local lines claimed by another identity), the service
+//! files, and the Cloudflare tunnel (when one is set up). Every
 //! finding is `ok`, `info`, `warn` or `problem`; a problem names its fix.
 //! Exit 0 when there is no problem (warnings included), 1 otherwise.
 
@@ -102,6 +103,7 @@ struct Daemon {
     hello: Value,
     stations: Vec<Value>,
     stats: Value,
+    claims: Value,
 }
 
 fn ask(socket: &Path) -> Result<Daemon, CliError> {
@@ -109,10 +111,12 @@ fn ask(socket: &Path) -> Result<Daemon, CliError> {
     let hello = c.call(json!({"op": "hello", "client": "metroctl doctor"}))?;
     let stations = c.call(json!({"op": "stations"}))?;
     let stats = c.call(json!({"op": "stats"}))?;
+    let claims = c.call(json!({"op": "claims"}))?;
     Ok(Daemon {
         hello,
         stations: stations["stations"].as_array().cloned().unwrap_or_default(),
         stats,
+        claims,
     })
 }
 
@@ -493,6 +497,27 @@ fn check_log(r: &mut Report, stats: &Value) {
     }
 }
 
+/// Claims of local lines by other identities, left by an older claims.json:
+/// ignored for routing, each with the command that removes it.
+fn check_claims(r: &mut Report, claims: &Value) {
+    let ignored = claims["ignored"].as_object();
+    for (line, why) in ignored.into_iter().flatten() {
+        r.add(
+            Level::Warn,
+            "claims",
+            format!(
+                "{} claims the local line {line}, which belongs to the agent it names: the claim is ignored",
+                why["owner"].as_str().unwrap_or("?")
+            ),
+            Some(format!("`metroctl release {line}`")),
+        );
+    }
+    if ignored.is_none_or(|m| m.is_empty()) {
+        let n = claims["claims"].as_object().map_or(0, |m| m.len());
+        r.add(Level::Ok, "claims", format!("{n} claim(s) in force"), None);
+    }
+}
+
 fn check_service(r: &mut Report, svc: &Value) {
     if svc["installed"] == json!(true) {
         let enabled = match svc["enabled"].as_bool() {
@@ -560,6 +585,7 @@ pub fn run(socket: &Path, args: &DoctorArgs) -> Result<(), CliError> {
     check_config(&mut r, &config_path, loaded);
     if let Some(d) = d {
         check_log(&mut r, &d.stats);
+        check_claims(&mut r, &d.claims);
     }
     check_service(&mut r, &svc);
 

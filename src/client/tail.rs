@@ -45,6 +45,9 @@ pub struct TailArgs {
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// Also print events this identity wrote itself (hidden by default).
+    #[arg(long)]
+    pub echo: bool,
     /// Durable cursor name [default: the identity].
     #[arg(long, value_name = "NAME")]
     pub cursor: Option<String>,
@@ -102,6 +105,9 @@ pub fn request(args: &TailArgs) -> Result<Value, CliError> {
     }
     if let Some(c) = &args.cursor {
         req["cursor"] = json!(c);
+    }
+    if args.echo {
+        req["echo"] = json!(true);
     }
     Ok(req)
 }

@@ -6,6 +6,11 @@
 //! of the directory) and only then publishes the new snapshot and answers.
 //! Ephemeral claims live in memory only: they vanish with their connection
 //! and with the daemon.
+//!
+//! A local line (an agent's line, [`line::is_local`]) belongs to the
+//! identity it names: nobody else can claim it, and it is never auto-claimed.
+//! Such claims found in `claims.json` (written by an older metro) are kept on
+//! disk but ignored for routing until someone releases them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -15,6 +20,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::line;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -26,6 +33,10 @@ pub struct Owner {
 #[derive(Debug, Clone, Default)]
 pub struct ClaimMap {
     owners: HashMap<String, Owner>,
+    /// Claims of a local line by another identity, found in `claims.json`:
+    /// line -> claimant. Written back to the file, never used for routing,
+    /// removed by `release`.
+    ignored: BTreeMap<String, String>,
     /// Bumped by every change to the durable claims (what claims.json
     /// holds), so a batch knows whether the file must be written without
     /// comparing whole maps.
@@ -49,19 +60,45 @@ impl ClaimMap {
         self.owners.is_empty()
     }
 
-    /// Every claim, sorted by line.
+    /// The ignored claims (line, claimant), sorted by line.
+    pub fn ignored(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.ignored.iter().map(|(l, w)| (l.as_str(), w.as_str()))
+    }
+
+    /// Every claim in force, sorted by line.
     pub fn iter_sorted(&self) -> Vec<(&str, &Owner)> {
         let mut v: Vec<(&str, &Owner)> = self.owners.iter().map(|(k, v)| (k.as_str(), v)).collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
     }
 
+    /// What `claims.json` holds: the durable claims and the ignored ones.
     fn durable(&self) -> BTreeMap<&str, &str> {
         self.owners
             .iter()
             .filter(|(_, o)| o.ephemeral.is_none())
             .map(|(k, o)| (k.as_str(), o.who.as_str()))
+            .chain(self.ignored())
             .collect()
+    }
+
+    /// Puts a claim read from `claims.json` in the map: a local line
+    /// claimed by another identity goes to the ignored claims.
+    fn load(&mut self, line: String, who: String) {
+        if line::is_local(&line) && line != who {
+            tracing::warn!(
+                "claims.json: {who} claims the local line {line}; a local line belongs to the agent it names, so this claim is ignored (`metroctl release {line}` removes it)"
+            );
+            self.ignored.insert(line, who);
+        } else {
+            self.owners.insert(
+                line,
+                Owner {
+                    who,
+                    ephemeral: None,
+                },
+            );
+        }
     }
 }
 
@@ -136,13 +173,7 @@ impl Claims {
                         )
                     })?;
                 for (line, who) in parsed {
-                    map.owners.insert(
-                        line,
-                        Owner {
-                            who,
-                            ephemeral: None,
-                        },
-                    );
+                    map.load(line, who);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -266,17 +297,20 @@ impl ClaimMap {
     fn set(&mut self, line: &str, owner: Owner) {
         let new = Self::durable_owner(Some(&owner)).map(str::to_string);
         let old = self.owners.insert(line.to_string(), owner);
-        if Self::durable_owner(old.as_ref()) != new.as_deref() {
+        let unignored = self.ignored.remove(line).is_some();
+        if unignored || Self::durable_owner(old.as_ref()) != new.as_deref() {
             self.durable_version += 1;
         }
     }
 
+    /// Removes the claim on `line`, in force or ignored.
     fn remove(&mut self, line: &str) -> bool {
         let old = self.owners.remove(line);
-        if Self::durable_owner(old.as_ref()).is_some() {
+        let unignored = self.ignored.remove(line).is_some();
+        if unignored || Self::durable_owner(old.as_ref()).is_some() {
             self.durable_version += 1;
         }
-        old.is_some()
+        old.is_some() || unignored
     }
 }
 
@@ -288,6 +322,12 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
             if_free,
             ephemeral,
         } => {
+            // A local line belongs to the identity it names.
+            if line::is_local(line) && line != who {
+                return ClaimOutcome::Conflict {
+                    owner: line.clone(),
+                };
+            }
             let previous = map.owners.get(line).map(|o| o.who.clone());
             if *if_free {
                 if let Some(owner) = &previous {
@@ -318,6 +358,7 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
                 ClaimOutcome::Released(false)
             }
         }
+        ClaimOp::Auto { line, .. } if line::is_local(line) => ClaimOutcome::Auto("off"),
         ClaimOp::Auto { line, who } => match map.owners.get(line) {
             None => {
                 map.set(
@@ -355,37 +396,96 @@ mod tests {
             ephemeral: None,
         };
         assert_eq!(
-            apply(&mut m, &claim("l", "a", false)),
+            apply(&mut m, &claim("metro://telegram/1", "a", false)),
             ClaimOutcome::Claimed {
                 owner: "a".into(),
                 previous: None
             }
         );
         assert_eq!(
-            apply(&mut m, &claim("l", "b", true)),
+            apply(&mut m, &claim("metro://telegram/1", "b", true)),
             ClaimOutcome::Conflict { owner: "a".into() }
         );
         assert_eq!(
-            apply(&mut m, &claim("l", "b", false)),
+            apply(&mut m, &claim("metro://telegram/1", "b", false)),
             ClaimOutcome::Claimed {
                 owner: "b".into(),
                 previous: Some("a".into())
             }
         );
         let auto = |who: &str| ClaimOp::Auto {
-            line: "l".into(),
+            line: "metro://telegram/1".into(),
             who: who.into(),
         };
         assert_eq!(apply(&mut m, &auto("b")), ClaimOutcome::Auto("kept"));
         assert_eq!(apply(&mut m, &auto("a")), ClaimOutcome::Auto("skipped"));
         assert_eq!(
-            apply(&mut m, &ClaimOp::Release { line: "l".into() }),
+            apply(
+                &mut m,
+                &ClaimOp::Release {
+                    line: "metro://telegram/1".into()
+                }
+            ),
             ClaimOutcome::Released(true)
         );
         assert_eq!(apply(&mut m, &auto("a")), ClaimOutcome::Auto("claimed"));
         assert_eq!(
-            apply(&mut m, &ClaimOp::Release { line: "x".into() }),
+            apply(
+                &mut m,
+                &ClaimOp::Release {
+                    line: "metro://telegram/2".into()
+                }
+            ),
             ClaimOutcome::Released(false)
         );
+    }
+
+    #[test]
+    fn local_lines_belong_to_the_identity_they_name() {
+        let mut m = ClaimMap::default();
+        let bob = "metro://codex/user/bob";
+        let alice = "metro://claude/user/alice";
+        let claim = |line: &str, who: &str| ClaimOp::Claim {
+            line: line.into(),
+            who: who.into(),
+            if_free: false,
+            ephemeral: None,
+        };
+        assert_eq!(
+            apply(&mut m, &claim(bob, alice)),
+            ClaimOutcome::Conflict { owner: bob.into() }
+        );
+        // A line below an identity is its own identity.
+        let sub = "metro://codex/user/bob/s1";
+        assert_eq!(
+            apply(&mut m, &claim(sub, bob)),
+            ClaimOutcome::Conflict { owner: sub.into() }
+        );
+        let auto = ClaimOp::Auto {
+            line: bob.into(),
+            who: alice.into(),
+        };
+        assert_eq!(apply(&mut m, &auto), ClaimOutcome::Auto("off"));
+        assert!(m.is_empty());
+        assert!(matches!(
+            apply(&mut m, &claim(bob, bob)),
+            ClaimOutcome::Claimed { .. }
+        ));
+
+        // Loaded from an older claims.json: kept for the file, not in force.
+        let mut m = ClaimMap::default();
+        m.load(bob.into(), alice.into());
+        m.load("metro://telegram/5".into(), alice.into());
+        assert_eq!(m.owner(bob), None);
+        assert_eq!(m.ignored().collect::<Vec<_>>(), [(bob, alice)]);
+        assert_eq!(m.durable().len(), 2);
+        let v = m.durable_version;
+        assert_eq!(
+            apply(&mut m, &ClaimOp::Release { line: bob.into() }),
+            ClaimOutcome::Released(true)
+        );
+        assert!(m.durable_version > v, "the release must be written");
+        assert_eq!(m.ignored().count(), 0);
+        assert_eq!(m.durable().len(), 1);
     }
 }

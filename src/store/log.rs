@@ -109,6 +109,9 @@ impl Default for LogOptions {
 pub struct Meta {
     pub line: Box<str>,
     pub to: Box<str>,
+    /// Who wrote it (`""` when a stored line has no `from`): a subscription
+    /// is not fed its own identity's events (no echo).
+    pub from: Box<str>,
     pub station: Box<str>,
     pub kind: Box<str>,
     /// False for a log line that is not an event object; such lines are
@@ -123,6 +126,8 @@ struct MetaRef<'a> {
     #[serde(borrow, default)]
     to: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
+    from: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     station: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
@@ -133,6 +138,7 @@ impl Meta {
         Meta {
             line: event.line.as_str().into(),
             to: event.to.as_str().into(),
+            from: event.from.as_str().into(),
             station: event.station.as_str().into(),
             kind: event.kind.as_str().into(),
             valid: true,
@@ -151,6 +157,7 @@ impl Meta {
                 };
                 Meta {
                     to: m.to.as_deref().unwrap_or(&m.line).into(),
+                    from: m.from.as_deref().unwrap_or("").into(),
                     line: m.line.into_owned().into_boxed_str(),
                     station,
                     kind: m.kind.as_deref().unwrap_or("inbound").into(),

@@ -1,4 +1,5 @@
-//! `claim`, `release`, `claims`.
+//! `claim`, `release`, `claims`. A local line cannot be claimed by another
+//! identity (`conflict`); ignored claims are listed apart (`ignored`).
 
 use std::sync::Arc;
 
@@ -31,12 +32,18 @@ pub async fn claim(broker: Arc<Broker>, conn: u64, c: Claim) -> OpResult {
             "previous" => previous,
             "ephemeral" => c.ephemeral.unwrap_or(false),
         }),
-        ClaimOutcome::Conflict { owner } => Err(WireError::new(
-            ErrorCode::Conflict,
-            format!("{line} is owned by {owner}"),
-        )
-        .with("owner", owner)
-        .with("line", line)),
+        ClaimOutcome::Conflict { owner } => {
+            let why = if line::is_local(&line) {
+                format!(
+                    "{line} is a local line: it belongs to the agent it names, and no other identity may claim it (a message sent to it reaches that agent directly)"
+                )
+            } else {
+                format!("{line} is owned by {owner}")
+            };
+            Err(WireError::new(ErrorCode::Conflict, why)
+                .with("owner", owner)
+                .with("line", line))
+        }
         other => Err(WireError::internal(format!(
             "unexpected claim outcome {other:?}"
         ))),
@@ -69,5 +76,17 @@ pub fn list(broker: &Broker) -> OpResult {
             ephemeral.push(Value::String(line.to_string()));
         }
     }
-    Ok(fields! { "claims" => claims, "ephemeral" => ephemeral })
+    // Claims of local lines by other identities, from an older claims.json:
+    // not in force, listed so they can be released.
+    let mut ignored = Map::new();
+    for (line, who) in snap.ignored() {
+        ignored.insert(
+            line.to_string(),
+            serde_json::json!({
+                "owner": who,
+                "note": format!("local line: it belongs to the agent it names, so this claim by {who} is ignored; `metroctl release {line}` removes it"),
+            }),
+        );
+    }
+    Ok(fields! { "claims" => claims, "ephemeral" => ephemeral, "ignored" => ignored })
 }

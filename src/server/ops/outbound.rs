@@ -5,7 +5,9 @@
 //! On a telegram or discord line the station acts first (the message is in
 //! the chat) and the op is then logged as its own event: `outbound`, `edit`
 //! or `react`, with the platform's message id. Lines of stations that do not run
-//! answer `unavailable`. The auto-claim rule is applied after the append.
+//! answer `unavailable`. The auto-claim rule is applied after the append; a
+//! local line is never auto-claimed (`claim: "off"`): it belongs to the agent
+//! it names, and the event's `to` reaches that agent directly.
 
 use std::sync::Arc;
 
@@ -55,7 +57,8 @@ fn actor(from: Option<&str>) -> Result<Option<String>, WireError> {
 }
 
 /// The auto-claim rule: claim `line` for the actor when nobody owns it;
-/// never overwrite another owner.
+/// never overwrite another owner, never claim a local line (it belongs to
+/// the agent it names).
 async fn auto_claim(
     broker: &Broker,
     line: &str,
@@ -63,7 +66,7 @@ async fn auto_claim(
     no_claim: bool,
 ) -> Result<&'static str, WireError> {
     let Some(who) = actor else { return Ok("off") };
-    if no_claim {
+    if no_claim || line::is_local(line) {
         return Ok("off");
     }
     match broker

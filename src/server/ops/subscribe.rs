@@ -123,6 +123,7 @@ fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
             chat,
             station: s.station.clone(),
             kind: s.kind.clone(),
+            echo: s.echo.unwrap_or(false),
         },
         ack: s.ack.unwrap_or(AckMode::Auto),
         cursor_name,
