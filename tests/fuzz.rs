@@ -107,6 +107,7 @@ const FIELDS: &[&str] = &[
     "chat",
     "station",
     "includeWebhooks",
+    "echo",
     "label",
     "secret",
     "id",

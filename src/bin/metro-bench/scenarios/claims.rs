@@ -12,8 +12,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{
-    all_read, bytecount, calibrate, count_lines, find, plain_body, publish_all, subscribers, Conn,
-    Limit,
+    all_read, bytecount, calibrate, count_lines, find, publish_all, subscribers, Conn, Limit,
 };
 use crate::daemon::Daemon;
 use crate::report::Case;
@@ -64,6 +63,19 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// A plain event on the chat line `metro://telegram/50NN`, never claimed
+/// here: the predicate looks its owner up in the claims (a local line, such
+/// as the other scenarios' `metro://claude/bench/pNN`, belongs to the
+/// identity it names and would reach none of the subscribers). About the
+/// size of [`crate::client::plain_body`]'s events.
+fn chat_body(publisher: usize, pad: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"line\":\"metro://telegram/50");
+    out.extend_from_slice(format!("{:02}", publisher % 100).as_bytes());
+    out.extend_from_slice(b"\",\"text\":\"");
+    out.resize(out.len() + pad, b'x');
+    out.extend_from_slice(b"\"}");
+}
+
 /// (deliveries/s, claim pairs/s achieved)
 async fn measure(ctx: &Ctx, events: u64, claims: bool) -> Result<(f64, f64), Error> {
     let d = Daemon::start(&ctx.spec("never"), "clm")?;
@@ -91,7 +103,7 @@ async fn measure(ctx: &Ctx, events: u64, claims: bool) -> Result<(f64, f64), Err
         until: Instant::now() + Duration::from_secs(120),
     };
     let s = publish_all(&d.socket, 4, 64, limit, move |p, _, out| {
-        plain_body(p, pad, out)
+        chat_body(p, pad, out)
     })
     .await?;
     let last = all_read(readers, s.last_answer).await?;
