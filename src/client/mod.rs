@@ -77,7 +77,8 @@ pub enum Command {
     Hello,
     /// Print events; with --follow, keep printing as they arrive.
     Tail(tail::TailArgs),
-    /// Claim a line (last writer wins unless --if-free).
+    /// Claim a line (last writer wins unless --if-free; an agent's line
+    /// belongs to that agent and no other identity can claim it).
     Claim {
         line: String,
         #[command(flatten)]
