@@ -44,6 +44,15 @@ pub struct Args {
     /// Explicit-ack subscriptions pause after this many unacknowledged events.
     #[arg(long, default_value_t = 1024)]
     pub max_unacked: usize,
+    /// ... or once their unacked events hold this many bytes (e.g. 1M).
+    #[arg(long, default_value_t = crate::broker::DEFAULT_MAX_UNACKED_BYTES, value_parser = parse_size)]
+    pub max_unacked_bytes: usize,
+    /// Subscriptions one connection may hold at once.
+    #[arg(long, default_value_t = crate::broker::DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
+    /// Client connections served at once (more are refused with `limit`).
+    #[arg(long, default_value_t = crate::broker::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Roll history.jsonl into a segment at this size (e.g. 64M).
     #[arg(long, default_value = "64M", value_parser = parse_bytes)]
     pub segment_bytes: u64,
@@ -265,6 +274,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         },
         max_request: args.max_request_bytes,
         max_unacked: args.max_unacked,
+        max_unacked_bytes: args.max_unacked_bytes,
+        max_subscriptions: args.max_subscriptions,
+        max_connections: args.max_connections,
     };
     let (mut broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
         "cannot open the state in {}",

@@ -56,6 +56,7 @@ pub enum ErrorCode {
     Unavailable,
     Upstream,
     Unauthorized,
+    Limit,
     Internal,
 }
 
@@ -70,6 +71,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Upstream => "upstream",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Limit => "limit",
             ErrorCode::Internal => "internal",
         }
     }

@@ -18,6 +18,13 @@ use crate::store::lines::LineIndex;
 use crate::store::log::{FsyncPolicy, Log, LogOptions};
 use subscription::SubState;
 
+/// Default bound on the bytes of one subscription's unacked copies.
+pub const DEFAULT_MAX_UNACKED_BYTES: usize = 1 << 20;
+/// Default bound on subscriptions per connection.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 64;
+/// Default bound on connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct BrokerOptions {
     /// Durability, ring, segments and retention of the log.
@@ -26,6 +33,12 @@ pub struct BrokerOptions {
     pub max_request: usize,
     /// Explicit-ack subscriptions pause at this many unacked events.
     pub max_unacked: usize,
+    /// ... or once their unacked copies hold this many bytes.
+    pub max_unacked_bytes: usize,
+    /// Subscriptions one connection may hold at once.
+    pub max_subscriptions: usize,
+    /// Client connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for BrokerOptions {
@@ -34,6 +47,9 @@ impl Default for BrokerOptions {
             log: LogOptions::default(),
             max_request: crate::proto::DEFAULT_MAX_REQUEST,
             max_unacked: 1024,
+            max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -5,7 +5,10 @@
 //! socket write. A sender waits when the queue holds more than
 //! [`OUT_BUDGET`] bytes: a subscription whose client does not read stops
 //! pulling from the log (and later catches up from the file), so a stalled
-//! client costs the daemon at most this much memory.
+//! client costs the daemon at most this much memory. An answer that may be
+//! large (`history`, `fetch`) first reserves the whole budget
+//! ([`Outbox::reserve_all`]) and keeps it until it is written, so an answer
+//! being built or waiting counts against the budget too.
 
 use std::sync::Arc;
 
@@ -67,12 +70,38 @@ impl Outbox {
             .map_err(|_| Closed)
     }
 
+    /// Waits until nothing of this connection is queued and holds the whole
+    /// budget; the answer built under it is queued with [`Outbox::send_in`].
+    pub async fn reserve_all(&self) -> Result<Room, Closed> {
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(OUT_BUDGET as u32)
+            .await
+            .map_err(|_| Closed)?;
+        Ok(Room(permit))
+    }
+
+    /// Queues `bytes` in room reserved earlier (no further wait).
+    pub fn send_in(&self, bytes: Vec<u8>, room: Room) -> Result<(), Closed> {
+        self.tx
+            .send(Outgoing {
+                bytes,
+                advance: None,
+                _permit: room.0,
+            })
+            .map_err(|_| Closed)
+    }
+
     /// A handle that can fail every waiting and later `send` (the socket is
     /// gone) without keeping the queue open, as a clone of the outbox would.
     pub fn closer(&self) -> Closer {
         Closer(self.budget.clone())
     }
 }
+
+/// The whole budget of a connection, held by one answer.
+pub struct Room(OwnedSemaphorePermit);
 
 pub struct Closer(Arc<Semaphore>);
 

@@ -64,6 +64,9 @@ pub struct SubState {
     pub follow: bool,
     pub limit: Option<u64>,
     pub max_unacked: usize,
+    /// Delivery also pauses once the unacked copies hold this many bytes
+    /// (one event may pass it).
+    pub max_unacked_bytes: usize,
     pub ack_wait: Duration,
     /// Deliveries (first one included) after which an unacked event is
     /// given up on and reported with a `system` event.
@@ -123,6 +126,7 @@ impl SubState {
             follow,
             limit,
             max_unacked: max_unacked.max(1),
+            max_unacked_bytes: usize::MAX,
             ack_wait,
             max_deliver,
             cursors,
@@ -274,8 +278,24 @@ impl SubState {
         }
     }
 
+    /// Bounds the bytes held for unacked events (default: unbounded).
+    pub fn with_unacked_bytes(mut self, max: usize) -> SubState {
+        self.max_unacked_bytes = max.max(1);
+        self
+    }
+
     fn unacked_len(&self) -> usize {
         self.with(|p| p.unacked.len()).unwrap_or(0)
+    }
+
+    fn unacked_bytes(&self) -> usize {
+        self.with(|p| p.unacked.iter().map(|u| u.entry.json.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether explicit delivery must wait for an ack.
+    fn unacked_full(&self) -> bool {
+        self.unacked_len() >= self.max_unacked || self.unacked_bytes() >= self.max_unacked_bytes
     }
 
     /// Acknowledges every event delivered up to `offset`; returns the cursor.
@@ -403,7 +423,7 @@ pub async fn run(
             let acked = st.acked.notified();
             tokio::pin!(acked);
             acked.as_mut().enable();
-            if st.unacked_len() >= st.max_unacked {
+            if st.unacked_full() {
                 tokio::select! {
                     _ = acked => {}
                     _ = stop.cancelled() => break Stopped::Cancelled,
@@ -441,13 +461,16 @@ pub async fn run(
         };
         let claims = broker.claims.snapshot();
         let mut delivered = 0u64;
-        let mut room = if explicit {
-            st.max_unacked.saturating_sub(st.unacked_len())
+        let (mut room, mut byte_room) = if explicit {
+            (
+                st.max_unacked.saturating_sub(st.unacked_len()),
+                st.max_unacked_bytes.saturating_sub(st.unacked_bytes()),
+            )
         } else {
-            usize::MAX
+            (usize::MAX, usize::MAX)
         };
         for e in &entries {
-            if st.limit.is_some_and(|l| sent >= l) || room == 0 {
+            if st.limit.is_some_and(|l| sent >= l) || room == 0 || byte_room == 0 {
                 break;
             }
             if st.filter.matches(&e.meta, &claims) {
@@ -457,6 +480,7 @@ pub async fn run(
                 if explicit {
                     st.delivered_explicit(e);
                     room -= 1;
+                    byte_room = byte_room.saturating_sub(e.json.len());
                 }
                 sent += 1;
                 delivered += 1;

@@ -23,7 +23,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, Reply};
-use crate::broker::outbox::{Closer, Outbox, Outgoing};
+use crate::broker::outbox::{Closed, Closer, Outbox, Outgoing};
 use crate::broker::subscription::SubState;
 use crate::broker::Broker;
 use crate::proto::{error_frame, ErrorCode, WireError};
@@ -132,6 +132,11 @@ impl Conn {
         }
     }
 
+    /// Subscriptions this connection holds now.
+    pub fn sub_count(&self) -> usize {
+        self.subs.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
     pub fn sub(&self, id: &str) -> Option<Arc<SubState>> {
         self.subs.lock().ok()?.get(id).map(|h| h.state.clone())
     }
@@ -212,7 +217,21 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, shutdown: Cancellati
         let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
         return;
     }
-    broker.connections.fetch_add(1, Ordering::Relaxed);
+    let before = broker.connections.fetch_add(1, Ordering::Relaxed);
+    if before >= broker.opts.max_connections {
+        broker.connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(conn = id, "refused a connection: {before} already open");
+        let err = WireError::new(
+            ErrorCode::Limit,
+            format!(
+                "metrod already serves {before} connections (--max-connections); close one and retry"
+            ),
+        );
+        let _ = out.send(error_frame(None, &err), None).await;
+        drop(out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        return;
+    }
     let conn = Arc::new(Conn {
         id,
         broker: broker.clone(),
@@ -262,7 +281,7 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
             biased;
             _ = conn.stop.cancelled() => break Ended::Abort,
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                if conn.out.send(answer, None).await.is_err() {
+                if send_answer(conn, answer).await.is_err() {
                     break Ended::Abort;
                 }
             }
@@ -299,11 +318,19 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
     };
     // Answer what was already asked.
     while let Some(answer) = in_flight.next().await {
-        if conn.out.send(answer, None).await.is_err() {
+        if send_answer(conn, answer).await.is_err() {
             break;
         }
     }
     ended
+}
+
+/// Queues an op's answer, in the room it reserved if it did.
+async fn send_answer(conn: &Conn, answer: ops::Answer) -> Result<(), Closed> {
+    match answer.room {
+        Some(room) => conn.out.send_in(answer.bytes, room),
+        None => conn.out.send(answer.bytes, None).await,
+    }
 }
 
 async fn write_loop(

@@ -147,13 +147,64 @@ impl Query {
     }
 }
 
+/// Most bytes of entries in one `history` or `fetch` answer (one entry is
+/// always included, however large): what a client that never reads can
+/// make metrod hold per connection.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// Largest chunk read backwards from the log at once.
+const MAX_SCAN_CHUNK: usize = 1 << 20;
+/// `history`/`fetch` answers being read from the log at once, daemon-wide.
+const MAX_SCANS: usize = 4;
+static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_SCANS);
+
+/// The entries of an answer, and whether [`MAX_ANSWER_BYTES`] cut it short
+/// of `limit`.
+#[derive(Debug, Default)]
+pub struct Entries {
+    pub list: Vec<Bytes>,
+    pub truncated: bool,
+}
+
+impl Entries {
+    /// Keeps entries in order until the next one would pass
+    /// [`MAX_ANSWER_BYTES`].
+    pub fn capped(all: Vec<Bytes>) -> Entries {
+        let mut out = Entries::default();
+        let mut size = 0;
+        for e in all {
+            if !out.push(e, &mut size) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Adds `e` unless it would pass the answer's byte bound (then marks the
+    /// answer truncated and returns false).
+    fn push(&mut self, e: Bytes, size: &mut usize) -> bool {
+        if !self.list.is_empty() && *size + e.len() > MAX_ANSWER_BYTES {
+            self.truncated = true;
+            return false;
+        }
+        *size += e.len() + 1;
+        self.list.push(e);
+        true
+    }
+}
+
 /// Newest-first matching entries, reading backwards from the end in chunks,
-/// so a small `limit` never reads the whole file.
-async fn scan_back(broker: &Broker, q: &Query, limit: usize) -> Result<Vec<Bytes>, WireError> {
-    let mut out = Vec::new();
+/// so a small `limit` never reads the whole file. Each entry kept is copied
+/// out of its read chunk, so an answer holds only its own bytes.
+async fn scan_back(broker: &Broker, q: &Query, limit: usize) -> Result<Entries, WireError> {
+    let _turn = SCANS
+        .acquire()
+        .await
+        .map_err(|_| WireError::internal("the log scanner is closed"))?;
+    let mut out = Entries::default();
+    let mut size = 0;
     let mut before = broker.log.end();
     let mut chunk = 64 << 10;
-    while before > 0 && out.len() < limit {
+    while before > 0 && out.list.len() < limit {
         let (lines, next) = broker
             .log
             .read_back(before, chunk)
@@ -162,8 +213,10 @@ async fn scan_back(broker: &Broker, q: &Query, limit: usize) -> Result<Vec<Bytes
         for (_, json) in lines {
             match q.judge(&json) {
                 Verdict::Take => {
-                    out.push(json);
-                    if out.len() >= limit {
+                    if !out.push(Bytes::copy_from_slice(&json), &mut size) {
+                        return Ok(out);
+                    }
+                    if out.list.len() >= limit {
                         break;
                     }
                 }
@@ -172,15 +225,16 @@ async fn scan_back(broker: &Broker, q: &Query, limit: usize) -> Result<Vec<Bytes
             }
         }
         before = next;
-        chunk = (chunk * 2).min(4 << 20);
+        chunk = (chunk * 2).min(MAX_SCAN_CHUNK);
     }
     Ok(out)
 }
 
 /// `{"req":…,"ok":true,"<key>":[<entry>,…]}\n` with every entry exactly as
-/// stored in the log.
-pub fn entries_frame(req: Option<&Value>, key: &str, entries: &[Bytes]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + entries.iter().map(|e| e.len() + 1).sum::<usize>());
+/// stored in the log, and `"truncated":true` when the byte bound cut it.
+pub fn entries_frame(req: Option<&Value>, key: &str, answer: &Entries) -> Vec<u8> {
+    let entries = &answer.list;
+    let mut out = Vec::with_capacity(80 + entries.iter().map(|e| e.len() + 1).sum::<usize>());
     out.push(b'{');
     if let Some(req) = req {
         out.extend_from_slice(b"\"req\":");
@@ -188,6 +242,9 @@ pub fn entries_frame(req: Option<&Value>, key: &str, entries: &[Bytes]) -> Vec<u
         out.push(b',');
     }
     out.extend_from_slice(b"\"ok\":true,");
+    if answer.truncated {
+        out.extend_from_slice(b"\"truncated\":true,");
+    }
     out.extend_from_slice(&serde_json::to_vec(key).unwrap_or_default());
     out.extend_from_slice(b":[");
     for (i, e) in entries.iter().enumerate() {
@@ -207,7 +264,7 @@ fn opt_line(field: &str, v: Option<String>) -> Result<Option<String>, WireError>
         .transpose()
 }
 
-pub async fn history(broker: Arc<Broker>, h: History) -> Result<Vec<Bytes>, WireError> {
+pub async fn history(broker: Arc<Broker>, h: History) -> Result<Entries, WireError> {
     let limit = h.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_HISTORY {
         return Err(WireError::bad_request(format!(
@@ -239,7 +296,7 @@ pub async fn history(broker: Arc<Broker>, h: History) -> Result<Vec<Bytes>, Wire
     scan_back(&broker, &q, limit as usize).await
 }
 
-pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Vec<Bytes>, WireError> {
+pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Entries, WireError> {
     let line = line::uri(&f.line).map_err(|e| bad_line("line", e))?;
     let limit = f.limit.unwrap_or(20);
     if limit == 0 || limit > MAX_FETCH {
@@ -254,13 +311,13 @@ pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Vec<Bytes>, WireErro
             return Err(stations::unavailable("discord"));
         };
         line::line(&line).map_err(|e| bad_line("line", e))?;
-        return dc.fetch(&line, limit).await;
+        return dc.fetch(&line, limit).await.map(Entries::capped);
     }
     let q = Query {
         line: Some(line),
         ..Query::default()
     };
     let mut entries = scan_back(&broker, &q, limit as usize).await?;
-    entries.reverse();
+    entries.list.reverse();
     Ok(entries)
 }

@@ -18,7 +18,14 @@ use super::connection::Conn;
 use crate::proto::{error_frame, ok_frame, parse_request, Request, WireError};
 
 /// A boxed answer-to-be.
-pub type Pending = Pin<Box<dyn Future<Output = Vec<u8>> + Send + 'static>>;
+pub type Pending = Pin<Box<dyn Future<Output = Answer> + Send + 'static>>;
+
+/// A finished answer frame, with the room it was built in when it reserved
+/// the connection's whole budget first (large answers do).
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub room: Option<crate::broker::outbox::Room>,
+}
 
 /// How a request is answered.
 pub enum Reply {
@@ -48,18 +55,29 @@ fn later<F>(req: Option<Value>, fut: F) -> Reply
 where
     F: Future<Output = OpResult> + Send + 'static,
 {
-    Reply::Later(Box::pin(async move { frame(req.as_ref(), fut.await) }))
+    Reply::Later(Box::pin(async move {
+        Answer {
+            bytes: frame(req.as_ref(), fut.await),
+            room: None,
+        }
+    }))
 }
 
-fn later_entries<F>(req: Option<Value>, key: &'static str, fut: F) -> Reply
+/// A `history`/`fetch` answer: it waits for the connection's whole output
+/// budget before reading the log, so answers being built or waiting never
+/// pile up on a client that does not read.
+fn later_entries<F>(conn: &Conn, req: Option<Value>, key: &'static str, fut: F) -> Reply
 where
-    F: Future<Output = Result<Vec<bytes::Bytes>, WireError>> + Send + 'static,
+    F: Future<Output = Result<events::Entries, WireError>> + Send + 'static,
 {
+    let out = conn.out.clone();
     Reply::Later(Box::pin(async move {
-        match fut.await {
+        let room = out.reserve_all().await.ok();
+        let bytes = match fut.await {
             Ok(entries) => events::entries_frame(req.as_ref(), key, &entries),
             Err(e) => error_frame(req.as_ref(), &e),
-        }
+        };
+        Answer { bytes, room }
     }))
 }
 
@@ -86,8 +104,8 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
             Ok(event) => later(req, events::publish(broker, event)),
             Err(e) => now(req, Err(e)),
         },
-        Request::History(h) => later_entries(req, "entries", events::history(broker, h)),
-        Request::Fetch(f) => later_entries(req, "messages", events::fetch(broker, f)),
+        Request::History(h) => later_entries(conn, req, "entries", events::history(broker, h)),
+        Request::Fetch(f) => later_entries(conn, req, "messages", events::fetch(broker, f)),
         Request::Subscribe(s) => subscribe::subscribe(conn, req, s).await,
         Request::Ack(a) => now(req, subscribe::ack(conn, a)),
         Request::Unsubscribe(u) => now(req, subscribe::unsubscribe(conn, u)),

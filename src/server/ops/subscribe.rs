@@ -11,7 +11,9 @@ use crate::broker::subscription::{self, SubState};
 use crate::broker::Broker;
 use crate::fields;
 use crate::line;
-use crate::proto::{Ack, AckMode, CursorQuery, Mode, Since, Subscribe, Unsubscribe, WireError};
+use crate::proto::{
+    Ack, AckMode, CursorQuery, ErrorCode, Mode, Since, Subscribe, Unsubscribe, WireError,
+};
 use crate::server::connection::Conn;
 
 /// Redelivery delay for explicit acks when `ackWaitMs` is not given.
@@ -137,21 +139,34 @@ pub async fn subscribe(conn: &Arc<Conn>, req: Option<Value>, s: Subscribe) -> Re
         Ok(p) => p,
         Err(e) => return Reply::Now(frame(req.as_ref(), Err(e))),
     };
+    if conn.sub_count() >= broker.opts.max_subscriptions {
+        let err = WireError::new(
+            ErrorCode::Limit,
+            format!(
+                "this connection already has {} subscriptions (--max-subscriptions); unsubscribe one first",
+                broker.opts.max_subscriptions
+            ),
+        );
+        return Reply::Now(frame(req.as_ref(), Err(err)));
+    }
     let id = conn.next_sub_id();
-    let st = Arc::new(SubState::new(
-        conn.id,
-        id.clone(),
-        plan.filter,
-        plan.ack,
-        plan.cursor_name,
-        s.follow.unwrap_or(false),
-        s.limit,
-        broker.opts.max_unacked,
-        std::time::Duration::from_millis(s.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS)),
-        s.max_deliver,
-        broker.cursors.clone(),
-        plan.start,
-    ));
+    let st = Arc::new(
+        SubState::new(
+            conn.id,
+            id.clone(),
+            plan.filter,
+            plan.ack,
+            plan.cursor_name,
+            s.follow.unwrap_or(false),
+            s.limit,
+            broker.opts.max_unacked,
+            std::time::Duration::from_millis(s.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS)),
+            s.max_deliver,
+            broker.cursors.clone(),
+            plan.start,
+        )
+        .with_unacked_bytes(broker.opts.max_unacked_bytes),
+    );
     let answer = frame(
         req.as_ref(),
         Ok(fields! { "sub" => id, "offset" => plan.start }),
