@@ -71,6 +71,16 @@ pub struct Args {
     /// Largest webhook request body accepted, in bytes.
     #[arg(long, default_value_t = webhook::DEFAULT_MAX_BODY, value_parser = parse_size)]
     pub webhook_max_body: usize,
+    /// Webhook HTTP connections served at once (more wait in the backlog).
+    #[arg(long, default_value_t = webhook::http::DEFAULT_MAX_CONNECTIONS)]
+    pub webhook_max_connections: usize,
+    /// Time a webhook request's head may take to arrive (also the idle
+    /// keep-alive timeout), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_age)]
+    pub webhook_header_timeout: Duration,
+    /// Time a webhook request's body may take to arrive, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_age)]
+    pub webhook_body_timeout: Duration,
     #[command(flatten)]
     pub config: service::ConfigArgs,
 }
@@ -298,6 +308,11 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             r.now
         );
     }
+    let args_limits = webhook::http::Limits {
+        max_connections: args.webhook_max_connections,
+        header_timeout: args.webhook_header_timeout,
+        body_timeout: args.webhook_body_timeout,
+    };
     let hooks = webhook::Config {
         addr: args.webhook_addr,
         max_body: args.webhook_max_body,
@@ -351,6 +366,7 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             broker.clone(),
             hooks.clone(),
             l,
+            args_limits,
             shutdown.clone(),
         ))
     });

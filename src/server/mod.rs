@@ -72,17 +72,32 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // EMFILE and friends: say so once, back off (50 ms doubling to 1 s)
+    // instead of spinning; connections already open are served meanwhile.
+    let mut backoff = std::time::Duration::ZERO;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    if !backoff.is_zero() {
+                        tracing::info!("accepting connections again");
+                        backoff = std::time::Duration::ZERO;
+                    }
                     tracker.spawn(connection::serve(broker.clone(), stream, shutdown.clone()));
                 }
                 Err(e) => {
-                    // EMFILE and friends: say so and breathe, do not spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if backoff.is_zero() {
+                        tracing::warn!("accept failed: {e}; backing off");
+                    }
+                    backoff = (backoff * 2).clamp(
+                        std::time::Duration::from_millis(50),
+                        std::time::Duration::from_secs(1),
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                 }
             }
         }

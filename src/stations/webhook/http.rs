@@ -12,6 +12,13 @@
 //!
 //! The append runs in its own task, so a sender that hangs up mid-request
 //! cannot leave a half-recorded delivery behind.
+//!
+//! The listener cannot be starved ([`Limits`]): at most `max_connections`
+//! connections are served at once (more wait in the kernel's backlog and
+//! cost metrod no file descriptor); a request's head must arrive within
+//! `header_timeout` (the same timer closes a keep-alive connection that
+//! sends no next request), its body within `body_timeout` (else 408); an
+//! accept error such as EMFILE backs off instead of spinning.
 
 use std::sync::Arc;
 
@@ -21,8 +28,14 @@ use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Map, Value};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::verify::{self, SIGNATURE_HEADER};
 use super::{Delivery, Webhooks};
@@ -70,17 +83,47 @@ const EVENT_TYPE_HEADERS: &[&str] = &[
 /// A delivery id longer than this is recorded but not used as `messageId`.
 const MAX_DELIVERY_ID: usize = 200;
 
+/// Default bound on HTTP connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default time for a request's head, and for its body.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (EMFILE, ENFILE, ...).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
+/// Time requests in flight get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What one sender may hold of the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_TIMEOUT,
+            body_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct App {
     broker: Arc<Broker>,
     hooks: Arc<Webhooks>,
+    body_timeout: Duration,
 }
 
-/// Serves `listener` until `shutdown`, then lets requests in flight finish.
+/// Serves `listener` until `shutdown`, then lets requests in flight finish
+/// (for at most a few seconds).
 pub async fn serve(
     broker: Arc<Broker>,
     hooks: Arc<Webhooks>,
     listener: std::net::TcpListener,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -93,15 +136,56 @@ pub async fn serve(
     if let Ok(a) = listener.local_addr() {
         tracing::info!("webhook listener on http://{a}/hooks/<id>");
     }
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(App { broker, hooks });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!("webhook listener stopped: {e}");
+    let app = Router::new().fallback(handle).with_state(App {
+        broker,
+        hooks,
+        body_timeout: limits.body_timeout,
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let conns = TaskTracker::new();
+    loop {
+        // Take a slot first: past the limit, connections wait in the
+        // kernel's backlog instead of holding a descriptor here.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("webhook listener: accept failed: {e}; retrying shortly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
+        });
     }
+    conns.close();
+    conns.wait().await;
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -174,7 +258,17 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
             return error(StatusCode::UNAUTHORIZED, why);
         }
     }
-    let body = match read_limited(Body::new(body), max).await {
+    let read = tokio::time::timeout(app.body_timeout, read_limited(Body::new(body), max));
+    let Ok(read) = read.await else {
+        return error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                app.body_timeout.as_secs_f64()
+            ),
+        );
+    };
+    let body = match read {
         Ok(b) => b,
         Err(None) => return too_large(),
         Err(Some(e)) => {
