@@ -131,15 +131,61 @@ pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
         path: shown.clone(),
         source,
     })?;
-    let c: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let c = parse_text(&text).map_err(|message| ConfigError::Parse {
         path: shown.clone(),
-        message: e.to_string(),
+        message,
     })?;
     c.check_urls().map_err(|message| ConfigError::Parse {
         path: shown,
         message,
     })?;
     Ok(c)
+}
+
+/// Parses config text. The error names the line, column and key and says
+/// what is wrong, never quoting the file: a typo next to a token must not
+/// put the token in a log, in `stats` or on a terminal.
+pub fn parse_text(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+}
+
+fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|r| r.start.min(text.len())).unwrap_or(0);
+    let before = text.get(..at).unwrap_or("");
+    let line_no = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    // The key of that line, when it has one that looks like a key.
+    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
+        !k.is_empty()
+            && k.len() <= 40
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    });
+    let m = e.message();
+    // Only fixed wording of toml/serde survives; anything quoted from the
+    // file (values, and keys metro does not know) is dropped.
+    let what = if m.starts_with("invalid type") || m.starts_with("invalid value") {
+        match m.split_once(", expected ") {
+            Some((_, want)) if !want.contains('"') && !want.contains('`') => {
+                format!("wrong type of value (expected {want})")
+            }
+            _ => "wrong type of value".to_string(),
+        }
+    } else if m.starts_with("unknown field") {
+        let known = "known keys: [telegram] and [discord], each with token, api_url, gateway_url (discord), allow";
+        format!("unknown key ({known})")
+    } else if m.starts_with("duplicate key") {
+        "a key given twice".to_string()
+    } else if m.starts_with("missing field") {
+        m.to_string()
+    } else {
+        "not valid TOML here (a string value needs quotes: token = \"...\")".to_string()
+    };
+    match key {
+        Some(k) => format!("line {line_no}, column {col}, key `{k}`: {what}"),
+        None => format!("line {line_no}, column {col}: {what}"),
+    }
 }
 
 /// The file, then the environment on top.
@@ -154,15 +200,14 @@ impl Config {
     pub fn check_urls(&self) -> Result<(), String> {
         let check = |what: &str, url: &Option<String>, schemes: [&str; 2]| match url {
             None => Ok(()),
+            // The value is never quoted: a URL may carry credentials.
             Some(u) => match url::Url::parse(u) {
                 Ok(p) if schemes.contains(&p.scheme()) => Ok(()),
-                Ok(p) => Err(format!(
-                    "{what} {u:?}: it must start with {}:// or {}://, not {}://",
-                    schemes[0],
-                    schemes[1],
-                    p.scheme()
+                Ok(_) => Err(format!(
+                    "{what} must start with {}:// or {}://",
+                    schemes[0], schemes[1],
                 )),
-                Err(e) => Err(format!("{what} {u:?} is not a URL: {e}")),
+                Err(e) => Err(format!("{what} is not a URL: {e}")),
             },
         };
         check(

@@ -182,7 +182,7 @@ fn read_existing(path: &Path) -> Result<(Config, Option<u32>), CliError> {
     let mode = fs::metadata(path)
         .ok()
         .map(|m| m.permissions().mode() & 0o777);
-    let c = toml::from_str(&text).map_err(|e| {
+    let c = crate::config::parse_text(&text).map_err(|e| {
         CliError::Usage(format!(
             "{} is not a valid metro config ({e}); fix it or move it away, then run setup again",
             path.display()

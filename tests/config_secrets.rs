@@ -1,0 +1,129 @@
+//! Hardening (issue 14, item 2): an error about the config file names the
+//! file, line, column and key, never a value — a typo next to a token must
+//! not put the token in metrod's log, in `stats`, or in `setup`/`doctor`
+//! output.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::svc::*;
+use common::*;
+use serde_json::json;
+
+/// Broken configs, each with the token on the broken line, and the line
+/// and key the error must name.
+fn broken() -> Vec<(String, &'static str, &'static str)> {
+    vec![
+        // No quotes around the token.
+        (
+            format!("[telegram]\ntoken = {TG}\n"),
+            "line 2",
+            "key `token`",
+        ),
+        // A key metro does not know.
+        (
+            format!("[telegram]\nallow = [\"1\"]\nbot_token = \"{TG}\"\n"),
+            "line 3",
+            "key `bot_token`",
+        ),
+        // A value of the wrong type.
+        (
+            format!("[telegram]\ntoken = [\"{TG}\"]\n"),
+            "line 2",
+            "key `token`",
+        ),
+    ]
+}
+
+#[test]
+fn metrod_refuses_a_broken_config_without_quoting_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.toml");
+    for (body, line, key) in broken() {
+        write_config(&cfg, &body, 0o600);
+        let out = Command::new(METROD)
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("METRO_WEBHOOK_ADDR", "off")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+        let err = text(&out);
+        assert!(!err.contains(TG_SECRET), "token shown: {err}");
+        assert!(!err.contains("123456789"), "token shown: {err}");
+        assert!(err.contains(&cfg.display().to_string()), "{err}");
+        assert!(err.contains(line) && err.contains(key), "{err}");
+        assert!(err.contains("column"), "{err}");
+    }
+}
+
+#[test]
+fn a_broken_reload_is_not_quoted_in_stats_or_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.toml");
+    write_config(&cfg, &config_body(TG2, &["1"]), 0o600);
+    let d = Daemon::start_in(
+        &tmp.path().join("state"),
+        &["--config", cfg.to_str().unwrap(), "--no-config-watch"],
+    );
+    for (i, (body, line, key)) in broken().into_iter().enumerate() {
+        write_config(&cfg, &body, 0o600);
+        signal(d.pid(), nix::sys::signal::Signal::SIGHUP);
+        let c = wait_config(&d, "bad reload", |c| {
+            c["error"].is_string() && c["reloads"] == json!(0) && {
+                // Each rejection replaces the error: wait for this one.
+                c["error"].as_str().unwrap().contains(key)
+            }
+        });
+        let e = c["error"].as_str().unwrap();
+        assert!(
+            !e.contains(TG_SECRET) && !e.contains("123456789"),
+            "{i}: {e}"
+        );
+        assert!(e.contains(line), "{e}");
+    }
+    let log = d.stderr();
+    assert!(log.contains("config change rejected"), "{log}");
+    assert!(!log.contains(TG_SECRET), "token logged: {log}");
+}
+
+#[test]
+fn setup_and_doctor_do_not_quote_a_broken_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let cfg = tmp.path().join("config.toml");
+    let none = tmp.path().join("none.sock");
+    for (body, line, key) in broken() {
+        write_config(&cfg, &body, 0o600);
+        let out = ctl(
+            &home,
+            &[
+                "--socket",
+                none.to_str().unwrap(),
+                "setup",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--allow-telegram",
+                "42",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(!out.status.success());
+        let said = text(&out);
+        assert!(!said.contains(TG_SECRET), "setup quoted the token: {said}");
+        assert!(said.contains(line) && said.contains(key), "{said}");
+        let out = ctl(&home, &["--socket", none.to_str().unwrap(), "doctor"])
+            .env("METRO_CONFIG", &cfg)
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert!(!said.contains(TG_SECRET), "doctor quoted the token: {said}");
+        assert!(said.contains(line), "{said}");
+    }
+}
