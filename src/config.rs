@@ -86,6 +86,10 @@ pub enum ConfigError {
         "{path} is readable or writable by others (mode {mode:o}); it holds tokens. Fix it with: chmod 600 {path}"
     )]
     Permissions { path: String, mode: u32 },
+    #[error(
+        "{path} belongs to uid {owner}, not to the user running metro (uid {me}); it holds tokens. Fix it with: chown {me} {path}"
+    )]
+    Owner { path: String, owner: u32, me: u32 },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -123,6 +127,14 @@ pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
+    let me = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(ConfigError::Owner {
+            path: shown,
+            owner: std::os::unix::fs::MetadataExt::uid(&meta),
+            me,
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(ConfigError::Permissions { path: shown, mode });

@@ -225,14 +225,16 @@ fn prepare_state_dir(dir: &Path) -> Result<(), StartError> {
 /// Takes the state dir's exclusive lock and writes our pid into it.
 fn lock_state_dir(dir: &Path) -> Result<Flock<File>, StartError> {
     let path = dir.join("metrod.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    let file = crate::store::open_state(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600),
+        &path,
+    )
+    .map_err(io_err(format!("cannot open {}", path.display())))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             let _ = lock.set_len(0);

@@ -395,7 +395,7 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 fn load(path: &Path) -> io::Result<BTreeMap<String, Endpoint>> {
-    let text = match std::fs::read(path) {
+    let text = match crate::store::read_state(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(e) => {

@@ -13,7 +13,6 @@
 //! disk but ignored for routing until someone releases them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -160,7 +159,7 @@ impl Claims {
     /// daemon refuses to start on) and starts the change task.
     pub fn open(path: &Path, fsync: bool) -> io::Result<Claims> {
         let mut map = ClaimMap::default();
-        match fs::read(path) {
+        match super::read_state(path) {
             Ok(bytes) => {
                 let parsed: BTreeMap<String, String> =
                     serde_json::from_slice(&bytes).map_err(|e| {

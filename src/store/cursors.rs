@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -101,6 +101,15 @@ impl Cursors {
     /// Loads every cursor under `dir` and repairs those that do not point at
     /// an entry boundary of `log`.
     pub fn open(dir: &Path, log: &Log, fsync: bool) -> io::Result<(Cursors, Vec<Repair>)> {
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link; metrod does not follow links in its state dir (remove it)",
+                    dir.display()
+                ),
+            ));
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -216,12 +225,7 @@ impl Cursors {
 
     fn write_one(&self, name: &str, value: u64) -> io::Result<()> {
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = super::create_temp(&tmp)?;
         writeln!(f, "{value}")?;
         if self.fsync {
             f.sync_data()?;

@@ -317,7 +317,10 @@ impl Log {
             dir: dir.to_path_buf(),
             segments: segs,
             active_base,
-            active: Arc::new(File::open(dir.join(segments::ACTIVE))?),
+            active: Arc::new(super::open_state(
+                std::fs::OpenOptions::new().read(true),
+                &dir.join(segments::ACTIVE),
+            )?),
         };
         let last_ms = last_timestamp(&files, end);
         let shared = Arc::new(Shared {
@@ -1033,7 +1036,10 @@ impl Writer {
                 return;
             }
         };
-        let reader = match File::open(dir.join(segments::ACTIVE)) {
+        let reader = match super::open_state(
+            std::fs::OpenOptions::new().read(true),
+            &dir.join(segments::ACTIVE),
+        ) {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 tracing::error!("could not open the new history.jsonl: {e}");

@@ -12,6 +12,56 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Opens a file of the state dir without following a symbolic link planted
+/// in its place (`O_NOFOLLOW`); such a link is refused with an error that
+/// names it.
+pub fn open_state(opts: &mut fs::OpenOptions, path: &Path) -> io::Result<fs::File> {
+    opts.custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| refuse_link(path, e))
+}
+
+/// Reads a whole state file, refusing a symbolic link.
+pub fn read_state(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = open_state(fs::OpenOptions::new().read(true), path)?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Creates a temp file afresh (`O_EXCL`, `O_NOFOLLOW`, `0600`): whatever
+/// was left at `tmp`, a planted link included, is removed, never written
+/// through.
+pub fn create_temp(tmp: &Path) -> io::Result<fs::File> {
+    match fs::remove_file(tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    open_state(
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600),
+        tmp,
+    )
+}
+
+fn refuse_link(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(nix::libc::ELOOP) {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link; metrod does not follow links in its state dir (remove it)",
+                path.display()
+            ),
+        )
+    } else {
+        e
+    }
+}
+
 /// Replaces `path` atomically: temp file, fsync, rename, fsync of the dir.
 pub fn write_atomic(path: &Path, body: &[u8], fsync: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -20,12 +70,7 @@ pub fn write_atomic(path: &Path, body: &[u8], fsync: bool) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = create_temp(&tmp)?;
     f.write_all(body)?;
     f.write_all(b"\n")?;
     if fsync {

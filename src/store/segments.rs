@@ -86,23 +86,27 @@ pub fn scan(dir: &Path) -> io::Result<(Vec<Segment>, u64)> {
         segments.push(Segment {
             start,
             len: meta.len(),
-            file: Arc::new(File::open(&path)?),
+            file: Arc::new(super::open_state(OpenOptions::new().read(true), &path)?),
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             path,
         });
     }
     segments.sort_by_key(|s| s.start);
-    let from_file = match fs::read_to_string(dir.join(BASE)) {
-        Ok(text) => text.trim().parse::<u64>().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} does not hold a byte offset: {:?}",
-                    dir.join(BASE).display(),
-                    text.trim()
-                ),
-            )
-        })?,
+    let from_file = match super::read_state(&dir.join(BASE)) {
+        // Never quote the file: it is not ours if it is wrong.
+        Ok(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} does not hold a byte offset ({} bytes)",
+                        dir.join(BASE).display(),
+                        bytes.len()
+                    ),
+                )
+            })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(e),
     };
@@ -112,12 +116,14 @@ pub fn scan(dir: &Path) -> io::Result<(Vec<Segment>, u64)> {
 
 /// Opens `history.jsonl` for appending, creating it `0600`.
 pub fn open_active(dir: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(0o600)
-        .open(dir.join(ACTIVE))
+    super::open_state(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600),
+        &dir.join(ACTIVE),
+    )
 }
 
 impl FileSet {
