@@ -122,15 +122,58 @@ pub fn existing_file(path: &str, field: &str) -> Result<PathBuf, WireError> {
     }
 }
 
-/// A file name from a sender, without directories or a leading dot.
+/// A file name from a sender, without directories or a leading dot:
+/// control and format characters (U+202E right-to-left override, zero
+/// widths, ...) become `_`, then whitespace is trimmed and leading dots
+/// stripped until neither is left, so `" .bashrc"` is `bashrc`.
 pub fn safe_name(name: &str) -> Option<String> {
     let base = Path::new(name).file_name()?.to_str()?;
     let clean: String = base
         .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || is_format_char(c) {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
-    let clean = clean.trim_start_matches('.').trim().to_string();
-    (!clean.is_empty()).then_some(clean)
+    let mut rest = clean.as_str();
+    loop {
+        let next = rest.trim().trim_start_matches('.');
+        if next == rest {
+            break;
+        }
+        rest = next;
+    }
+    (!rest.is_empty()).then(|| rest.to_string())
+}
+
+/// Unicode general category Cf (format characters), Unicode 15.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0xAD | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 /// Creates `dir/name`, or `dir/name (2)`… when it exists: never overwrites.
@@ -148,6 +191,7 @@ pub async fn create_new(dir: &Path, name: &str) -> std::io::Result<(PathBuf, tok
         match tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&candidate)
             .await
         {
@@ -225,11 +269,31 @@ mod tests {
         assert_eq!(parts.concat(), emoji);
     }
 
+    #[tokio::test]
+    async fn downloaded_files_are_created_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _f) = create_new(dir.path(), "a.txt").await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
     #[test]
     fn sender_file_names_stay_in_the_directory() {
         assert_eq!(safe_name("../../etc/passwd").as_deref(), Some("passwd"));
         assert_eq!(safe_name(".bashrc").as_deref(), Some("bashrc"));
         assert_eq!(safe_name("..").as_deref(), None);
         assert_eq!(safe_name("report.pdf").as_deref(), Some("report.pdf"));
+        // Trim first, then strip dots (issue 14): no dotfile slips through.
+        assert_eq!(safe_name(" .bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(safe_name("\u{a0}.profile").as_deref(), Some("profile"));
+        assert_eq!(safe_name(". .ssh").as_deref(), Some("ssh"));
+        assert_eq!(safe_name(" . ").as_deref(), None);
+        // Format characters never reach a file name.
+        assert_eq!(
+            safe_name("invoice\u{202e}fdp.exe").as_deref(),
+            Some("invoice_fdp.exe")
+        );
+        assert_eq!(safe_name("a\u{200b}b").as_deref(), Some("a_b"));
     }
 }

@@ -28,6 +28,13 @@ fn check_cursor_name(name: &str) -> Result<(), WireError> {
             "field `cursor`: a cursor name is 1 to {MAX_CURSOR_NAME} bytes without control characters"
         )));
     }
+    // The name becomes a file name under cursors/: it must name a file.
+    let file = crate::store::cursors::slug(name);
+    if file.is_empty() || file == "." || file == ".." {
+        return Err(WireError::bad_request(format!(
+            "field `cursor`: {name:?} names no file (after `metro://` nothing is left); choose a name with some text"
+        )));
+    }
     Ok(())
 }
 
