@@ -8,6 +8,24 @@ use serde_json::{json, Value};
 
 use super::CliError;
 
+/// Refuses a socket served by anyone but this user or root (SO_PEERCRED):
+/// with the socket in a shared directory, another user's listener would
+/// otherwise receive what is sent (webhook secrets, messages).
+fn check_peer(stream: &UnixStream, socket: &Path) -> Result<(), CliError> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| CliError::Io(io::Error::from(e)))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let peer = cred.uid();
+    if peer != me && peer != 0 {
+        return Err(CliError::Usage(format!(
+            "refusing {}: it is served by uid {peer}, not by you (uid {me}) or root; \
+             another user's program could read what metroctl sends. Check --socket / $METRO_SOCKET.",
+            socket.display()
+        )));
+    }
+    Ok(())
+}
+
 pub struct Connection {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -21,6 +39,7 @@ impl Connection {
             socket: socket.to_path_buf(),
             cause: e,
         })?;
+        check_peer(&stream, socket)?;
         let reader = BufReader::new(stream.try_clone().map_err(CliError::Io)?);
         Ok(Connection {
             reader,
