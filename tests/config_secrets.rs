@@ -127,3 +127,86 @@ fn setup_and_doctor_do_not_quote_a_broken_config() {
         assert!(said.contains(line), "{said}");
     }
 }
+
+#[test]
+fn secrets_come_from_stdin_a_file_or_the_environment_and_argv_warns() {
+    let d = Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let sock = d.socket.to_str().unwrap().to_string();
+    // From the environment: no warning.
+    let out = ctl(
+        &home,
+        &[
+            "--socket",
+            &sock,
+            "webhook",
+            "add",
+            "a",
+            "--secret",
+            "env:HOOK_SECRET",
+        ],
+    )
+    .env("HOOK_SECRET", "s3cret-from-env")
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+    // From a file: no warning.
+    let file = tmp.path().join("secret");
+    std::fs::write(&file, "s3cret-from-file\n").unwrap();
+    let at = format!("@{}", file.display());
+    let out = ctl(
+        &home,
+        &["--socket", &sock, "webhook", "add", "b", "--secret", &at],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+    // On the command line: still works, with a one-line warning.
+    let out = ctl(
+        &home,
+        &[
+            "--socket",
+            &sock,
+            "webhook",
+            "add",
+            "c",
+            "--secret",
+            "s3cret-in-argv",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("warning")).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("ps"), "{err}");
+    let list = ctl_ok(&d, &["webhook", "list", "--json"]);
+    assert_eq!(list.matches("\"hasSecret\":true").count(), 3, "{list}");
+    // setup reads a token from the environment without a warning.
+    let cfg = tmp.path().join("config.toml");
+    let out = ctl(
+        &home,
+        &[
+            "--socket",
+            tmp.path().join("none.sock").to_str().unwrap(),
+            "setup",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--telegram-token",
+            "env:TG",
+        ],
+    )
+    .env("TG", TG)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+    assert!(std::fs::read_to_string(&cfg).unwrap().contains(TG));
+}

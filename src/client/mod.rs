@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod identity;
 pub mod messages;
 pub mod output;
+pub mod secret;
 pub mod service;
 pub mod setup;
 pub mod tail;

@@ -21,11 +21,12 @@ use crate::config::{Allow, Config, StationConfig};
 
 #[derive(Debug, Args, Default)]
 pub struct SetupArgs {
-    /// Telegram bot token from @BotFather (`-` reads it from stdin, `""`
-    /// removes it).
+    /// Telegram bot token from @BotFather: `-` reads it from stdin, `@FILE`
+    /// from a file, `env:NAME` from the environment (a token written here
+    /// shows in `ps`); `""` removes it.
     #[arg(long, value_name = "TOKEN")]
     pub telegram_token: Option<String>,
-    /// Discord bot token (`-` reads it from stdin, `""` removes it).
+    /// Discord bot token: `-` (stdin), `@FILE`, `env:NAME`; `""` removes it.
     #[arg(long, value_name = "TOKEN")]
     pub discord_token: Option<String>,
     /// Telegram user ids that may reach your agents: comma-separated, or
@@ -237,16 +238,7 @@ fn write_config(path: &Path, c: &Config) -> Result<(), CliError> {
 
 /// A token flag's value: `-` reads one line of stdin.
 fn token_value(flag: &str, v: &str) -> Result<Option<String>, CliError> {
-    let v = if v == "-" {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(CliError::Io)?;
-        line.trim().to_string()
-    } else {
-        v.trim().to_string()
-    };
+    let v = super::secret::resolve(flag, v)?.trim().to_string();
     if v.is_empty() {
         return Ok(None);
     }

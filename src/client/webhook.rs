@@ -1,6 +1,5 @@
 //! `metroctl webhook add|list|remove`: the webhook station's endpoints.
 
-use std::io::Read;
 use std::path::Path;
 
 use clap::Subcommand;
@@ -16,7 +15,8 @@ pub enum WebhookCommand {
         /// A name for humans (shown as the line's name).
         label: String,
         /// Require this secret: GitHub's X-Hub-Signature-256, or
-        /// `Authorization: Bearer <secret>`. `-` reads it from stdin.
+        /// `Authorization: Bearer <secret>`. `-` reads it from stdin,
+        /// `@FILE` from a file, `env:NAME` from the environment.
         #[arg(long, value_name = "SECRET")]
         secret: Option<String>,
     },
@@ -35,7 +35,7 @@ pub fn run(socket: &Path, cmd: WebhookCommand) -> Result<(), CliError> {
         WebhookCommand::Add { label, secret } => {
             let mut req = json!({"op": "webhookAdd", "label": label});
             if let Some(s) = secret {
-                req["secret"] = json!(if s == "-" { read_secret()? } else { s });
+                req["secret"] = json!(super::secret::resolve("--secret", &s)?);
             }
             let a = conn.call(req)?;
             print_fields(&a, &["id", "label", "path", "url"]);
@@ -93,12 +93,4 @@ fn print_fields(a: &Value, keys: &[&str]) {
         out.insert(k.to_string(), a[*k].clone());
     }
     println!("{}", Value::Object(out));
-}
-
-fn read_secret() -> Result<String, CliError> {
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(CliError::Io)?;
-    Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
