@@ -293,3 +293,39 @@ fn the_connection_state_machine_survives_random_sessions() {
         })
         .expect("connection property");
 }
+
+/// A config file: mostly valid lines, keys and values scrambled, and one
+/// line carrying a secret token somewhere.
+fn config_text() -> impl Strategy<Value = String> {
+    let line = prop_oneof![
+        Just("[telegram]".to_string()),
+        Just("[discord]".to_string()),
+        Just("[telegram".to_string()),
+        Just("allow = [\"1\", \"*\"]".to_string()),
+        Just("api_url = \"http://127.0.0.1:1\"".to_string()),
+        Just(format!("token = \"{FUZZ_TOKEN}\"")),
+        Just(format!("token = {FUZZ_TOKEN}")),
+        Just(format!("bot_token = \"{FUZZ_TOKEN}\"")),
+        Just(format!("token = [\"{FUZZ_TOKEN}\"]")),
+        Just(FUZZ_TOKEN.to_string()),
+        "[ -~]{0,40}",
+        "\\PC{0,20}",
+    ];
+    prop::collection::vec(line, 0..8).prop_map(|l| l.join("\n"))
+}
+
+const FUZZ_TOKEN: &str = "123456789:AAHfuzzSECRETfuzzSECRETfuzzSECRET12";
+
+#[test]
+fn the_config_parser_never_panics_and_never_quotes_a_value() {
+    let mut runner = runner(2000);
+    runner
+        .run(&config_text(), |text| {
+            if let Err(e) = metro::config::parse_text(&text) {
+                prop_assert!(!e.contains("AAHfuzz"), "{e}");
+                prop_assert!(e.starts_with("line "), "{e}");
+            }
+            Ok(())
+        })
+        .unwrap();
+}
