@@ -100,19 +100,18 @@ async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToke
     loop {
         let me = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tg.bot.get_me() => r,
+            r = super::me::get_me(&tg.bot) => r,
         };
         match me {
             Ok(me) => {
-                tg.set_bot_name(me.user.username.as_ref().map(|u| format!("@{u}")));
+                tg.set_bot_name(me.username.as_ref().map(|u| format!("@{u}")));
                 tracing::info!(
                     "telegram: bot {} (id {}) on {}",
-                    me.user
-                        .username
+                    me.username
                         .as_deref()
                         .map(|u| format!("@{u}"))
-                        .unwrap_or_else(|| me.user.full_name()),
-                    me.user.id,
+                        .unwrap_or_else(|| me.first_name.clone()),
+                    me.id,
                     tg.api_url()
                 );
                 backoff.reset();
