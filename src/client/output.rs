@@ -1,12 +1,33 @@
 //! How `metroctl` prints: JSON lines when stdout is not a terminal (or with
-//! `--json`), aligned human rows on a terminal.
+//! `--json`), aligned human rows and sentences on a terminal.
+//! `METRO_OUTPUT=human` (or `json`) decides instead of the terminal check,
+//! for scripts that want the sentences and for tests.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
+/// `--json` given before or after any subcommand (the global flag).
+static FORCE_JSON: AtomicBool = AtomicBool::new(false);
+
+/// Makes every command print JSON (the global `--json`).
+pub fn force_json() {
+    FORCE_JSON.store(true, Ordering::Relaxed);
+}
+
+/// True when output is JSON: `flag` (a command's own `--json`), the global
+/// `--json`, `METRO_OUTPUT=json`, or stdout not a terminal unless
+/// `METRO_OUTPUT=human`.
 pub fn json_mode(flag: bool) -> bool {
-    flag || !std::io::stdout().is_terminal()
+    if flag || FORCE_JSON.load(Ordering::Relaxed) {
+        return true;
+    }
+    match std::env::var("METRO_OUTPUT").as_deref() {
+        Ok("json") => true,
+        Ok("human") => false,
+        _ => !std::io::stdout().is_terminal(),
+    }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
