@@ -401,13 +401,19 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
     }
 }
 
+fn subscribed_conns(c: &mut Client) -> Vec<Value> {
+    c.ok(json!({"op": "stats"}))["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["conn"].clone())
+        .collect()
+}
+
 /// A following tail with piped stdout; returns it once it is subscribed.
 fn follow(d: &Daemon, args: &[&str], stdin: Stdio) -> (Child, BufReader<ChildStdout>) {
     let mut c = d.connect();
-    let before = c.ok(json!({"op": "stats"}))["subscriptions"]
-        .as_array()
-        .unwrap()
-        .len();
+    let before = subscribed_conns(&mut c);
     let mut child = metroctl(d, args)
         .stdin(stdin)
         .stdout(Stdio::piped())
@@ -416,11 +422,9 @@ fn follow(d: &Daemon, args: &[&str], stdin: Stdio) -> (Child, BufReader<ChildStd
         .unwrap();
     let reader = BufReader::new(child.stdout.take().unwrap());
     let deadline = Instant::now() + PATIENCE;
-    while c.ok(json!({"op": "stats"}))["subscriptions"]
-        .as_array()
-        .unwrap()
-        .len()
-        <= before
+    while subscribed_conns(&mut c)
+        .iter()
+        .all(|conn| before.contains(conn))
     {
         assert!(Instant::now() < deadline, "tail never subscribed");
         std::thread::sleep(Duration::from_millis(10));

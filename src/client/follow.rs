@@ -113,8 +113,10 @@ pub struct Follow {
     reconnect: bool,
     tx: SyncSender<Input>,
     rx: Receiver<Input>,
-    /// Inputs taken off the channel by [`Follow::is_idle`], not yet handled.
-    queue: VecDeque<Input>,
+    /// Items [`Follow::is_idle`] found, not yet handed out.
+    ready: VecDeque<Item>,
+    /// An error [`Follow::is_idle`] found, handed out next.
+    failed: Option<CliError>,
     link: Option<Link>,
     generation: u64,
     /// Just after the last event handed out (or where delivery started).
@@ -140,7 +142,8 @@ impl Follow {
             reconnect,
             tx,
             rx,
-            queue: VecDeque::new(),
+            ready: VecDeque::new(),
+            failed: None,
             link: None,
             generation: 0,
             position: None,
@@ -216,61 +219,69 @@ impl Follow {
         }
     }
 
-    fn take(&mut self) -> Input {
-        if let Some(i) = self.queue.pop_front() {
-            return i;
-        }
-        match self.rx.recv() {
-            Ok(i) => i,
-            Err(_) => unreachable!("self.tx keeps the channel open"),
-        }
-    }
-
     /// True when nothing is waiting: a consumer that batches (flush and
-    /// ack once per burst) does its batch work now.
+    /// ack once per burst) does its batch work now. Inputs that hand out
+    /// nothing (ack answers, frames of a closed connection) are dealt with
+    /// here, so they never hold a batch back.
     pub fn is_idle(&mut self) -> bool {
-        if !self.queue.is_empty() {
-            return false;
-        }
-        match self.rx.try_recv() {
-            Ok(i) => {
-                self.queue.push_back(i);
-                false
+        loop {
+            if !self.ready.is_empty() || self.failed.is_some() {
+                return false;
             }
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => true,
+            match self.rx.try_recv() {
+                Ok(input) => match self.process(input) {
+                    Ok(Some(item)) => self.ready.push_back(item),
+                    Ok(None) => {}
+                    Err(e) => self.failed = Some(e),
+                },
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return true,
+            }
         }
     }
 
     /// The next thing that happened; blocks.
     pub fn next_item(&mut self) -> Result<Item, CliError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if let Some(item) = self.ready.pop_front() {
+            return Ok(item);
+        }
         loop {
             if self.link.is_none() {
                 if let Some(stop) = self.reconnect()? {
                     return Ok(stop);
                 }
             }
-            let generation = self.link.as_ref().map_or(0, |l| l.generation);
-            let frame = match self.take() {
-                Input::Stop(r) => return Ok(Item::Stop(r)),
-                Input::Closed(g, cause) if g == generation => {
-                    self.link = None;
-                    if !self.reconnect {
-                        return Err(CliError::Protocol(format!(
-                            "metrod closed the connection ({cause})"
-                        )));
-                    }
-                    if self.lost {
-                        continue;
-                    }
-                    self.lost = true;
-                    return Ok(Item::Lost { cause });
-                }
-                Input::Frame(g, frame) if g == generation => frame,
-                _ => continue,
+            let Ok(input) = self.rx.recv() else {
+                unreachable!("self.tx keeps the channel open")
             };
-            if let Some(item) = self.handle(frame)? {
+            if let Some(item) = self.process(input)? {
                 return Ok(item);
             }
+        }
+    }
+
+    fn process(&mut self, input: Input) -> Result<Option<Item>, CliError> {
+        let generation = self.link.as_ref().map_or(0, |l| l.generation);
+        match input {
+            Input::Stop(r) => Ok(Some(Item::Stop(r))),
+            Input::Closed(g, cause) if g == generation => {
+                self.link = None;
+                if !self.reconnect {
+                    return Err(CliError::Protocol(format!(
+                        "metrod closed the connection ({cause})"
+                    )));
+                }
+                if self.lost {
+                    return Ok(None);
+                }
+                self.lost = true;
+                Ok(Some(Item::Lost { cause }))
+            }
+            Input::Frame(g, frame) if g == generation => self.handle(frame),
+            // Frames of a connection that is gone.
+            _ => Ok(None),
         }
     }
 
@@ -356,7 +367,10 @@ impl Follow {
             return Ok(());
         };
         loop {
-            match self.take() {
+            let Ok(input) = self.rx.recv() else {
+                return Ok(());
+            };
+            match input {
                 Input::Stop(_) => return Ok(()),
                 Input::Closed(g, _) if g == generation => {
                     self.link = None;
