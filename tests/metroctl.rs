@@ -585,3 +585,84 @@ fn no_reconnect_exits_when_metrod_goes_away() {
     assert!(!status.success());
     assert!(stderr_of(&mut child).contains("metrod closed the connection"));
 }
+
+#[test]
+fn commands_that_change_this_machine_print_one_json_object_with_json() {
+    let d = Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (units, config, cf) = (p("units"), p("config.toml"), p("cf"));
+    let install = [
+        "service",
+        "install",
+        "--manager",
+        "systemd",
+        "--dir",
+        &units,
+    ];
+    let mut args = install.to_vec();
+    args.extend(["--metrod", METROD, "--json"]);
+    let o = json_out(&run_ok(&mut metroctl(&d, &args)));
+    let files = o["files"].as_array().unwrap();
+    assert!(!files.is_empty(), "{o}");
+    assert!(files.iter().all(|f| f["action"] == "wrote"), "{o}");
+    assert!(o["command"]
+        .as_str()
+        .unwrap()
+        .contains("systemctl --user enable"));
+    // Again: nothing changed, no command.
+    let o = json_out(&run_ok(&mut metroctl(&d, &args)));
+    assert!(o["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["action"] == "unchanged"));
+    assert_eq!(o["command"], Value::Null);
+    let o = json_out(&run_ok(&mut metroctl(
+        &d,
+        &[
+            "service",
+            "uninstall",
+            "--manager",
+            "systemd",
+            "--dir",
+            &units,
+            "--json",
+        ],
+    )));
+    assert_eq!(o["removed"].as_array().unwrap().len(), files.len(), "{o}");
+
+    let o = json_out(&run_ok(&mut metroctl(
+        &d,
+        &[
+            "setup",
+            "--config",
+            &config,
+            "--allow-telegram",
+            "42",
+            "--json",
+        ],
+    )));
+    assert_eq!(
+        (o["config"].as_str(), &o["written"]),
+        (Some(config.as_str()), &json!(true))
+    );
+    assert!(o["telegram"].as_str().unwrap().contains("allow"), "{o}");
+    assert!(o["metrod"].is_string(), "{o}");
+
+    let o = json_out(&run_ok(&mut metroctl(
+        &d,
+        &[
+            "tunnel",
+            "setup",
+            "metro",
+            "hooks.example.com",
+            "--config-dir",
+            &cf,
+            "--json",
+        ],
+    )));
+    assert_eq!(o["url"], "https://hooks.example.com/hooks/<id>");
+    assert_eq!(o["next"].as_array().unwrap().len(), 3);
+    assert!(std::path::Path::new(o["config"].as_str().unwrap()).exists());
+}

@@ -174,6 +174,11 @@ pub fn download(socket: &Path, a: DownloadArgs) -> Result<(), CliError> {
         "outDir": absolute(&a.out)?,
     });
     let answer = Connection::open(socket)?.call(req)?;
+    // One path a line, for scripts; `--json` gives the answer's fields.
+    if output::json_forced() {
+        print_json(&fields_only(&answer));
+        return Ok(());
+    }
     for f in answer["files"].as_array().into_iter().flatten() {
         println!("{}", f.as_str().unwrap_or_default());
     }

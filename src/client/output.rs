@@ -30,6 +30,51 @@ pub fn json_mode(flag: bool) -> bool {
     }
 }
 
+/// True only with `--json` (commands whose piped output stays text: the
+/// paths of `download`, the steps of `setup` and `service install`).
+pub fn json_forced() -> bool {
+    FORCE_JSON.load(Ordering::Relaxed)
+}
+
+/// What a command that takes steps on this machine (`setup`, `service
+/// install`, `tunnel setup`, …) reports: its sentences as they happen, or
+/// with `--json` one JSON object of its fields at the end.
+#[derive(Default)]
+pub struct Report {
+    fields: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    /// A sentence for people (not in the JSON).
+    pub fn say(&self, line: impl std::fmt::Display) {
+        if !json_forced() {
+            println!("{line}");
+        }
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.fields.insert(key.to_string(), value.into());
+    }
+
+    /// Appends to the array `key`.
+    pub fn push(&mut self, key: &str, value: impl Into<Value>) {
+        let slot = self
+            .fields
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(a) = slot {
+            a.push(value.into());
+        }
+    }
+
+    /// With `--json`, prints the fields.
+    pub fn finish(self) {
+        if json_forced() {
+            println!("{}", Value::Object(self.fields));
+        }
+    }
+}
+
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
