@@ -90,24 +90,23 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         other => other,
     };
     let (request, printer) = build(command)?;
-    let mut conn = Connection::open(socket)?;
-    let answer = conn.call(request.clone())?;
+    let answer = Connection::open(socket)?.call(request.clone())?;
     printer(&answer);
-    report_skipped_claim(&mut conn, &request, &answer);
+    report_skipped_claim(socket, &request, &answer);
     Ok(())
 }
 
 /// After a `send`, `edit` or `react` whose auto-claim was skipped, says on
 /// stderr who owns the line (as the TypeScript metro did).
-pub(super) fn report_skipped_claim(conn: &mut Connection, request: &Value, answer: &Value) {
+pub(super) fn report_skipped_claim(socket: &Path, request: &Value, answer: &Value) {
     if answer["claim"] != json!("skipped") {
         return;
     }
     let line = request["line"].as_str().unwrap_or_default();
     let owner = match answer["owner"].as_str() {
         Some(o) => Some(o.to_string()),
-        None => conn
-            .call(json!({"op": "claims"}))
+        None => Connection::open(socket)
+            .and_then(|mut c| c.call(json!({"op": "claims"})))
             .ok()
             .and_then(|c| c["claims"][line].as_str().map(String::from)),
     };

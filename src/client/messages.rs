@@ -159,10 +159,9 @@ pub fn reply(socket: &Path, a: ReplyArgs) -> Result<(), CliError> {
         req["from"] = json!(f);
     }
     a.attach.apply(&mut req)?;
-    let mut conn = Connection::open(socket)?;
-    let answer = conn.call(req.clone())?;
+    let answer = Connection::open(socket)?.call(req.clone())?;
     sent_printer(req["line"].as_str().unwrap_or_default().to_string())(&answer);
-    report_skipped_claim(&mut conn, &req, &answer);
+    report_skipped_claim(socket, &req, &answer);
     Ok(())
 }
 
