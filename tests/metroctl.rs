@@ -366,6 +366,21 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
     assert_eq!(sent["claim"], json!("kept"));
     assert!(sent["id"].as_str().unwrap().starts_with("msg_"));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    // reply is a send: the same sentence and the same note.
+    let id = sent["id"].as_str().unwrap();
+    let o = human(&[
+        "reply",
+        "telegram/42",
+        id,
+        "re",
+        "--from",
+        "metro://codex/user/b",
+    ]);
+    assert_eq!(stdout(&o), "notified metro://telegram/42\n");
+    assert_eq!(
+        stderr(&o),
+        format!("auto-claim skipped: line owned by {A}\n")
+    );
     let o = human(&["release", "telegram/42"]);
     assert_eq!(stdout(&o), "released metro://telegram/42\n");
     let o = human(&["release", "telegram/42"]);
