@@ -16,7 +16,7 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -206,11 +206,16 @@ impl Follow {
     fn reconnect(&mut self) -> Result<Option<Item>, CliError> {
         let mut wait = BACKOFF_START;
         loop {
-            match self.rx.recv_timeout(wait) {
-                Ok(Input::Stop(r)) => return Ok(Some(Item::Stop(r))),
-                // Frames of the connection that is gone.
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => unreachable!("self.tx keeps it open"),
+            // Wait out the backoff; only a stop cuts it short (what else
+            // arrives belongs to the connection that is gone).
+            let deadline = Instant::now() + wait;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match self.rx.recv_timeout(left) {
+                    Ok(Input::Stop(r)) => return Ok(Some(Item::Stop(r))),
+                    Ok(_) => {}
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => unreachable!("self.tx keeps it open"),
+                }
             }
             if self.connect().is_ok() {
                 return Ok(None);
