@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::conn::Connection;
+use super::conn::{self, Connection};
 use super::{
     doctor, identity, messages, output, service, setup, tail, tunnel, webhook, CliError, Command,
 };
@@ -91,8 +91,15 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
     };
     let request = build(command)?;
     let (request, printer) = request;
-    let mut conn = Connection::open(socket)?;
-    let answer = conn.call(request)?;
+    // Writes carry an idempotency key and survive one dropped connection.
+    let answer = if matches!(
+        request["op"].as_str(),
+        Some("send" | "edit" | "react" | "publish")
+    ) {
+        conn::call_once(socket, request)?
+    } else {
+        Connection::open(socket)?.call(request)?
+    };
     printer(&answer);
     Ok(())
 }

@@ -156,7 +156,7 @@ pub fn reply(socket: &Path, a: ReplyArgs) -> Result<(), CliError> {
         req["from"] = json!(f);
     }
     a.attach.apply(&mut req)?;
-    let answer = Connection::open(socket)?.call(req)?;
+    let answer = super::conn::call_once(socket, req)?;
     print_json(&fields_only(&answer));
     Ok(())
 }
