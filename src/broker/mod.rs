@@ -69,7 +69,7 @@ pub struct Broker {
     /// Recent idempotency keys.
     pub dedupe: Dedupe,
     /// Who the loop guard already stopped (agent, line, answered event):
-    /// one notice each; the newest [`LOOP_NOTICES`].
+    /// one notice each; the newest 1024.
     pub loop_notices: Mutex<crate::stations::Recent<String>>,
     pub started: Instant,
     pub connections: AtomicUsize,

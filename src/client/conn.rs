@@ -132,7 +132,7 @@ pub fn new_key() -> String {
 
 /// Sends a `publish`, `send`, `edit` or `react` under an idempotency key
 /// (a fresh one unless `request` has one). When the connection drops
-/// before the answer, connects again (waiting up to [`RECONNECT`] for
+/// before the answer, connects again (waiting up to 10 s for
 /// metrod) and sends it once more with the same key: metrod answers a
 /// request it already carried out with `duplicate: true`.
 pub fn call_once(socket: &Path, mut request: Value) -> Result<Value, CliError> {

@@ -86,7 +86,12 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
         Request::Publish(p) => match events::prepare_publish(p) {
             Ok(event) => {
-                let (who, key) = (event.from.clone(), event.idempotency_key.clone());
+                // The hot path: without a key, nothing is copied.
+                let key = event.idempotency_key.clone();
+                let who = match key {
+                    Some(_) => event.from.clone(),
+                    None => String::new(),
+                };
                 let op = events::publish(broker.clone(), event);
                 later(req, once::once(broker, who, key, op))
             }
