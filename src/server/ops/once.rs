@@ -12,7 +12,7 @@ use super::OpResult;
 use crate::broker::Broker;
 use crate::proto::WireError;
 use crate::store::dedupe::{self, Begin, First};
-use crate::{fields, line, stations};
+use crate::{fields, stations};
 
 /// Checks a client's key: 1 to [`dedupe::MAX_KEY`] bytes.
 pub fn check_key(key: Option<&str>) -> Result<(), WireError> {
@@ -28,10 +28,12 @@ pub fn check_key(key: Option<&str>) -> Result<(), WireError> {
     }
 }
 
-/// The identity a key belongs to: the op's `from` as the event will
-/// carry it.
+/// The identity a key belongs to: the op's `from` as its event will
+/// carry it (a bad `from` fails the op itself).
 pub fn identity(from: Option<&str>) -> String {
-    from.and_then(|f| line::uri(f).ok())
+    super::outbound::actor(from)
+        .ok()
+        .flatten()
         .unwrap_or_else(|| stations::ANONYMOUS.to_string())
 }
 

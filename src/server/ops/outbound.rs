@@ -90,7 +90,8 @@ fn target(broker: &Broker, raw: &str) -> Result<Target, WireError> {
     Ok(Target::Local(line))
 }
 
-fn actor(from: Option<&str>) -> Result<Option<String>, WireError> {
+/// The actor of an op: its `from`, checked and in full form.
+pub(super) fn actor(from: Option<&str>) -> Result<Option<String>, WireError> {
     from.map(|f| line::uri(f).map_err(|e| WireError::bad_request(format!("field `from`: {e}"))))
         .transpose()
 }
