@@ -198,6 +198,11 @@ fn seed_recent(log: &Log, hops: &Mutex<HopIndex>, dedupe: &Dedupe) -> io::Result
         return Ok(());
     };
     log.for_each_recent_entry_blocking(dedupe::SEED_BYTES, |end, json| {
+        // Most events have neither: skip them without parsing.
+        let has = |what: &[u8]| json.windows(what.len()).any(|w| w == what);
+        if !has(b"\"hops\"") && !has(b"\"idempotencyKey\"") {
+            return;
+        }
         hops.observe_json(json);
         let Ok(s) = serde_json::from_slice::<Seen>(json) else {
             return;

@@ -12,7 +12,7 @@
 //!   across a restart is recognised.
 //! - Memory: at most [`CAP`] keys, oldest forgotten first (each at most
 //!   [`MAX_KEY`] bytes of key and [`crate::line::MAX_LEN`] of identity:
-//!   under 25 MB in the worst case, about 100 bytes a key in practice).
+//!   about 30 MB in the worst case, about 100 bytes a key in practice).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ pub const MAX_KEY: usize = 128;
 /// `--dedupe-window` unless told.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
 /// Bytes at the end of the log read at startup for keys (and hops).
-pub const SEED_BYTES: u64 = 8 << 20;
+pub const SEED_BYTES: u64 = 2 << 20;
 
 /// The first event of a key: what a duplicate is answered with.
 #[derive(Debug, Clone, PartialEq)]
