@@ -7,7 +7,7 @@
 mod common;
 mod fake_telegram;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -242,5 +242,19 @@ fn metroctl_retries_with_its_key_across_a_kill_between_append_and_answer() {
         .map(|e| e["idempotencyKey"].clone())
         .collect();
     assert_ne!(keys[0], keys[1]);
-    let _ = std::io::stdout().flush();
+
+    // metroctl publish keeps a key the event carries, and sends one.
+    let ev = r#"{"line":"claude/user/a","text":"once","idempotencyKey":"mine"}"#;
+    let first: Value =
+        serde_json::from_slice(&run_ok(&mut metroctl(&d, &["publish", ev])).stdout).unwrap();
+    let again: Value =
+        serde_json::from_slice(&run_ok(&mut metroctl(&d, &["publish", ev])).stdout).unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    let own = d
+        .history()
+        .into_iter()
+        .filter(|e| e["text"] == "once" && e["line"] == "metro://claude/user/a")
+        .count();
+    assert_eq!(own, 1);
 }

@@ -136,7 +136,9 @@ pub fn new_key() -> String {
 /// metrod) and sends it once more with the same key: metrod answers a
 /// request it already carried out with `duplicate: true`.
 pub fn call_once(socket: &Path, mut request: Value) -> Result<Value, CliError> {
-    if request.get("idempotencyKey").is_none() {
+    // A publish may carry its key in the event (as metroctl publish's
+    // JSON may): keep that one.
+    if request.get("idempotencyKey").is_none() && request["event"].get("idempotencyKey").is_none() {
         request["idempotencyKey"] = json!(new_key());
     }
     let lost = match Connection::open(socket)?.call_or_lost(request.clone()) {
