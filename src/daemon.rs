@@ -62,6 +62,13 @@ pub struct Args {
     /// Largest webhook request body accepted, in bytes.
     #[arg(long, default_value_t = webhook::DEFAULT_MAX_BODY, value_parser = parse_size)]
     pub webhook_max_body: usize,
+    /// Loop guard: refuse an agent's automatic answer that would be more
+    /// than this many hops from a person's (or service's) message.
+    #[arg(long, default_value_t = crate::broker::DEFAULT_MAX_HOPS)]
+    pub max_hops: u32,
+    /// How long an idempotency key is remembered (e.g. 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_age)]
+    pub dedupe_window: Duration,
     #[command(flatten)]
     pub config: service::ConfigArgs,
 }
@@ -265,6 +272,8 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         },
         max_request: args.max_request_bytes,
         max_unacked: args.max_unacked,
+        max_hops: args.max_hops,
+        dedupe_window: args.dedupe_window,
     };
     let (mut broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
         "cannot open the state in {}",

@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::conn::Connection;
+use super::conn::{self, Connection};
 use super::{
     doctor, identity, messages, output, service, setup, tail, tunnel, webhook, CliError, Command,
 };
@@ -90,7 +90,15 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         other => other,
     };
     let (request, printer) = build(command)?;
-    let answer = Connection::open(socket)?.call(request.clone())?;
+    // Writes carry an idempotency key and survive one dropped connection.
+    let answer = if matches!(
+        request["op"].as_str(),
+        Some("send" | "edit" | "react" | "publish")
+    ) {
+        conn::call_once(socket, request.clone())?
+    } else {
+        Connection::open(socket)?.call(request.clone())?
+    };
     printer(&answer);
     report_skipped_claim(socket, &request, &answer);
     Ok(())

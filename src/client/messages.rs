@@ -159,7 +159,7 @@ pub fn reply(socket: &Path, a: ReplyArgs) -> Result<(), CliError> {
         req["from"] = json!(f);
     }
     a.attach.apply(&mut req)?;
-    let answer = Connection::open(socket)?.call(req.clone())?;
+    let answer = super::conn::call_once(socket, req.clone())?;
     sent_printer(req["line"].as_str().unwrap_or_default().to_string())(&answer);
     report_skipped_claim(socket, &req, &answer);
     Ok(())

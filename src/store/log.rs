@@ -30,6 +30,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::hops::HopIndex;
 use super::lines::LineIndex;
 use super::segments::{self, FileSet, Located, Segment};
 use crate::proto::Event;
@@ -238,6 +239,7 @@ struct Shared {
     ring: RwLock<Ring>,
     files: RwLock<FileSet>,
     lines: Arc<Mutex<LineIndex>>,
+    hops: Arc<Mutex<HopIndex>>,
 }
 
 impl Shared {
@@ -304,6 +306,7 @@ impl Log {
         dir: &Path,
         opts: LogOptions,
         lines: Arc<Mutex<LineIndex>>,
+        hops: Arc<Mutex<HopIndex>>,
     ) -> io::Result<(Log, Recovery)> {
         let existed = dir.join(segments::ACTIVE).exists();
         let (segs, active_base) = segments::scan(dir)?;
@@ -328,6 +331,7 @@ impl Log {
             }),
             files: RwLock::new(files),
             lines,
+            hops,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (end_tx, end_rx) = watch::channel(end);
@@ -538,6 +542,15 @@ impl Log {
     /// first, reading forward one chunk at a time (startup seeding: memory
     /// stays at one chunk whatever `bytes` is).
     pub fn for_each_recent_blocking(&self, bytes: u64, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+        self.for_each_recent_entry_blocking(bytes, |_, json| f(json))
+    }
+
+    /// [`Log::for_each_recent_blocking`], with each line's end offset.
+    pub fn for_each_recent_entry_blocking(
+        &self,
+        bytes: u64,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> io::Result<()> {
         let end = self.end();
         let mut pos = self.boundary_at_or_before(end.saturating_sub(bytes))?;
         while pos < end {
@@ -548,7 +561,7 @@ impl Log {
             let Some(last) = entries.last() else { break };
             pos = last.end;
             for e in &entries {
-                f(&e.json);
+                f(e.end, &e.json);
             }
         }
         Ok(())
@@ -984,6 +997,14 @@ impl Writer {
         if let Ok(mut lines) = self.shared.lines.lock() {
             for p in batch.iter() {
                 lines.observe(&p.event);
+            }
+        }
+        // Before the entries are visible: a reply must find its hops.
+        if batch.iter().any(|p| p.event.hops > 0) {
+            if let Ok(mut hops) = self.shared.hops.lock() {
+                for p in batch.iter() {
+                    hops.observe(&p.event);
+                }
             }
         }
         self.end_tx.send_replace(self.pos);
