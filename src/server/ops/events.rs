@@ -92,13 +92,15 @@ pub fn append_error(e: AppendError) -> WireError {
 /// agent's event is checked by the loop guard.
 pub async fn publish(broker: Arc<Broker>, mut event: Event) -> OpResult {
     if !guard::from_people(&event) {
-        event.hops = guard::check(
+        // Boxed: the check's future is large, and a publish's future is
+        // held for every request in flight; most publishes never check.
+        event.hops = Box::pin(guard::check(
             &broker,
             &event.line,
             &event.from,
             event.reply_to.as_deref(),
             1,
-        )
+        ))
         .await?;
     }
     let a = broker.log.append(event).await.map_err(append_error)?;

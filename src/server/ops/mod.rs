@@ -85,16 +85,15 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
     match request {
         Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
         Request::Publish(p) => match events::prepare_publish(p) {
-            Ok(event) => {
-                // The hot path: without a key, nothing is copied.
-                let key = event.idempotency_key.clone();
-                let who = match key {
-                    Some(_) => event.from.clone(),
-                    None => String::new(),
-                };
-                let op = events::publish(broker.clone(), event);
-                later(req, once::once(broker, who, key, op))
-            }
+            // The hot path: without a key, nothing is copied or wrapped.
+            Ok(event) => match event.idempotency_key.clone() {
+                None => later(req, events::publish(broker, event)),
+                key => {
+                    let who = event.from.clone();
+                    let op = events::publish(broker.clone(), event);
+                    later(req, once::once(broker, who, key, Box::pin(op)))
+                }
+            },
             Err(e) => now(req, Err(e)),
         },
         Request::History(h) => later_entries(req, "entries", events::history(broker, h)),
@@ -109,17 +108,17 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::Send(s) => {
             let (who, key) = (once::identity(s.from.as_deref()), s.idempotency_key.clone());
             let op = outbound::send(broker.clone(), s);
-            later(req, once::once(broker, who, key, op))
+            later(req, once::once(broker, who, key, Box::pin(op)))
         }
         Request::Edit(e) => {
             let (who, key) = (once::identity(e.from.as_deref()), e.idempotency_key.clone());
             let op = outbound::edit(broker.clone(), e);
-            later(req, once::once(broker, who, key, op))
+            later(req, once::once(broker, who, key, Box::pin(op)))
         }
         Request::React(r) => {
             let (who, key) = (once::identity(r.from.as_deref()), r.idempotency_key.clone());
             let op = outbound::react(broker.clone(), r);
-            later(req, once::once(broker, who, key, op))
+            later(req, once::once(broker, who, key, Box::pin(op)))
         }
         Request::Download(d) => later(req, outbound::download(broker, d)),
         Request::Lines => now(req, info::lines(&broker)),

@@ -41,6 +41,8 @@ pub fn identity(from: Option<&str>) -> String {
 /// gets the first event's `id`, `messageId` and `offset` with
 /// `duplicate: true`; a concurrent one waits for the first to end. Without
 /// a key, `op` simply runs.
+/// `op` comes boxed: this future is held for every request in flight, and
+/// an op's future can be large.
 pub async fn once(
     broker: Arc<Broker>,
     identity: String,
