@@ -415,3 +415,52 @@ fn malformed_claims_json_at_startup_is_moved_aside() {
     c.ok(json!({"op": "claim", "line": "telegram/1", "as": "metro://claude/user/a"}));
     assert!(dir.join("claims.json").exists());
 }
+
+#[test]
+fn foreign_lines_stay_in_order_across_segment_rolls() {
+    let mut d = Daemon::start_with(&["--segment-bytes", "4096", "--fsync", "never"]);
+    let path = d.history_path();
+    let mut c = d.connect();
+    let pad = "p".repeat(300);
+    let mut want = Vec::new();
+    for i in 0..30 {
+        publish(
+            &mut c,
+            json!({"line": "telegram/1", "text": format!("m{i} {pad}")}),
+        );
+        want.push(format!("m{i} {pad}"));
+        if i % 3 == 0 {
+            // Appended by path, as a script or the TypeScript metro does.
+            foreign_append(&path, &format!("{}\n", ts_line(i)));
+            want.push(format!("old {i}"));
+        }
+    }
+    let segments = std::fs::read_dir(&d.dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("history.0")
+        })
+        .count();
+    assert!(segments >= 2, "the log rolled ({segments} segments)");
+    let check = |c: &mut Client| {
+        let sub = c.subscribe(json!({"since": "start", "follow": false}));
+        let (all, _) = c.drain(&sub);
+        assert_eq!(texts(&all), want);
+    };
+    check(&mut c);
+    assert_eq!(
+        stats(&d)["foreignWriter"]["adoptedLines"],
+        json!(10),
+        "{}",
+        d.stderr()
+    );
+    // The same after a restart: the adopted lines are part of the log.
+    drop(c);
+    d.stop();
+    d.restart();
+    check(&mut d.connect());
+}

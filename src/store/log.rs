@@ -1111,9 +1111,14 @@ impl Writer {
         };
         let base = self.active_base;
         let seg_path = dir.join(segments::segment_name(base));
-        let result = (|| -> io::Result<File> {
+        let renamed = std::fs::rename(dir.join(segments::ACTIVE), &seg_path);
+        if renamed.is_ok() {
+            // Bytes another writer appended by path until the rename are
+            // this segment's (the handle still holds the renamed file).
+            self.check_foreign(true);
+        }
+        let result = renamed.and_then(|()| -> io::Result<File> {
             self.file.sync_all()?;
-            std::fs::rename(dir.join(segments::ACTIVE), &seg_path)?;
             let fresh = segments::open_active(&dir)?;
             File::open(&dir)?.sync_all()?;
             crate::store::write_atomic(
@@ -1122,7 +1127,7 @@ impl Writer {
                 true,
             )?;
             Ok(fresh)
-        })();
+        });
         let fresh = match result {
             Ok(f) => f,
             Err(e) => {
@@ -1154,7 +1159,8 @@ impl Writer {
             });
             files.active_base = self.pos;
         }
-        self.file = fresh;
+        let old = std::mem::replace(&mut self.file, fresh);
+        self.foreign.watch_rolled(old, len);
         self.active_base = self.pos;
         self.opened = std::time::Instant::now();
         tracing::info!(

@@ -16,6 +16,11 @@
 //!   readers pass over;
 //! - one warning says what happened the first time; `stats` counts the rest.
 //!
+//! A roll renames `history.jsonl`; a writer that opened it just before
+//! appends to the renamed segment. For [`ROLL_GRACE`] after a roll the
+//! segment is watched too: bytes that land there are moved to the end of
+//! the new `history.jsonl` (and adopted there), and the segment cut back.
+//!
 //! Memory: foreign bytes are read at most [`CHUNK`] at a time (more only for
 //! a single line longer than that, as catch-up readers do).
 
@@ -33,6 +38,8 @@ use super::{Entry, Meta, Writer};
 pub const TORN_GRACE: Duration = Duration::from_millis(100);
 /// How often an idle writer looks for foreign bytes.
 pub const IDLE_CHECK: Duration = Duration::from_millis(50);
+/// How long a rolled file is watched for late foreign bytes.
+pub const ROLL_GRACE: Duration = Duration::from_secs(2);
 /// Largest read of foreign bytes at once.
 const CHUNK: usize = 1 << 20;
 
@@ -53,6 +60,16 @@ pub struct Foreign {
     torn: Option<(u64, Instant)>,
     warned: bool,
     pub stats: Arc<ForeignStats>,
+    /// The file rolled last, its length as a segment, and until when it is
+    /// watched.
+    rolled: Option<(std::fs::File, u64, Instant)>,
+}
+
+impl Foreign {
+    /// Watches the file just rolled into a segment of `len` bytes.
+    pub fn watch_rolled(&mut self, file: std::fs::File, len: u64) {
+        self.rolled = Some((file, len, Instant::now() + ROLL_GRACE));
+    }
 }
 
 /// Where a batch of metrod's landed, when that was not where expected.
@@ -72,6 +89,7 @@ impl Writer {
     /// (after waiting out the grace) when `committing`: metrod is about to
     /// append and must start on a line boundary.
     pub(super) fn check_foreign(&mut self, committing: bool) {
+        self.move_late_bytes();
         loop {
             let len = match self.file.metadata() {
                 Ok(m) => m.len(),
@@ -124,6 +142,42 @@ impl Writer {
         }
     }
 
+    /// Bytes appended to the segment rolled last (by a writer that opened
+    /// `history.jsonl` before the rename) go to the end of the active file,
+    /// where they are adopted, and the segment is cut back to its length.
+    /// A tail without `\n` is waited for until [`ROLL_GRACE`] ends.
+    fn move_late_bytes(&mut self) {
+        let Some((old, len, until)) = &self.foreign.rolled else {
+            return;
+        };
+        let expired = Instant::now() >= *until;
+        let now = old.metadata().map(|m| m.len()).unwrap_or(*len);
+        if now > *len {
+            let mut late = vec![0u8; (now - len) as usize];
+            let read = old.read_exact_at(&mut late, *len);
+            let complete = late.last() == Some(&b'\n');
+            if read.is_ok() && (complete || expired) {
+                if !complete {
+                    late.push(b'\n');
+                }
+                let moved = self.file.write_all(&late).and_then(|()| old.set_len(*len));
+                match moved {
+                    Ok(()) => tracing::warn!(
+                        "{} bytes another process appended to history.jsonl as metrod rolled it \
+                         were moved from the segment to the new history.jsonl",
+                        late.len()
+                    ),
+                    Err(e) => tracing::error!(
+                        "cannot move bytes appended to a rolled segment to history.jsonl: {e}"
+                    ),
+                }
+            }
+        }
+        if expired {
+            self.foreign.rolled = None;
+        }
+    }
+
     /// Adopts the complete lines in `[local, len)` (local offsets), at most
     /// one chunk. True when something was adopted.
     fn adopt(&mut self, local: u64, len: u64) -> io::Result<bool> {
@@ -147,10 +201,11 @@ impl Writer {
     }
 
     /// Adopts the complete lines of `buf` read at `local`: warns the first
-    /// time, then counts them (after the log line, so whoever sees the count
-    /// also finds the warning).
+    /// time and counts the events among them, then makes them visible (so a
+    /// subscriber that got them finds the warning and the count).
     fn adopted(&mut self, local: u64, buf: Vec<u8>) {
-        let n = self.push_read(local, buf);
+        let entries = self.entries_of(local, buf);
+        let n = entries.iter().filter(|e| e.meta.valid).count() as u64;
         if !self.foreign.warned {
             self.foreign.warned = true;
             tracing::warn!(
@@ -169,11 +224,13 @@ impl Writer {
             .stats
             .adopted_lines
             .fetch_add(n, Ordering::Relaxed);
+        self.commit_read(entries);
     }
 
-    /// Makes the complete lines of `buf` (read at local offset `local`)
-    /// committed entries: ring, lines index, end. Returns how many.
-    fn push_read(&mut self, local: u64, buf: Vec<u8>) -> u64 {
+    /// The complete lines of `buf`, read at local offset `local`, as
+    /// entries (a line that is not an event object is one readers pass
+    /// over).
+    fn entries_of(&self, local: u64, buf: Vec<u8>) -> Vec<Arc<Entry>> {
         let base = self.active_base + local;
         let bytes = Bytes::from(buf);
         let mut entries = Vec::new();
@@ -188,6 +245,13 @@ impl Writer {
             }));
             start += i + 1;
         }
+        entries
+    }
+
+    /// Makes adopted entries committed: lines index, ring, end.
+    fn commit_read(&mut self, entries: Vec<Arc<Entry>>) {
+        let Some(last) = entries.last() else { return };
+        let end = last.end;
         if let Ok(mut lines) = self.shared.lines.lock() {
             for e in entries.iter().filter(|e| e.meta.valid) {
                 lines.observe_json(&e.json);
@@ -198,12 +262,11 @@ impl Writer {
                 ring.push(e.clone());
             }
         }
-        self.pos = base + bytes.len() as u64;
+        self.pos = end;
         if self.opts.fsync != super::FsyncPolicy::Always {
             self.unsynced = true;
         }
         self.end_tx.send_replace(self.pos);
-        entries.len() as u64
     }
 
     /// Ends the foreign tail that stands at the end of the file with `\n`.
