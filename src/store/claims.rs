@@ -158,13 +158,12 @@ pub struct Claims {
     snap: Arc<ArcSwap<ClaimMap>>,
     tx: mpsc::Sender<(ClaimOp, Reply)>,
     status: disk::SharedStatus,
-    _watch: Option<notify::RecommendedWatcher>,
 }
 
 impl Claims {
     /// Loads `claims.json` (missing is empty; malformed is moved aside and
     /// empty; unreadable is an error the daemon refuses to start on), starts
-    /// the change task and watches the file for hand edits.
+    /// the change task and the look for hand edits.
     pub fn open(path: &Path, fsync: bool) -> io::Result<Claims> {
         let status = disk::SharedStatus::default();
         let (parsed, known) = disk::load(path, &status)?;
@@ -183,15 +182,14 @@ impl Claims {
             invalid: None,
         };
         tokio::spawn(task.run(rx));
-        // Many notify events (metrod's own renames among them) make one
-        // reload after they settle.
-        let nudge = Arc::new(tokio::sync::Notify::new());
+        // Hand edits are looked for every disk::POLL, in order with the
+        // other ops (the task stats the file; it reads it only if changed).
         let weak = tx.downgrade();
-        let n = nudge.clone();
         tokio::spawn(async move {
+            let mut poll = tokio::time::interval(disk::POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                n.notified().await;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                poll.tick().await;
                 let Some(tx) = weak.upgrade() else { return };
                 let (reply, _) = oneshot::channel();
                 if tx.send((ClaimOp::Reload, reply)).await.is_err() {
@@ -199,13 +197,7 @@ impl Claims {
                 }
             }
         });
-        let watch = disk::watch(path, move || nudge.notify_one());
-        Ok(Claims {
-            snap,
-            tx,
-            status,
-            _watch: watch,
-        })
+        Ok(Claims { snap, tx, status })
     }
 
     /// `stats.claimsFile`: a malformed file moved aside at startup, an

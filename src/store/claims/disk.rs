@@ -4,10 +4,12 @@
 //!   `claims.json.bad-<timestamp>` and metrod starts with no durable claims;
 //!   it says so in the log, in `stats` (`claimsFile`) and through
 //!   `metroctl doctor`.
-//! - While metrod runs, the state dir is watched (`notify`): a changed file
-//!   is read and, when valid, its claims replace the durable ones in force
-//!   (ephemeral claims stay); an invalid edit is logged and the map in force
-//!   kept.
+//! - While metrod runs, the file's stamp is looked at every
+//!   [`POLL`] (one `stat`): a changed file is read and, when valid, its
+//!   claims replace the durable ones in force (ephemeral claims stay); an
+//!   invalid edit is logged and the map in force kept. A poll, not a
+//!   `notify` watch as for the config: the watch would be on the state dir,
+//!   whose `history.jsonl` changes with every append, and would wake on each.
 //! - metrod never overwrites a hand edit it has not read: before every write
 //!   it compares the file's identity (inode, length, mtime) with what its own
 //!   last write or read left. A valid edit is put in force first and the
@@ -21,8 +23,11 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher};
+/// How often `claims.json` is looked at for hand edits.
+pub const POLL: Duration = Duration::from_millis(250);
+
 use serde_json::{json, Value};
 
 /// What identifies one version of the file without reading it.
@@ -142,37 +147,5 @@ pub fn check(path: &Path, known: Option<Stamp>) -> OnDisk {
     match parse(path, &bytes) {
         Ok(map) => OnDisk::Edited(map, now),
         Err(why) => OnDisk::Invalid(why),
-    }
-}
-
-/// Watches the directory of `path` and calls `changed` (from notify's
-/// thread) when `path` may have changed. `None` (logged) when the watch
-/// cannot be set up: edits are then seen before metrod's next write only.
-pub fn watch(
-    path: &Path,
-    changed: impl Fn() + Send + 'static,
-) -> Option<notify::RecommendedWatcher> {
-    let dir = path.parent()?.to_path_buf();
-    let name = path.file_name()?.to_os_string();
-    let handler = move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        if matches!(ev.kind, EventKind::Access(_)) {
-            return;
-        }
-        if ev.paths.iter().any(|p| p.file_name() == Some(&name)) {
-            changed();
-        }
-    };
-    let watched = notify::recommended_watcher(handler)
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    match watched {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(
-                "cannot watch {} for hand edits of claims.json ({e}); they are read before metrod's next write",
-                dir.display()
-            );
-            None
-        }
     }
 }
