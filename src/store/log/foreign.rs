@@ -55,8 +55,8 @@ pub struct ForeignStats {
 /// The writer's view of foreign bytes.
 #[derive(Debug, Default)]
 pub struct Foreign {
-    /// A foreign tail without `\n`: where the file ended when first seen
-    /// that way, and when.
+    /// A foreign tail without `\n`: the local offset where it starts, and
+    /// when it was first seen.
     torn: Option<(u64, Instant)>,
     warned: bool,
     pub stats: Arc<ForeignStats>,
@@ -107,8 +107,8 @@ impl Writer {
                 if !self.foreign.warned {
                     self.foreign.warned = true;
                     tracing::error!(
-                        "history.jsonl is {len} bytes but metrod committed {local}: another process cut it; \
-                         offsets past {len} will be written again"
+                        "history.jsonl is {len} bytes but metrod committed {local}: another process \
+                         cut it; offsets will not match the file until metrod restarts"
                     );
                 }
                 return;
@@ -124,9 +124,9 @@ impl Writer {
             // A tail without `\n` remains.
             let now = Instant::now();
             let since = match self.foreign.torn {
-                Some((seen, at)) if seen <= len => at,
+                Some((start, at)) if start == local => at,
                 _ => {
-                    self.foreign.torn = Some((len, now));
+                    self.foreign.torn = Some((local, now));
                     now
                 }
             };
