@@ -333,3 +333,84 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::io::Write;
+    use std::sync::{Mutex, RwLock};
+
+    use super::super::{segments, FileSet, LogOptions, Mint, Ring, Shared};
+    use super::*;
+
+    fn writer(dir: &std::path::Path) -> (Writer, tokio::sync::watch::Receiver<u64>) {
+        let file = segments::open_active(dir).unwrap();
+        let (end_tx, end_rx) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(Shared {
+            ring: RwLock::new(Ring {
+                entries: VecDeque::new(),
+                bytes: 0,
+                cap: 1 << 20,
+            }),
+            files: RwLock::new(FileSet {
+                dir: dir.to_path_buf(),
+                segments: Vec::new(),
+                active_base: 0,
+                active: Arc::new(std::fs::File::open(dir.join(segments::ACTIVE)).unwrap()),
+            }),
+            lines: Arc::new(Mutex::new(Default::default())),
+        });
+        let w = Writer {
+            file,
+            pos: 0,
+            active_base: 0,
+            opened: Instant::now(),
+            end_tx,
+            shared,
+            opts: LogOptions::default(),
+            mint: Mint::new(0),
+            unsynced: false,
+            last_sync: Instant::now(),
+            last_commit: Instant::now(),
+            broken: None,
+            foreign: Foreign::default(),
+        };
+        (w, end_rx)
+    }
+
+    /// Foreign bytes that slip in between the check and metrod's write: the
+    /// complete line is adopted before the batch, the torn piece is handed
+    /// back (it and the batch's first line make one malformed line).
+    #[test]
+    fn a_write_landing_after_foreign_bytes_is_placed_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, end_rx) = writer(dir.path());
+        let foreign = b"{\"id\":\"f1\",\"line\":\"metro://a/b\"}\n{\"id\":\"to";
+        let mut other = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(segments::ACTIVE))
+            .unwrap();
+        other.write_all(foreign).unwrap();
+        let mine = b"{\"line\":\"metro://a/c\"}\n";
+        w.file.write_all(mine).unwrap();
+        match w.landing(mine.len()) {
+            Landing::After { start, torn } => {
+                assert_eq!(start, foreign.len() as u64);
+                assert_eq!(torn.as_deref(), Some(&b"{\"id\":\"to"[..]));
+            }
+            Landing::Expected => panic!("the foreign bytes were not seen"),
+        }
+        let first_line = foreign.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
+        assert_eq!(w.pos, first_line, "the complete foreign line is committed");
+        assert_eq!(*end_rx.borrow(), first_line);
+        assert_eq!(w.foreign.stats.adopted_lines.load(Ordering::Relaxed), 1);
+        let ring = w.shared.ring.read().unwrap();
+        assert_eq!(ring.entries.len(), 1);
+        assert_eq!(&*ring.entries[0].meta.line, "metro://a/b");
+        // Nothing foreign: the batch is where it was expected.
+        drop(ring);
+        w.pos = w.file.metadata().unwrap().len();
+        w.file.write_all(mine).unwrap();
+        assert!(matches!(w.landing(mine.len()), Landing::Expected));
+    }
+}
