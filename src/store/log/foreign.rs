@@ -248,13 +248,20 @@ impl Writer {
         entries
     }
 
-    /// Makes adopted entries committed: lines index, ring, end.
+    /// Makes adopted entries committed: lines and hop indexes, ring, end.
     fn commit_read(&mut self, entries: Vec<Arc<Entry>>) {
         let Some(last) = entries.last() else { return };
         let end = last.end;
         if let Ok(mut lines) = self.shared.lines.lock() {
             for e in entries.iter().filter(|e| e.meta.valid) {
                 lines.observe_json(&e.json);
+            }
+        }
+        // Before the entries are visible, as for metrod's own: an answer to
+        // an adopted event finds its hops.
+        if let Ok(mut hops) = self.shared.hops.lock() {
+            for e in entries.iter().filter(|e| e.meta.valid) {
+                hops.observe_json(&e.json);
             }
         }
         if let Ok(mut ring) = self.shared.ring.write() {
@@ -359,6 +366,7 @@ mod tests {
                 active: Arc::new(std::fs::File::open(dir.join(segments::ACTIVE)).unwrap()),
             }),
             lines: Arc::new(Mutex::new(Default::default())),
+            hops: Arc::new(Mutex::new(Default::default())),
         });
         let w = Writer {
             file,
