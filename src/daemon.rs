@@ -69,6 +69,10 @@ pub struct Args {
     /// How long an idempotency key is remembered (e.g. 10m, 1h).
     #[arg(long, default_value = "10m", value_parser = parse_age)]
     pub dedupe_window: Duration,
+    /// Also write every new event as a JSON line on standard output (for a
+    /// parent process that read the TypeScript metro's dispatcher).
+    #[arg(long)]
+    pub stdout: bool,
     #[command(flatten)]
     pub config: service::ConfigArgs,
 }
@@ -336,6 +340,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     )
     .map_err(io_err("cannot watch SIGHUP"))?;
     let flusher = tokio::spawn(flush_cursors(broker.clone(), shutdown.clone()));
+    let mirror = args
+        .stdout
+        .then(|| tokio::spawn(service::stdout::mirror(broker.clone())));
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),
@@ -432,6 +439,10 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
     }
     broker.log.shutdown().await;
+    if let Some(m) = mirror {
+        // It ends once it has written what the writer committed last.
+        let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
+    }
     let _ = flusher.await;
     if let Err(e) = broker.flush_cursors() {
         tracing::error!("could not write cursors at shutdown: {e}");

@@ -50,14 +50,17 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
     let line = line::line(&n.line).map_err(|e| bad_line("event.line", e))?;
     let kind = n.kind.unwrap_or_else(|| "inbound".into());
     check_kind(&kind).map_err(|e| WireError::bad_request(format!("event.{}", e.message)))?;
-    let from = match n.from {
-        Some(f) => line::uri(&f).map_err(|e| bad_line("event.from", e))?,
-        None => stations::ANONYMOUS.to_string(),
-    };
-    let to = match n.to {
-        Some(t) => line::uri(&t).map_err(|e| bad_line("event.to", e))?,
-        None => line.clone(),
-    };
+    let from = n
+        .from
+        .map(|f| line::identity(&f).map_err(|e| bad_line("event.from", e)))
+        .transpose()?
+        .flatten()
+        .unwrap_or_else(|| stations::ANONYMOUS.to_string());
+    let to =
+        n.to.map(|t| line::identity(&t).map_err(|e| bad_line("event.to", e)))
+            .transpose()?
+            .flatten()
+            .unwrap_or_else(|| line.clone());
     Ok(Event {
         id: String::new(),
         ts: String::new(),

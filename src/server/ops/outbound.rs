@@ -90,10 +90,14 @@ fn target(broker: &Broker, raw: &str) -> Result<Target, WireError> {
     Ok(Target::Local(line))
 }
 
-/// The actor of an op: its `from`, checked and in full form.
+/// The actor of an op: its `from`, checked and in full form;
+/// `metro://user` is no actor.
 pub(super) fn actor(from: Option<&str>) -> Result<Option<String>, WireError> {
-    from.map(|f| line::uri(f).map_err(|e| WireError::bad_request(format!("field `from`: {e}"))))
-        .transpose()
+    from.map(|f| {
+        line::identity(f).map_err(|e| WireError::bad_request(format!("field `from`: {e}")))
+    })
+    .transpose()
+    .map(Option::flatten)
 }
 
 /// The auto-claim rule: claim `line` for the actor when nobody owns it;
