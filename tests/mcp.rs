@@ -161,15 +161,12 @@ impl Mcp {
         }
     }
 
-    /// The next channel notification whose content is not `skip`-worthy
-    /// (the session's own outbound events, until issue 12's no-echo lands).
+    /// The next channel notification; never one of the session's own
+    /// events (no echo: its replies and relay questions are not pushed back).
     fn channel(&mut self) -> Value {
-        loop {
-            let n = self.notification("notifications/claude/channel");
-            if n["meta"]["from"] != ME {
-                return n;
-            }
-        }
+        let n = self.notification("notifications/claude/channel");
+        assert_ne!(n["meta"]["from"], ME, "the session's own event came back: {n}");
+        n
     }
 
     fn kill9(&mut self) {
