@@ -165,7 +165,10 @@ impl Mcp {
     /// events (no echo: its replies and relay questions are not pushed back).
     fn channel(&mut self) -> Value {
         let n = self.notification("notifications/claude/channel");
-        assert_ne!(n["meta"]["from"], ME, "the session's own event came back: {n}");
+        assert_ne!(
+            n["meta"]["from"], ME,
+            "the session's own event came back: {n}"
+        );
         n
     }
 
