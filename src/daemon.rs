@@ -62,6 +62,17 @@ pub struct Args {
     /// Largest webhook request body accepted, in bytes.
     #[arg(long, default_value_t = webhook::DEFAULT_MAX_BODY, value_parser = parse_size)]
     pub webhook_max_body: usize,
+    /// Loop guard: refuse an agent's automatic answer that would be more
+    /// than this many hops from a person's (or service's) message.
+    #[arg(long, default_value_t = crate::broker::DEFAULT_MAX_HOPS)]
+    pub max_hops: u32,
+    /// How long an idempotency key is remembered (e.g. 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_age)]
+    pub dedupe_window: Duration,
+    /// Also write every new event as a JSON line on standard output (for a
+    /// parent process that read the TypeScript metro's dispatcher).
+    #[arg(long)]
+    pub stdout: bool,
     #[command(flatten)]
     pub config: service::ConfigArgs,
 }
@@ -265,6 +276,8 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         },
         max_request: args.max_request_bytes,
         max_unacked: args.max_unacked,
+        max_hops: args.max_hops,
+        dedupe_window: args.dedupe_window,
     };
     let (mut broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
         "cannot open the state in {}",
@@ -327,6 +340,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     )
     .map_err(io_err("cannot watch SIGHUP"))?;
     let flusher = tokio::spawn(flush_cursors(broker.clone(), shutdown.clone()));
+    let mirror = args
+        .stdout
+        .then(|| tokio::spawn(service::stdout::mirror(broker.clone())));
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),
@@ -423,6 +439,10 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
     }
     broker.log.shutdown().await;
+    if let Some(m) = mirror {
+        // It ends once it has written what the writer committed last.
+        let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
+    }
     let _ = flusher.await;
     if let Err(e) = broker.flush_cursors() {
         tracing::error!("could not write cursors at shutdown: {e}");

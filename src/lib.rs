@@ -12,7 +12,9 @@
 //! - [`store`]: what is on disk — [`store::log`] (one writer, group commit,
 //!   recovery, ring of recent entries, chunked reads), [`store::claims`]
 //!   (snapshot + atomic `claims.json`), [`store::cursors`] (coalesced durable
-//!   cursors), [`store::lines`] (recently seen conversations).
+//!   cursors), [`store::lines`] (recently seen conversations),
+//!   [`store::hops`] and [`store::dedupe`] (the loop guard's hop index and
+//!   the window of idempotency keys).
 //! - [`broker`]: subscriptions — the delivery predicate, the per-subscription
 //!   task that reads live from memory or catches up from the file, acks, and
 //!   the byte-bounded per-connection outbox.

@@ -16,6 +16,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::Connection;
+use super::output::Report;
 use super::CliError;
 use crate::config::{Allow, Config, StationConfig};
 
@@ -421,51 +422,73 @@ pub fn run(socket: &Path, a: SetupArgs) -> Result<(), CliError> {
     }
     let loose = mode.is_some_and(|m| m & 0o077 != 0);
     let before = daemon_config(socket);
+    let mut out = Report::default();
+    out.set("config", json!(path));
     if new == old && mode.is_some() && !loose {
-        println!("{}: unchanged", path.display());
+        out.say(format!("{}: unchanged", path.display()));
+        out.set("written", false);
     } else {
         write_config(&path, &new)?;
         match mode {
-            Some(m) if loose => println!(
+            Some(m) if loose => out.say(format!(
                 "wrote {} (0600; it was {m:o}, readable by others)",
                 path.display()
-            ),
-            _ => println!("wrote {} (0600)", path.display()),
+            )),
+            _ => out.say(format!("wrote {} (0600)", path.display())),
         }
+        out.set("written", true);
     }
-    println!("  telegram  {}", describe(&new.telegram));
-    println!("  discord   {}", describe(&new.discord));
+    out.say(format!("  telegram  {}", describe(&new.telegram)));
+    out.say(format!("  discord   {}", describe(&new.discord)));
+    out.set("telegram", describe(&new.telegram));
+    out.set("discord", describe(&new.discord));
     for (var, station) in [
         ("METRO_TELEGRAM_TOKEN", "telegram"),
         ("METRO_DISCORD_TOKEN", "discord"),
     ] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-            println!(
-                "note: ${var} is set here; where it is set it overrides the file's {station} token"
+            let note = format!(
+                "${var} is set here; where it is set it overrides the file's {station} token"
             );
+            out.say(format!("note: {note}"));
+            out.push("notes", note);
         }
     }
-    report_reload(socket, &path, before, new != old);
+    let daemon = report_reload(socket, &path, before, new != old);
+    if !daemon.1.is_empty() {
+        out.say(&daemon.1);
+    }
+    out.set("metrod", daemon.0);
+    out.finish();
     Ok(())
 }
 
-/// Says whether the running metrod took the new file (it reloads on its
-/// own when the file changes).
-fn report_reload(socket: &Path, path: &Path, before: Option<Value>, changed: bool) {
+/// Whether the running metrod took the new file (it reloads on its own
+/// when the file changes): a word for `--json` and a sentence.
+fn report_reload(
+    socket: &Path,
+    path: &Path,
+    before: Option<Value>,
+    changed: bool,
+) -> (&'static str, String) {
     let Some(before) = before else {
-        println!("metrod is not running; it reads the file when it starts.");
-        return;
+        return (
+            "not running",
+            "metrod is not running; it reads the file when it starts.".into(),
+        );
     };
     let daemon_path = PathBuf::from(before["path"].as_str().unwrap_or(""));
     if !same_file(&daemon_path, path) {
-        println!(
-            "note: the running metrod reads {}, not this file.",
-            daemon_path.display()
+        return (
+            "other file",
+            format!(
+                "note: the running metrod reads {}, not this file.",
+                daemon_path.display()
+            ),
         );
-        return;
     }
     if !changed {
-        return;
+        return ("unchanged", String::new());
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
@@ -474,21 +497,24 @@ fn report_reload(socket: &Path, path: &Path, before: Option<Value>, changed: boo
             break;
         };
         if now["reloads"] != before["reloads"] {
-            println!("metrod reloaded it.");
-            return;
+            return ("reloaded", "metrod reloaded it.".into());
         }
         if now["error"] != before["error"] && !now["error"].is_null() {
-            println!(
-                "metrod rejected it and keeps its old config: {}",
-                now["error"].as_str().unwrap_or("")
+            return (
+                "rejected",
+                format!(
+                    "metrod rejected it and keeps its old config: {}",
+                    now["error"].as_str().unwrap_or("")
+                ),
             );
-            return;
         }
     }
-    println!(
+    (
+        "pending",
         "metrod has not reloaded it yet (its environment may override these values); \
          `systemctl --user reload metrod` or `kill -HUP <pid of metrod>` makes it read the file now."
-    );
+            .into(),
+    )
 }
 
 #[cfg(test)]

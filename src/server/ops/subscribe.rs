@@ -40,8 +40,9 @@ fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
     let as_ = s
         .as_
         .as_deref()
-        .map(|a| line::uri(a).map_err(|e| WireError::bad_request(format!("field `as`: {e}"))))
-        .transpose()?;
+        .map(|a| line::identity(a).map_err(|e| WireError::bad_request(format!("field `as`: {e}"))))
+        .transpose()?
+        .flatten();
     let mode = s.mode.unwrap_or(if as_.is_some() {
         Mode::MineOrUnclaimed
     } else {
@@ -217,15 +218,24 @@ pub fn unsubscribe(conn: &Conn, u: Unsubscribe) -> OpResult {
 }
 
 pub fn cursor(broker: &Broker, c: CursorQuery) -> OpResult {
-    let name = match (c.cursor, c.as_) {
+    let as_ = c
+        .as_
+        .as_deref()
+        .map(|a| line::identity(a).map_err(|e| WireError::bad_request(format!("field `as`: {e}"))))
+        .transpose()?
+        .flatten();
+    let name = match (c.cursor, as_) {
         (Some(name), _) => {
             check_cursor_name(&name)?;
             name
         }
-        (None, Some(a)) => {
-            line::uri(&a).map_err(|e| WireError::bad_request(format!("field `as`: {e}")))?
+        (None, Some(a)) => a,
+        (None, None) => {
+            return Err(WireError::bad_request(format!(
+                "cursor needs `as` (an identity; {} means none) or `cursor`",
+                line::NO_IDENTITY
+            )))
         }
-        (None, None) => return Err(WireError::bad_request("cursor needs `as` or `cursor`")),
     };
     let stored = broker.cursors.get(&name);
     Ok(fields! {
