@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::conn::{self, Connection};
 use super::{
-    doctor, identity, messages, output, service, setup, tail, tunnel, webhook, CliError, Command,
+    doctor, identity, mcp, messages, output, service, setup, tail, tunnel, webhook, CliError,
+    Command,
 };
 
 #[derive(Debug, Args)]
@@ -72,6 +73,7 @@ pub(super) fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
 pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
     let command = match command {
         Command::Tail(args) => return tail::run(socket, args),
+        Command::Mcp(args) => return mcp::run(socket, args),
         Command::Webhook(cmd) => return webhook::run(socket, cmd),
         Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
         Command::Doctor(args) => return doctor::run(socket, &args),
@@ -153,6 +155,7 @@ fn plain() -> Printer {
 fn build(command: Command) -> Result<(Value, Printer), CliError> {
     Ok(match command {
         Command::Tail(_)
+        | Command::Mcp(_)
         | Command::Webhook(_)
         | Command::Tunnel(_)
         | Command::Doctor(_)

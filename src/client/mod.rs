@@ -6,13 +6,15 @@
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
 //! check), [`messages`] (`reply`, `download`, `fetch`, `allow`, `deny`, file
-//! flags), [`commands`] (everything else).
+//! flags), [`mcp`] (the Claude Code channel, an MCP server on stdio),
+//! [`commands`] (everything else).
 
 pub mod commands;
 pub mod conn;
 pub mod doctor;
 pub mod follow;
 pub mod identity;
+pub mod mcp;
 pub mod messages;
 pub mod output;
 pub mod service;
@@ -194,6 +196,9 @@ pub enum Command {
     Service(service::ServiceCommand),
     /// Write the config file: station tokens and allowlists (asks on a terminal).
     Setup(setup::SetupArgs),
+    /// Serve metro to Claude Code as an MCP channel on stdio (push, tools,
+    /// permission relay).
+    Mcp(mcp::McpArgs),
     /// Print a shell completion script: `metroctl completions bash > …`.
     Completions {
         #[arg(value_enum)]

@@ -61,10 +61,19 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
             .transpose()?
             .flatten()
             .unwrap_or_else(|| line.clone());
+    let station = line::station_of(&line).to_string();
+    // An event on a chat line that did not come from its station says so:
+    // only the station may speak for a person there (the permission relay
+    // of `metroctl mcp` relies on it). A client cannot set or clear it.
+    let mut extra = n.extra;
+    extra.shift_remove("published");
+    if matches!(station.as_str(), "telegram" | "discord") {
+        extra.insert("published".into(), serde_json::Value::Bool(true));
+    }
     Ok(Event {
         id: String::new(),
         ts: String::new(),
-        station: line::station_of(&line).to_string(),
+        station,
         kind,
         line,
         from,
@@ -80,7 +89,7 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
         headers: n.headers,
         hops: 0,
         idempotency_key: key,
-        extra: n.extra,
+        extra,
     })
 }
 
