@@ -433,3 +433,58 @@ fn a_stalled_browser_is_bounded() {
     );
     drop(stalled);
 }
+
+#[test]
+fn setup_makes_a_token_the_running_daemon_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("metro/config.toml");
+    let cfg_s = cfg.to_str().unwrap().to_string();
+    let d = Daemon::start_with(&["--config", &cfg_s]);
+    let url = format!("{}/api/state", d.webhook_url());
+    assert_eq!(get(&url, Some("anything")).status(), 404, "off at first");
+    let out = run_ok(&mut metroctl(
+        &d,
+        &["setup", "--monitor", "--config", &cfg_s],
+    ));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // Printed once: 64 hex digits, the only place it is shown.
+    let token: String = stdout
+        .split_whitespace()
+        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("a 256-bit token in: {stdout}"))
+        .to_string();
+    assert_eq!(stdout.matches(&token).count(), 1, "{stdout}");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&cfg).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&cfg).unwrap().contains(&token));
+    // metrod reloads the file on its own; the token then opens the API.
+    let deadline = Instant::now() + PATIENCE;
+    while get(&url, Some(&token)).status() != 200 {
+        assert!(Instant::now() < deadline, "metrod never took the token");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&url, Some("wrong")).status(), 401);
+    // A second run masks it; --monitor-off turns the monitor off again.
+    let out = run_ok(&mut metroctl(
+        &d,
+        &["setup", "--allow-telegram", "1", "--config", &cfg_s],
+    ));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !stdout.contains(&token) && stdout.contains("monitor   on"),
+        "{stdout}"
+    );
+    run_ok(&mut metroctl(
+        &d,
+        &["setup", "--monitor-off", "--config", &cfg_s],
+    ));
+    while get(&url, Some(&token)).status() != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "metrod never turned the monitor off"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!d.stderr().contains(&token));
+}
