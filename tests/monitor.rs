@@ -417,7 +417,7 @@ fn a_stalled_browser_is_bounded() {
     .unwrap();
     monitor_sub(&mut c);
     let before = rss_kib(d.pid());
-    publish_mib(&mut c, 32);
+    publish_mib(&mut c, 24);
     let row = monitor_sub(&mut c);
     let end = c.ok(json!({"op": "stats"}))["logBytes"].as_u64().unwrap();
     let pos = row["offset"].as_u64().unwrap();
@@ -427,6 +427,7 @@ fn a_stalled_browser_is_bounded() {
         "the stalled stream read on: at {pos} of {end}"
     );
     let after = rss_kib(d.pid());
+    eprintln!("stalled stream at {pos} of {end}; metrod {before} KiB -> {after} KiB");
     assert!(
         after < before + 16 * 1024,
         "metrod grew from {before} KiB to {after} KiB for a stalled stream"
@@ -487,4 +488,25 @@ fn setup_makes_a_token_the_running_daemon_takes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!d.stderr().contains(&token));
+}
+
+#[test]
+fn an_open_stream_ends_cleanly_at_shutdown() {
+    let mut d = monitored(&[]);
+    let rx = tail(&d, "", None);
+    let mut c = d.connect();
+    monitor_sub(&mut c);
+    drop(c);
+    let status = d.stop();
+    assert!(status.success(), "{status}: {}", d.stderr());
+    // The stream ended with the daemon instead of holding its shutdown.
+    assert!(!d.stderr().contains("did not finish"), "{}", d.stderr());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(_) => assert!(Instant::now() < deadline, "the stream went on"),
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the stream stayed open"),
+        }
+    }
 }
