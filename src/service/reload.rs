@@ -394,5 +394,12 @@ mod tests {
         );
         assert!(!c.join(" ").contains("secret"));
         assert!(changes(&a, &a).is_empty());
+        let mut m = a.clone();
+        m.monitor.token = Some("monitor-secret".into());
+        assert_eq!(changes(&a, &m), vec!["monitor token set"]);
+        let mut m2 = m.clone();
+        m2.monitor.token = Some("other-secret".into());
+        assert_eq!(changes(&m, &m2), vec!["monitor token changed"]);
+        assert_eq!(changes(&m2, &a), vec!["monitor token removed"]);
     }
 }
