@@ -1,10 +1,12 @@
-//! `metroctl setup`: write the config file (station tokens, allowlists).
+//! `metroctl setup`: write the config file (station tokens, allowlists,
+//! the monitor's token).
 //!
 //! On a terminal with no flags it asks (tokens without echo); otherwise it
 //! takes flags. It merges with the existing file, checks the tokens' shape
 //! (no network: a token that has the right shape but is revoked shows up in
 //! `metroctl stations` once the station runs), writes the file `0600` in a
-//! `0700` directory, and never prints a secret, only a masked form.
+//! `0700` directory, and never prints a secret, only a masked form — but
+//! for a monitor token it has just made, printed once.
 
 use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
@@ -36,6 +38,14 @@ pub struct SetupArgs {
     /// Discord user ids that may reach your agents: comma-separated, or `*`.
     #[arg(long, value_name = "IDS")]
     pub allow_discord: Option<String>,
+    /// Create a monitor token (random, 256 bits; replaces the current one)
+    /// and print it once: it turns on the monitor page and API
+    /// (docs/monitor.md).
+    #[arg(long, conflicts_with = "monitor_off")]
+    pub monitor: bool,
+    /// Remove the monitor token: the monitor is off (404).
+    #[arg(long)]
+    pub monitor_off: bool,
     /// Config file [default: $METRO_CONFIG, $XDG_CONFIG_HOME/metro/config.toml,
     /// ~/.config/metro/config.toml]
     #[arg(long, value_name = "PATH")]
@@ -48,6 +58,8 @@ impl SetupArgs {
             || self.discord_token.is_some()
             || self.allow_telegram.is_some()
             || self.allow_discord.is_some()
+            || self.monitor
+            || self.monitor_off
     }
 }
 
@@ -257,6 +269,14 @@ fn token_value(flag: &str, v: &str) -> Result<Option<String>, CliError> {
     Ok(Some(v))
 }
 
+/// A new monitor token: 256 random bits as 64 hex digits.
+pub fn new_monitor_token() -> Result<String, CliError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| CliError::Io(std::io::Error::other(format!("no randomness: {e}"))))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn apply_flags(c: &mut Config, a: &SetupArgs) -> Result<(), CliError> {
     if a.telegram_token.as_deref() == Some("-") && a.discord_token.as_deref() == Some("-") {
         return Err(CliError::Usage(
@@ -287,6 +307,12 @@ fn apply_flags(c: &mut Config, a: &SetupArgs) -> Result<(), CliError> {
             check_allow(&list).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
             st.allow = list;
         }
+    }
+    if a.monitor {
+        c.monitor.token = Some(new_monitor_token()?);
+    }
+    if a.monitor_off {
+        c.monitor.token = None;
     }
     Ok(())
 }
@@ -416,7 +442,7 @@ pub fn run(socket: &Path, a: SetupArgs) -> Result<(), CliError> {
     } else {
         return Err(CliError::Usage(
             "setup asks its questions on a terminal; without one, pass flags: \
-             --telegram-token, --discord-token, --allow-telegram, --allow-discord (see --help)"
+             --telegram-token, --discord-token, --allow-telegram, --allow-discord, --monitor (see --help)"
                 .into(),
         ));
     }
@@ -442,9 +468,31 @@ pub fn run(socket: &Path, a: SetupArgs) -> Result<(), CliError> {
     out.say(format!("  discord   {}", describe(&new.discord)));
     out.set("telegram", describe(&new.telegram));
     out.set("discord", describe(&new.discord));
+    match new.monitor.token() {
+        Some(t) if a.monitor => {
+            // The only time it is shown.
+            out.say(format!(
+                "  monitor   on; its token (shown once, kept in the file): {t}"
+            ));
+            out.say(
+                "            open http://127.0.0.1:8787/ (metrod's webhook address) and enter it",
+            );
+            out.set("monitor", "on");
+            out.set("monitorToken", t);
+        }
+        Some(t) => {
+            out.say(format!("  monitor   on, token {}", mask(t)));
+            out.set("monitor", "on");
+        }
+        None => {
+            out.say("  monitor   off");
+            out.set("monitor", "off");
+        }
+    }
     for (var, station) in [
         ("METRO_TELEGRAM_TOKEN", "telegram"),
         ("METRO_DISCORD_TOKEN", "discord"),
+        ("METRO_MONITOR_TOKEN", "monitor"),
     ] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
             let note = format!(

@@ -284,6 +284,11 @@ fn setup(
         "Then give the sender https://{hostname}/hooks/<id> (ids: `metroctl webhook list`); \
          `metroctl tunnel check {name}` checks the setup."
     ));
+    out.say(
+        "Only /hooks/ goes through the tunnel: the monitor page and API (docs/monitor.md) stay \
+         on this machine. Routing / or /api/ too would put them on the internet with the \
+         monitor token as their only guard; that is your choice to make, not metro's.",
+    );
     out.finish();
     Ok(())
 }

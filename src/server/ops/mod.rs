@@ -1,13 +1,13 @@
 //! Request handlers, one file per group of ops, dispatched from one `match`.
 
 mod access;
-mod claims;
+pub(crate) mod claims;
 mod events;
 mod guard;
-mod info;
+pub(crate) mod info;
 mod once;
 mod outbound;
-mod subscribe;
+pub(crate) mod subscribe;
 mod webhooks;
 
 use std::future::Future;

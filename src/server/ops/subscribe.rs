@@ -29,14 +29,14 @@ fn check_cursor_name(name: &str) -> Result<(), WireError> {
     Ok(())
 }
 
-struct Plan {
-    filter: Filter,
-    ack: AckMode,
-    cursor_name: Option<String>,
-    start: u64,
+pub(crate) struct Plan {
+    pub(crate) filter: Filter,
+    pub(crate) ack: AckMode,
+    pub(crate) cursor_name: Option<String>,
+    pub(crate) start: u64,
 }
 
-fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
+pub(crate) fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
     let as_ = s
         .as_
         .as_deref()

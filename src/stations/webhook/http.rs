@@ -74,6 +74,8 @@ const MAX_DELIVERY_ID: usize = 200;
 struct App {
     broker: Arc<Broker>,
     hooks: Arc<Webhooks>,
+    /// Ends the monitor's live streams (crate::monitor) when metrod stops.
+    shutdown: CancellationToken,
 }
 
 /// Serves `listener` until `shutdown`, then lets requests in flight finish.
@@ -93,9 +95,11 @@ pub async fn serve(
     if let Ok(a) = listener.local_addr() {
         tracing::info!("webhook listener on http://{a}/hooks/<id>");
     }
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(App { broker, hooks });
+    let app = Router::new().fallback(handle).with_state(App {
+        broker,
+        hooks,
+        shutdown: shutdown.clone(),
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -120,6 +124,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 async fn handle(State(app): State<App>, req: Request) -> Response {
+    // `/` and `/api/…` are the monitor's when it is on (docs/monitor.md).
+    if crate::monitor::serves(&app.broker, req.uri().path()) {
+        return crate::monitor::handle(app.broker.clone(), app.shutdown.clone(), req).await;
+    }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let Some(id) = path
