@@ -6,7 +6,7 @@
 //! config. Environment variables override the file:
 //! `METRO_TELEGRAM_TOKEN`, `METRO_TELEGRAM_API_URL`, `METRO_TELEGRAM_ALLOW`,
 //! `METRO_DISCORD_TOKEN`, `METRO_DISCORD_API_URL`, `METRO_DISCORD_GATEWAY_URL`,
-//! `METRO_DISCORD_ALLOW`.
+//! `METRO_DISCORD_ALLOW`, `METRO_MONITOR_TOKEN`.
 //!
 //! ```toml
 //! [telegram]
@@ -16,6 +16,10 @@
 //! [discord]
 //! token = "..."
 //! allow = ["*"]
+//!
+//! [monitor]                          # docs/monitor.md; off without a token
+//! token = "..."                      # `metroctl setup --monitor` makes one
+//! origins = ["https://example.org"]  # CORS, only if set
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
@@ -78,6 +82,31 @@ pub struct Config {
     pub telegram: StationConfig,
     #[serde(default)]
     pub discord: StationConfig,
+    #[serde(default, skip_serializing_if = "MonitorConfig::is_empty")]
+    pub monitor: MonitorConfig,
+}
+
+/// The monitor API and page (docs/monitor.md): off unless `token` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// The bearer token every `/api/` request must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Origins allowed by CORS (none: no CORS headers at all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
+}
+
+impl MonitorConfig {
+    pub fn is_empty(&self) -> bool {
+        self.token.is_none() && self.origins.is_empty()
+    }
+
+    /// The token in force, when the monitor is on (an empty token is off).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +285,9 @@ impl Config {
         }
         if let Some(g) = get("METRO_DISCORD_GATEWAY_URL") {
             self.discord.gateway_url = Some(g);
+        }
+        if let Some(t) = get("METRO_MONITOR_TOKEN") {
+            self.monitor.token = Some(t);
         }
     }
 }

@@ -81,6 +81,17 @@ pub struct Args {
     /// Time a webhook request's body may take to arrive, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = parse_age)]
     pub webhook_body_timeout: Duration,
+    /// Loop guard: refuse an agent's automatic answer that would be more
+    /// than this many hops from a person's (or service's) message.
+    #[arg(long, default_value_t = crate::broker::DEFAULT_MAX_HOPS)]
+    pub max_hops: u32,
+    /// How long an idempotency key is remembered (e.g. 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_age)]
+    pub dedupe_window: Duration,
+    /// Also write every new event as a JSON line on standard output (for a
+    /// parent process that read the TypeScript metro's dispatcher).
+    #[arg(long)]
+    pub stdout: bool,
     #[command(flatten)]
     pub config: service::ConfigArgs,
 }
@@ -289,6 +300,8 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         max_unacked_bytes: args.max_unacked_bytes,
         max_subscriptions: args.max_subscriptions,
         max_connections: args.max_connections,
+        max_hops: args.max_hops,
+        dedupe_window: args.dedupe_window,
     };
     let (mut broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
         "cannot open the state in {}",
@@ -356,6 +369,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     )
     .map_err(io_err("cannot watch SIGHUP"))?;
     let flusher = tokio::spawn(flush_cursors(broker.clone(), shutdown.clone()));
+    let mirror = args
+        .stdout
+        .then(|| tokio::spawn(service::stdout::mirror(broker.clone())));
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),
@@ -453,6 +469,10 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
     }
     broker.log.shutdown().await;
+    if let Some(m) = mirror {
+        // It ends once it has written what the writer committed last.
+        let _ = tokio::time::timeout(Duration::from_secs(5), m).await;
+    }
     let _ = flusher.await;
     if let Err(e) = broker.flush_cursors() {
         tracing::error!("could not write cursors at shutdown: {e}");

@@ -12,7 +12,9 @@
 //! - [`store`]: what is on disk — [`store::log`] (one writer, group commit,
 //!   recovery, ring of recent entries, chunked reads), [`store::claims`]
 //!   (snapshot + atomic `claims.json`), [`store::cursors`] (coalesced durable
-//!   cursors), [`store::lines`] (recently seen conversations).
+//!   cursors), [`store::lines`] (recently seen conversations),
+//!   [`store::hops`] and [`store::dedupe`] (the loop guard's hop index and
+//!   the window of idempotency keys).
 //! - [`broker`]: subscriptions — the delivery predicate, the per-subscription
 //!   task that reads live from memory or catches up from the file, acks, and
 //!   the byte-bounded per-connection outbox.
@@ -29,6 +31,9 @@
 //!   [`stations::access`], [`stations::queue`] and [`stations::ids`], the
 //!   allowlist with pairing codes, the per-chat outbound queue and the id
 //!   map the chat stations share.
+//! - [`monitor`]: the read-only HTTP window for browsers on the webhook
+//!   listener — `/api/state`, the SSE stream `/api/tail` (a subscription
+//!   like any other) and the embedded page at `/`, behind a bearer token.
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
 //! - [`service`]: running under a service manager — systemd socket
 //!   activation and readiness notices, the live config and its reload.
@@ -42,6 +47,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod line;
+pub mod monitor;
 pub mod paths;
 pub mod proto;
 pub mod server;

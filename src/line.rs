@@ -54,6 +54,19 @@ pub fn is_local(uri: &str) -> bool {
     !is_platform(station_of(uri))
 }
 
+/// The TypeScript metro's "no identity": accepted wherever an identity is,
+/// and means none.
+pub const NO_IDENTITY: &str = "metro://user";
+
+/// Validates an identity (`as`, `from`): [`uri`], except that
+/// [`NO_IDENTITY`] (or its short form `user`) is `None`.
+pub fn identity(input: &str) -> Result<Option<String>, LineError> {
+    if input == NO_IDENTITY || Some(input) == NO_IDENTITY.strip_prefix(SCHEME) {
+        return Ok(None);
+    }
+    uri(input).map(Some)
+}
+
 /// Validates any metro URI and returns it in full form.
 pub fn uri(input: &str) -> Result<String, LineError> {
     if input.is_empty() {
@@ -154,6 +167,18 @@ pub fn line(input: &str) -> Result<String, LineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metro_user_is_no_identity() {
+        assert_eq!(identity("metro://user"), Ok(None));
+        assert_eq!(identity("user"), Ok(None));
+        assert_eq!(
+            identity("metro://claude/user/a"),
+            Ok(Some("metro://claude/user/a".into()))
+        );
+        assert!(identity("metro://user/").is_err());
+        assert!(identity("").is_err());
+    }
 
     #[test]
     fn short_form_expands() {

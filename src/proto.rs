@@ -58,6 +58,7 @@ pub enum ErrorCode {
     Unauthorized,
     Limit,
     Internal,
+    Loop,
 }
 
 impl ErrorCode {
@@ -73,6 +74,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Limit => "limit",
             ErrorCode::Internal => "internal",
+            ErrorCode::Loop => "loop",
         }
     }
 }
@@ -151,8 +153,21 @@ pub struct Event {
     pub payload: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Map<String, Value>>,
+    /// How many automatic answers lead to this event (the loop guard):
+    /// set by metrod; 0 (written as no field) for what people and
+    /// services say.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u32,
+    /// The client's key for a `publish`, `send`, `edit` or `react` that
+    /// may be retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The `event` of a `publish` request: like [`Event`], but the daemon mints
@@ -194,6 +209,12 @@ pub struct NewEvent {
     pub ts: Option<Value>,
     #[serde(default, skip_serializing)]
     pub station: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub hops: Option<Value>,
+    /// Also accepted here; the request's own `idempotencyKey` is the
+    /// documented place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -295,8 +316,11 @@ pub struct Hello {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Publish {
     pub event: NewEvent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -380,6 +404,8 @@ pub struct Send {
     pub buttons: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_claim: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -394,6 +420,8 @@ pub struct Edit {
     pub buttons: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_claim: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -406,6 +434,8 @@ pub struct React {
     pub from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_claim: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

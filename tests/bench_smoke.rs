@@ -6,15 +6,16 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 7] = [
-    "publish", "fanout", "latency", "replay", "startup", "memory", "claims",
+const SCENARIOS: [&str; 8] = [
+    "publish", "fanout", "latency", "replay", "startup", "memory", "claims", "bridge",
 ];
 
 #[test]
 fn smoke_run_reports_every_scenario() {
     let out = Command::new(env!("CARGO_BIN_EXE_metro-bench"))
         .args(["--smoke", "--json"])
-        // The debug metrod built next to it by `cargo test`.
+        // The debug metrod (and metroctl, for `bridge`) built next to it by
+        // `cargo test`.
         .args(["--metrod", env!("CARGO_BIN_EXE_metrod")])
         .output()
         .expect("run metro-bench");

@@ -1,10 +1,14 @@
 //! metroctl against a real daemon: every command, identity resolution,
-//! the "not running" message, and a killed `tail` that loses nothing.
+//! the "not running" message, terminal sentences and `--json`, and `tail`:
+//! killed it loses nothing; following, it stops cleanly on a signal or the
+//! end of a piped stdin and survives a metrod restart.
 
 mod common;
+mod fake_telegram;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -323,4 +327,357 @@ fn a_killed_tail_resumes_with_nothing_lost_and_nothing_skipped() {
         (b[0]..260).collect::<Vec<_>>(),
         "the second tail printed the rest in order"
     );
+}
+
+#[test]
+fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
+    let fake = fake_telegram::Fake::start();
+    let env = fake.env("42");
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let d = Daemon::start_env(&[], &refs);
+    let human = |args: &[&str]| -> Output {
+        let mut cmd = metroctl(&d, args);
+        cmd.env("METRO_OUTPUT", "human");
+        run_ok(&mut cmd)
+    };
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let o = human(&["claim", "telegram/42", "--as", A]);
+    assert_eq!(stdout(&o), format!("claimed metro://telegram/42 → {A}\n"));
+    // Another identity's send: notified, and the skipped auto-claim names
+    // the owner on stderr.
+    let o = human(&[
+        "send",
+        "telegram/42",
+        "hello",
+        "--from",
+        "metro://codex/user/b",
+    ]);
+    assert_eq!(stdout(&o), "notified metro://telegram/42\n");
+    assert_eq!(
+        stderr(&o),
+        format!("auto-claim skipped: line owned by {A}\n")
+    );
+    fake.wait_calls("sendMessage", 1);
+    // --json, before or after the subcommand, gives the answer's fields.
+    let o = human(&["--json", "send", "telegram/42", "again", "--from", A]);
+    let sent = json_out(&o);
+    assert_eq!(sent["claim"], json!("kept"));
+    assert!(sent["id"].as_str().unwrap().starts_with("msg_"));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    // reply is a send: the same sentence and the same note.
+    let id = sent["id"].as_str().unwrap();
+    let o = human(&[
+        "reply",
+        "telegram/42",
+        id,
+        "re",
+        "--from",
+        "metro://codex/user/b",
+    ]);
+    assert_eq!(stdout(&o), "notified metro://telegram/42\n");
+    assert_eq!(
+        stderr(&o),
+        format!("auto-claim skipped: line owned by {A}\n")
+    );
+    let o = human(&["release", "telegram/42"]);
+    assert_eq!(stdout(&o), "released metro://telegram/42\n");
+    let o = human(&["release", "telegram/42"]);
+    assert_eq!(stdout(&o), "metro://telegram/42 was not claimed\n");
+    let o = human(&["release", "telegram/42", "--json"]);
+    assert_eq!(
+        json_out(&o),
+        json!({"line": "metro://telegram/42", "released": false})
+    );
+    let o = human(&["claim", "telegram/42", "--as", A, "--json"]);
+    assert_eq!(json_out(&o)["owner"], json!(A));
+    // Not a terminal (a pipe): JSON without asking.
+    let o = run_ok(&mut metroctl(&d, &["release", "telegram/42"]));
+    assert_eq!(json_out(&o)["released"], json!(true));
+    // Every command that prints takes --json.
+    for args in [
+        &["hello", "--json"][..],
+        &["claims", "--json"],
+        &["lines", "--json"],
+        &["stations", "--json"],
+        &["stats", "--json"],
+        &["history", "--json"],
+        &["cursor", "--as", A, "--json"],
+        &["tail", "--json", "--cursor", "j"],
+        &["allow", "--list", "--json"],
+        &["webhook", "list", "--json"],
+    ] {
+        let o = human(args);
+        for l in stdout(&o).lines() {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {l}"));
+        }
+    }
+}
+
+fn subscribed_conns(c: &mut Client) -> Vec<Value> {
+    c.ok(json!({"op": "stats"}))["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["conn"].clone())
+        .collect()
+}
+
+/// A following tail with piped stdout; returns it once it is subscribed.
+fn follow(d: &Daemon, args: &[&str], stdin: Stdio) -> (Child, BufReader<ChildStdout>) {
+    let mut c = d.connect();
+    let before = subscribed_conns(&mut c);
+    let mut child = metroctl(d, args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let deadline = Instant::now() + PATIENCE;
+    while subscribed_conns(&mut c)
+        .iter()
+        .all(|conn| before.contains(conn))
+    {
+        assert!(Instant::now() < deadline, "tail never subscribed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, reader)
+}
+
+fn read_texts(r: &mut BufReader<ChildStdout>, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+            v["text"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn publish_texts(d: &Daemon, texts: &[&str]) -> u64 {
+    let mut c = d.connect();
+    let mut end = 0;
+    for t in texts {
+        end = publish(&mut c, json!({"line": "telegram/1", "text": t}))["offset"]
+            .as_u64()
+            .unwrap();
+    }
+    end
+}
+
+fn cursor_of(d: &Daemon, who: &str) -> u64 {
+    d.connect().ok(json!({"op": "cursor", "as": who}))["offset"]
+        .as_u64()
+        .unwrap()
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn a_following_tail_stops_cleanly_at_the_end_of_a_piped_stdin() {
+    let d = Daemon::start();
+    let (mut child, mut out) = follow(&d, &["tail", "--as", A, "--follow"], Stdio::piped());
+    let end = publish_texts(&d, &["a", "b"]);
+    assert_eq!(read_texts(&mut out, 2), ["a", "b"]);
+    // The parent goes away: its end of the pipe closes.
+    drop(child.stdin.take());
+    let status = wait_timeout(&mut child, PATIENCE).expect("tail did not stop at EOF");
+    assert!(status.success(), "{status}: {}", stderr_of(&mut child));
+    assert_eq!(cursor_of(&d, A), end, "cursor flushed before exit");
+}
+
+#[test]
+fn a_following_tail_stops_cleanly_on_sigint_and_sigterm() {
+    let d = Daemon::start();
+    for (sig, text) in [
+        (nix::sys::signal::Signal::SIGTERM, "t"),
+        (nix::sys::signal::Signal::SIGINT, "i"),
+    ] {
+        let (mut child, mut out) = follow(&d, &["tail", "--as", A, "--follow"], Stdio::null());
+        let end = publish_texts(&d, &[text]);
+        assert_eq!(read_texts(&mut out, 1), [text]);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let status = wait_timeout(&mut child, PATIENCE).expect("tail did not stop");
+        assert_eq!(status.code(), Some(0), "{sig}: {}", stderr_of(&mut child));
+        assert_eq!(cursor_of(&d, A), end, "{sig}: cursor flushed before exit");
+    }
+}
+
+#[test]
+fn null_or_file_stdin_does_not_stop_a_following_tail() {
+    let d = Daemon::start();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    for (i, stdin) in [Stdio::null(), Stdio::from(file.reopen().unwrap())]
+        .into_iter()
+        .enumerate()
+    {
+        let cursor = format!("c{i}");
+        let (mut child, mut out) = follow(
+            &d,
+            &["tail", "--cursor", &cursor, "--since", "tail", "--follow"],
+            stdin,
+        );
+        // Its stdin was at end of file from the start; it still prints
+        // what comes after it subscribed, and keeps running.
+        publish_texts(&d, &["later"]);
+        assert_eq!(read_texts(&mut out, 1), ["later"]);
+        assert!(child.try_wait().unwrap().is_none(), "tail exited");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+#[test]
+fn limit_zero_means_no_limit() {
+    let d = Daemon::start();
+    publish_texts(&d, &["1", "2", "3"]);
+    let out = run_ok(&mut metroctl(
+        &d,
+        &[
+            "tail", "--all", "--since", "start", "--limit", "0", "--cursor", "z",
+        ],
+    ));
+    assert_eq!(json_lines(&out).len(), 3);
+}
+
+#[test]
+fn a_following_tail_survives_a_metrod_restart() {
+    let mut d = Daemon::start();
+    let (mut child, mut out) = follow(&d, &["tail", "--as", A, "--follow"], Stdio::null());
+    publish_texts(&d, &["1", "2"]);
+    assert_eq!(read_texts(&mut out, 2), ["1", "2"]);
+    for round in 0..2 {
+        d.stop();
+        d.restart();
+        let t: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
+        let refs: Vec<&str> = t.iter().map(String::as_str).collect();
+        let end = publish_texts(&d, &refs);
+        assert_eq!(
+            read_texts(&mut out, 3),
+            t,
+            "resumed where it was, no repeats"
+        );
+        if round == 1 {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            let status = wait_timeout(&mut child, PATIENCE).expect("tail did not stop");
+            let err = stderr_of(&mut child);
+            assert!(status.success(), "{status}: {err}");
+            assert_eq!(
+                err.matches("lost metrod").count(),
+                2,
+                "said so once per restart: {err}"
+            );
+            assert_eq!(cursor_of(&d, A), end);
+        }
+    }
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing printed twice: {rest}");
+}
+
+#[test]
+fn no_reconnect_exits_when_metrod_goes_away() {
+    let mut d = Daemon::start();
+    let (mut child, _out) = follow(
+        &d,
+        &["tail", "--as", A, "--follow", "--no-reconnect"],
+        Stdio::null(),
+    );
+    d.stop();
+    let status = wait_timeout(&mut child, PATIENCE).expect("tail did not exit");
+    assert!(!status.success());
+    assert!(stderr_of(&mut child).contains("metrod closed the connection"));
+}
+
+#[test]
+fn commands_that_change_this_machine_print_one_json_object_with_json() {
+    let d = Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (units, config, cf) = (p("units"), p("config.toml"), p("cf"));
+    let install = [
+        "service",
+        "install",
+        "--manager",
+        "systemd",
+        "--dir",
+        &units,
+    ];
+    let mut args = install.to_vec();
+    args.extend(["--metrod", METROD, "--json"]);
+    let o = json_out(&run_ok(&mut metroctl(&d, &args)));
+    let files = o["files"].as_array().unwrap();
+    assert!(!files.is_empty(), "{o}");
+    assert!(files.iter().all(|f| f["action"] == "wrote"), "{o}");
+    assert!(o["command"]
+        .as_str()
+        .unwrap()
+        .contains("systemctl --user enable"));
+    // Again: nothing changed, no command.
+    let o = json_out(&run_ok(&mut metroctl(&d, &args)));
+    assert!(o["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["action"] == "unchanged"));
+    assert_eq!(o["command"], Value::Null);
+    let o = json_out(&run_ok(&mut metroctl(
+        &d,
+        &[
+            "service",
+            "uninstall",
+            "--manager",
+            "systemd",
+            "--dir",
+            &units,
+            "--json",
+        ],
+    )));
+    assert_eq!(o["removed"].as_array().unwrap().len(), files.len(), "{o}");
+
+    let o = json_out(&run_ok(&mut metroctl(
+        &d,
+        &[
+            "setup",
+            "--config",
+            &config,
+            "--allow-telegram",
+            "42",
+            "--json",
+        ],
+    )));
+    assert_eq!(
+        (o["config"].as_str(), &o["written"]),
+        (Some(config.as_str()), &json!(true))
+    );
+    assert!(o["telegram"].as_str().unwrap().contains("allow"), "{o}");
+    assert!(o["metrod"].is_string(), "{o}");
+
+    let o = json_out(&run_ok(&mut metroctl(
+        &d,
+        &[
+            "tunnel",
+            "setup",
+            "metro",
+            "hooks.example.com",
+            "--config-dir",
+            &cf,
+            "--json",
+        ],
+    )));
+    assert_eq!(o["url"], "https://hooks.example.com/hooks/<id>");
+    assert_eq!(o["next"].as_array().unwrap().len(), 3);
+    assert!(std::path::Path::new(o["config"].as_str().unwrap()).exists());
 }

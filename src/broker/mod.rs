@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::store::claims::Claims;
 use crate::store::cursors::{Cursors, Repair};
+use crate::store::dedupe::{self, Dedupe};
+use crate::store::hops::HopIndex;
 use crate::store::lines::LineIndex;
 use crate::store::log::{FsyncPolicy, Log, LogOptions};
 use subscription::SubState;
@@ -39,7 +41,14 @@ pub struct BrokerOptions {
     pub max_subscriptions: usize,
     /// Client connections served at once.
     pub max_connections: usize,
+    /// The loop guard refuses an automatic answer past this many hops.
+    pub max_hops: u32,
+    /// How long an idempotency key is remembered.
+    pub dedupe_window: Duration,
 }
+
+/// `--max-hops` unless told.
+pub const DEFAULT_MAX_HOPS: u32 = 16;
 
 impl Default for BrokerOptions {
     fn default() -> Self {
@@ -50,6 +59,8 @@ impl Default for BrokerOptions {
             max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_hops: DEFAULT_MAX_HOPS,
+            dedupe_window: dedupe::DEFAULT_WINDOW,
         }
     }
 }
@@ -69,6 +80,13 @@ pub struct Broker {
     pub claims: Claims,
     pub cursors: Arc<Cursors>,
     pub lines: Arc<Mutex<LineIndex>>,
+    /// Hops of recent automatic answers (the loop guard).
+    pub hops: Arc<Mutex<HopIndex>>,
+    /// Recent idempotency keys.
+    pub dedupe: Dedupe,
+    /// Who the loop guard already stopped (agent, line, answered event):
+    /// one notice each; the newest 1024.
+    pub loop_notices: Mutex<crate::stations::Recent<String>>,
     pub started: Instant,
     pub connections: AtomicUsize,
     /// The webhook station's endpoints, when the daemon runs it (it sets
@@ -85,6 +103,9 @@ pub struct Broker {
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
 
+/// Loop-guard notices remembered (so one stopped agent is told once).
+const LOOP_NOTICES: usize = 1024;
+
 /// Bytes at the end of the log read at startup to seed the `lines` index.
 const LINES_SEED_BYTES: usize = 1 << 20;
 
@@ -93,11 +114,14 @@ impl Broker {
     /// inside a tokio runtime.
     pub fn open(state_dir: &Path, opts: BrokerOptions) -> io::Result<(Broker, Startup)> {
         let lines = Arc::new(Mutex::new(LineIndex::default()));
-        let (log, recovery) = Log::open(state_dir, opts.log.clone(), lines.clone())?;
+        let hops = Arc::new(Mutex::new(HopIndex::default()));
+        let (log, recovery) = Log::open(state_dir, opts.log.clone(), lines.clone(), hops.clone())?;
         // Seed `lines` from the newest megabyte only.
         if let Ok(mut idx) = lines.lock() {
             log.for_each_recent_blocking(LINES_SEED_BYTES as u64, |json| idx.observe_json(json))?;
         }
+        let dedupe = Dedupe::new(opts.dedupe_window);
+        seed_recent(&log, &hops, &dedupe)?;
         let fsync = opts.log.fsync != FsyncPolicy::Never;
         let (cursors, repairs) = Cursors::open(&state_dir.join("cursors"), &log, fsync)?;
         let claims = Claims::open(&state_dir.join("claims.json"), fsync)?;
@@ -114,6 +138,9 @@ impl Broker {
                 claims,
                 cursors: Arc::new(cursors),
                 lines,
+                hops,
+                dedupe,
+                loop_notices: Mutex::new(crate::stations::Recent::new(LOOP_NOTICES)),
                 started: Instant::now(),
                 connections: AtomicUsize::new(0),
                 webhooks: None,
@@ -161,4 +188,59 @@ impl Broker {
     pub fn flush_cursors(&self) -> io::Result<()> {
         self.cursors.flush()
     }
+}
+
+/// Seeds the hop index and the dedupe window from the last
+/// [`dedupe::SEED_BYTES`] of the log, in one forward pass (never more of
+/// the log).
+fn seed_recent(log: &Log, hops: &Mutex<HopIndex>, dedupe: &Dedupe) -> io::Result<()> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Seen {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        ts: String,
+        #[serde(default)]
+        kind: String,
+        #[serde(default)]
+        from: String,
+        #[serde(default)]
+        message_id: Option<String>,
+        #[serde(default)]
+        idempotency_key: Option<String>,
+    }
+    let Ok(mut hops) = hops.lock() else {
+        return Ok(());
+    };
+    log.for_each_recent_entry_blocking(dedupe::SEED_BYTES, |end, json| {
+        // Most events have neither: skip them without parsing.
+        let has = |what: &[u8]| json.windows(what.len()).any(|w| w == what);
+        if !has(b"\"hops\"") && !has(b"\"idempotencyKey\"") {
+            return;
+        }
+        hops.observe_json(json);
+        let Ok(s) = serde_json::from_slice::<Seen>(json) else {
+            return;
+        };
+        let (Some(key), Some(at_ms)) = (&s.idempotency_key, crate::clock::parse_ms(&s.ts)) else {
+            return;
+        };
+        // What the first answer said as `messageId`: a send's.
+        let message_id = match s.kind.as_str() {
+            "outbound" => s.message_id.clone(),
+            "notify" => Some(s.id.clone()),
+            _ => None,
+        };
+        dedupe.seed(
+            &s.from,
+            key,
+            dedupe::First {
+                id: s.id,
+                message_id,
+                offset: end,
+                at_ms,
+            },
+        );
+    })
 }

@@ -6,9 +6,10 @@ use std::path::Path;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::conn::Connection;
+use super::conn::{self, Connection};
 use super::{
-    doctor, identity, messages, output, service, setup, tail, tunnel, webhook, CliError, Command,
+    doctor, identity, mcp, messages, output, service, setup, tail, tunnel, webhook, CliError,
+    Command,
 };
 
 #[derive(Debug, Args)]
@@ -72,6 +73,7 @@ pub(super) fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
 pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
     let command = match command {
         Command::Tail(args) => return tail::run(socket, args),
+        Command::Mcp(args) => return mcp::run(socket, args),
         Command::Webhook(cmd) => return webhook::run(socket, cmd),
         Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
         Command::Doctor(args) => return doctor::run(socket, &args),
@@ -89,17 +91,55 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         Command::Deny(args) => return messages::deny(socket, args),
         other => other,
     };
-    let request = build(command)?;
-    let (request, printer) = request;
-    let mut conn = Connection::open(socket)?;
-    let answer = conn.call(request)?;
+    let (request, printer) = build(command)?;
+    // Writes carry an idempotency key and survive one dropped connection.
+    let answer = if matches!(
+        request["op"].as_str(),
+        Some("send" | "edit" | "react" | "publish")
+    ) {
+        conn::call_once(socket, request.clone())?
+    } else {
+        Connection::open(socket)?.call(request.clone())?
+    };
     printer(&answer);
+    report_skipped_claim(socket, &request, &answer);
     Ok(())
 }
 
-type Printer = Box<dyn Fn(&Value)>;
+/// After a `send`, `edit` or `react` whose auto-claim was skipped, says on
+/// stderr who owns the line (as the TypeScript metro did).
+pub(super) fn report_skipped_claim(socket: &Path, request: &Value, answer: &Value) {
+    if answer["claim"] != json!("skipped") {
+        return;
+    }
+    let line = request["line"].as_str().unwrap_or_default();
+    let owner = match answer["owner"].as_str() {
+        Some(o) => Some(o.to_string()),
+        None => Connection::open(socket)
+            .and_then(|mut c| c.call(json!({"op": "claims"})))
+            .ok()
+            .and_then(|c| c["claims"][line].as_str().map(String::from)),
+    };
+    eprintln!(
+        "auto-claim skipped: line owned by {}",
+        owner.as_deref().unwrap_or("someone else")
+    );
+}
 
-fn fields_only(a: &Value) -> Value {
+/// `send` on a terminal: `notified L`, as the TypeScript metro said it.
+pub(super) fn sent_printer(line: String) -> Printer {
+    Box::new(move |a| {
+        if output::json_mode(false) {
+            print_json(&fields_only(a));
+        } else {
+            println!("notified {line}");
+        }
+    })
+}
+
+pub(super) type Printer = Box<dyn Fn(&Value)>;
+
+pub(super) fn fields_only(a: &Value) -> Value {
     let mut a = a.clone();
     if let Some(m) = a.as_object_mut() {
         m.remove("req");
@@ -115,6 +155,7 @@ fn plain() -> Printer {
 fn build(command: Command) -> Result<(Value, Printer), CliError> {
     Ok(match command {
         Command::Tail(_)
+        | Command::Mcp(_)
         | Command::Webhook(_)
         | Command::Tunnel(_)
         | Command::Doctor(_)
@@ -137,10 +178,32 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             })?;
             (
                 json!({"op": "claim", "line": line_arg(&line)?, "as": uri_arg(&who)?, "ifFree": if_free}),
-                plain(),
+                Box::new(|a| {
+                    if output::json_mode(false) {
+                        print_json(&fields_only(a));
+                    } else {
+                        println!(
+                            "claimed {} → {}",
+                            a["line"].as_str().unwrap_or_default(),
+                            a["owner"].as_str().unwrap_or_default()
+                        );
+                    }
+                }),
             )
         }
-        Command::Release { line } => (json!({"op": "release", "line": line_arg(&line)?}), plain()),
+        Command::Release { line } => (
+            json!({"op": "release", "line": line_arg(&line)?}),
+            Box::new(|a| {
+                let line = a["line"].as_str().unwrap_or_default();
+                if output::json_mode(false) {
+                    print_json(&fields_only(a));
+                } else if a["released"] == json!(true) {
+                    println!("released {line}");
+                } else {
+                    println!("{line} was not claimed");
+                }
+            }),
+        ),
         Command::Claims { json } => (
             json!({"op": "claims"}),
             Box::new(move |a| {
@@ -173,7 +236,9 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             attach,
         } => {
             let text = if text == "-" { read_stdin()? } else { text };
-            let mut req = json!({"op": "send", "line": line_arg(&line)?, "text": text, "noClaim": no_claim(nc)});
+            let line = line_arg(&line)?;
+            let mut req =
+                json!({"op": "send", "line": line, "text": text, "noClaim": no_claim(nc)});
             if let Some(f) = actor(from)? {
                 req["from"] = json!(f);
             }
@@ -181,7 +246,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
                 req["replyTo"] = json!(r);
             }
             attach.apply(&mut req)?;
-            (req, plain())
+            (req, sent_printer(line))
         }
         Command::Edit {
             line,
@@ -358,8 +423,8 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             };
             (req, plain())
         }
-        Command::Publish { json } => {
-            let text = if json == "-" { read_stdin()? } else { json };
+        Command::Publish { event } => {
+            let text = if event == "-" { read_stdin()? } else { event };
             let event: Value = serde_json::from_str(&text)
                 .map_err(|e| CliError::Usage(format!("publish needs a JSON object: {e}")))?;
             (json!({"op": "publish", "event": event}), plain())

@@ -3,6 +3,7 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -11,7 +12,7 @@ use super::CliError;
 /// Refuses a socket served by anyone but this user or root (SO_PEERCRED):
 /// with the socket in a shared directory, another user's listener would
 /// otherwise receive what is sent (webhook secrets, messages).
-fn check_peer(stream: &UnixStream, socket: &Path) -> Result<(), CliError> {
+pub(crate) fn check_peer<F: std::os::fd::AsFd>(stream: &F, socket: &Path) -> Result<(), CliError> {
     let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| CliError::Io(io::Error::from(e)))?;
     let me = nix::unistd::geteuid().as_raw();
@@ -88,20 +89,94 @@ impl Connection {
     /// Sends a request and waits for its answer; an error answer becomes
     /// [`CliError::Daemon`].
     pub fn call(&mut self, request: Value) -> Result<Value, CliError> {
-        let req = self.send(request)?;
+        self.call_or_lost(request).map_err(Lost::into_error)?
+    }
+
+    /// [`Connection::call`], telling a connection that dropped before the
+    /// answer ([`Lost`]) from an answer (`Ok`, which may hold an error).
+    fn call_or_lost(&mut self, request: Value) -> Result<Result<Value, CliError>, Lost> {
+        let req = match self.send(request) {
+            Ok(req) => req,
+            Err(CliError::Io(e)) => return Err(Lost(CliError::Io(e))),
+            Err(other) => return Ok(Err(other)),
+        };
         loop {
-            let Some(frame) = self.read()? else {
-                return Err(CliError::Protocol("metrod closed the connection".into()));
+            let frame = match self.read() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    return Err(Lost(CliError::Protocol(
+                        "metrod closed the connection".into(),
+                    )))
+                }
+                Err(CliError::Io(e)) => return Err(Lost(CliError::Io(e))),
+                Err(other) => return Ok(Err(other)),
             };
             if frame.get("req") == Some(&json!(req)) && frame.get("ok").is_some() {
-                return answer(frame);
+                return Ok(answer(frame));
             }
             // Connection-level errors (unauthorized, too_large) carry no req.
             if frame.get("req").is_none() && frame["ok"] == json!(false) {
-                return answer(frame);
+                return Ok(answer(frame));
             }
         }
     }
+}
+
+/// The connection dropped before the answer came (and why).
+struct Lost(CliError);
+
+impl Lost {
+    fn into_error(self) -> CliError {
+        self.0
+    }
+}
+
+/// How long a retry waits for metrod to take connections again.
+const RECONNECT: Duration = Duration::from_secs(10);
+
+/// A fresh idempotency key: `metroctl-` and 32 random hex digits.
+pub fn new_key() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No randomness: time and pid still tell invocations apart.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("metroctl-{t:x}-{}", std::process::id());
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("metroctl-{hex}")
+}
+
+/// Sends a `publish`, `send`, `edit` or `react` under an idempotency key
+/// (a fresh one unless `request` has one). When the connection drops
+/// before the answer, connects again (waiting up to 10 s for
+/// metrod) and sends it once more with the same key: metrod answers a
+/// request it already carried out with `duplicate: true`.
+pub fn call_once(socket: &Path, mut request: Value) -> Result<Value, CliError> {
+    // A publish may carry its key in the event (as metroctl publish's
+    // JSON may): keep that one.
+    if request.get("idempotencyKey").is_none() && request["event"].get("idempotencyKey").is_none() {
+        request["idempotencyKey"] = json!(new_key());
+    }
+    let lost = match Connection::open(socket)?.call_or_lost(request.clone()) {
+        Ok(answer) => return answer,
+        Err(lost) => lost,
+    };
+    eprintln!(
+        "metroctl: the connection to metrod dropped before the answer ({}); sending again with the same idempotency key",
+        lost.0
+    );
+    let deadline = Instant::now() + RECONNECT;
+    let mut conn = loop {
+        match Connection::open(socket) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    conn.call_or_lost(request).map_err(Lost::into_error)?
 }
 
 /// Turns an answer frame into its fields or a [`CliError::Daemon`].

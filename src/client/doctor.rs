@@ -518,6 +518,54 @@ fn check_claims(r: &mut Report, claims: &Value) {
     }
 }
 
+/// `claims.json`: moved aside at startup (malformed), or a hand edit that
+/// is not in force.
+fn check_claims_file(r: &mut Report, stats: &Value) {
+    let f = &stats["claimsFile"];
+    if let Some(aside) = f["movedAside"].as_str() {
+        r.add(
+            Level::Problem,
+            "claims",
+            format!(
+                "claims.json was malformed at startup: metrod moved it to {aside} and runs with no durable claims"
+            ),
+            Some(format!(
+                "fix {aside} and copy it back to claims.json in the state dir; metrod picks it up while running"
+            )),
+        );
+    }
+    if let Some(err) = f["error"].as_str() {
+        r.add(
+            Level::Problem,
+            "claims",
+            format!(
+                "a hand edit of claims.json is not valid ({}): {err}; the claims in force stay and \
+                 metrod refuses durable claim changes until it is fixed",
+                f["errorAt"].as_str().unwrap_or("?")
+            ),
+            Some("fix claims.json (a JSON object of line -> owner)".into()),
+        );
+    }
+}
+
+/// Another process appending to `history.jsonl` (a TypeScript metro still
+/// running).
+fn check_foreign_writer(r: &mut Report, stats: &Value) {
+    let w = &stats["foreignWriter"];
+    let adopted = w["adoptedLines"].as_u64().unwrap_or(0);
+    let ended = w["endedTails"].as_u64().unwrap_or(0);
+    if adopted + ended > 0 {
+        r.add(
+            Level::Warn,
+            "log",
+            format!(
+                "another process appended to history.jsonl while metrod ran: {adopted} lines adopted, {ended} torn lines ended"
+            ),
+            Some("stop the other writer (a TypeScript metro still running?)".into()),
+        );
+    }
+}
+
 fn check_service(r: &mut Report, svc: &Value) {
     if svc["installed"] == json!(true) {
         let enabled = match svc["enabled"].as_bool() {
@@ -586,6 +634,8 @@ pub fn run(socket: &Path, args: &DoctorArgs) -> Result<(), CliError> {
     if let Some(d) = d {
         check_log(&mut r, &d.stats);
         check_claims(&mut r, &d.claims);
+        check_claims_file(&mut r, &d.stats);
+        check_foreign_writer(&mut r, &d.stats);
     }
     check_service(&mut r, &svc);
 

@@ -26,13 +26,19 @@ fn user() -> String {
         .unwrap_or_else(|| "local".into())
 }
 
-/// The identity to act as, or `None`.
+/// The identity to act as, or `None`. `metro://user` (the TypeScript
+/// metro's "no identity", also in its short form `user`) given by `--as` or
+/// `$METRO_AS` means none, and stops the search.
 pub fn resolve(explicit: Option<&str>) -> Option<String> {
-    if let Some(a) = explicit.filter(|a| !a.is_empty()) {
-        return Some(a.to_string());
-    }
-    if let Some(a) = env("METRO_AS") {
-        return Some(a);
+    let given = explicit
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .or_else(|| env("METRO_AS"));
+    if let Some(a) = given {
+        return match crate::line::identity(&a) {
+            Ok(None) => None,
+            _ => Some(a),
+        };
     }
     if env("CLAUDECODE").is_some() {
         let id = env("METRO_USER_ID")

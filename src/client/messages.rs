@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::commands::{actor, line_arg, no_claim, print_json, read_stdin};
+use super::commands::{
+    actor, fields_only, line_arg, no_claim, print_json, read_stdin, report_skipped_claim,
+    sent_printer,
+};
 use super::conn::Connection;
 use super::{output, CliError};
 
@@ -156,8 +159,9 @@ pub fn reply(socket: &Path, a: ReplyArgs) -> Result<(), CliError> {
         req["from"] = json!(f);
     }
     a.attach.apply(&mut req)?;
-    let answer = Connection::open(socket)?.call(req)?;
-    print_json(&fields_only(&answer));
+    let answer = super::conn::call_once(socket, req.clone())?;
+    sent_printer(req["line"].as_str().unwrap_or_default().to_string())(&answer);
+    report_skipped_claim(socket, &req, &answer);
     Ok(())
 }
 
@@ -169,6 +173,11 @@ pub fn download(socket: &Path, a: DownloadArgs) -> Result<(), CliError> {
         "outDir": absolute(&a.out)?,
     });
     let answer = Connection::open(socket)?.call(req)?;
+    // One path a line, for scripts; `--json` gives the answer's fields.
+    if output::json_forced() {
+        print_json(&fields_only(&answer));
+        return Ok(());
+    }
     for f in answer["files"].as_array().into_iter().flatten() {
         println!("{}", f.as_str().unwrap_or_default());
     }
@@ -228,15 +237,6 @@ pub fn deny(socket: &Path, a: DenyArgs) -> Result<(), CliError> {
     let answer = Connection::open(socket)?.call(req)?;
     print_json(&fields_only(&answer));
     Ok(())
-}
-
-fn fields_only(a: &Value) -> Value {
-    let mut a = a.clone();
-    if let Some(m) = a.as_object_mut() {
-        m.remove("req");
-        m.remove("ok");
-    }
-    a
 }
 
 fn print_list(answer: &Value, json: bool) {

@@ -1,21 +1,26 @@
 //! `metroctl`, the thin client: one subcommand per op (or group of ops),
 //! each a request over the socket. Files: [`conn`] (the connection),
 //! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
-//! [`tail`] (the streaming command), [`webhook`] (webhook endpoints),
+//! [`tail`] (the streaming command), [`follow`] (a subscription that
+//! reconnects), [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
 //! check), [`messages`] (`reply`, `download`, `fetch`, `allow`, `deny`, file
-//! flags), [`commands`] (everything else).
+//! flags), [`mcp`] (the Claude Code channel, an MCP server on stdio),
+//! [`commands`] (everything else).
 
 pub mod commands;
 pub mod conn;
 pub mod doctor;
+pub mod follow;
 pub mod identity;
+pub mod mcp;
 pub mod messages;
 pub mod output;
 pub mod secret;
 pub mod service;
 pub mod setup;
+pub mod stop;
 pub mod tail;
 pub mod tunnel;
 pub mod webhook;
@@ -60,6 +65,9 @@ pub struct Cli {
     /// Socket of metrod [default: $METRO_SOCKET, else <state dir>/metro.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// JSON even on a terminal (every command that prints takes it).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -171,7 +179,10 @@ pub enum Command {
         cursor: Option<String>,
     },
     /// Publish a raw event (JSON object; `-` reads stdin). For scripts and tests.
-    Publish { json: String },
+    Publish {
+        #[arg(value_name = "JSON")]
+        event: String,
+    },
     /// Webhook endpoints: add, list, remove.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
@@ -186,6 +197,9 @@ pub enum Command {
     Service(service::ServiceCommand),
     /// Write the config file: station tokens and allowlists (asks on a terminal).
     Setup(setup::SetupArgs),
+    /// Serve metro to Claude Code as an MCP channel on stdio (push, tools,
+    /// permission relay).
+    Mcp(mcp::McpArgs),
     /// Print a shell completion script: `metroctl completions bash > …`.
     Completions {
         #[arg(value_enum)]
@@ -211,6 +225,9 @@ pub fn create_dir(dir: &std::path::Path, mode: u32) -> Result<(), CliError> {
 /// Entry point of the `metroctl` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.json {
+        output::force_json();
+    }
     let socket = cli.socket.clone().unwrap_or_else(crate::paths::socket);
     match commands::run(&socket, cli.command) {
         Ok(()) => ExitCode::SUCCESS,

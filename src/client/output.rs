@@ -1,12 +1,78 @@
 //! How `metroctl` prints: JSON lines when stdout is not a terminal (or with
-//! `--json`), aligned human rows on a terminal.
+//! `--json`), aligned human rows and sentences on a terminal.
+//! `METRO_OUTPUT=human` (or `json`) decides instead of the terminal check,
+//! for scripts that want the sentences and for tests.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
+/// `--json` given before or after any subcommand (the global flag).
+static FORCE_JSON: AtomicBool = AtomicBool::new(false);
+
+/// Makes every command print JSON (the global `--json`).
+pub fn force_json() {
+    FORCE_JSON.store(true, Ordering::Relaxed);
+}
+
+/// True when output is JSON: `flag` (a command's own `--json`), the global
+/// `--json`, `METRO_OUTPUT=json`, or stdout not a terminal unless
+/// `METRO_OUTPUT=human`.
 pub fn json_mode(flag: bool) -> bool {
-    flag || !std::io::stdout().is_terminal()
+    if flag || FORCE_JSON.load(Ordering::Relaxed) {
+        return true;
+    }
+    match std::env::var("METRO_OUTPUT").as_deref() {
+        Ok("json") => true,
+        Ok("human") => false,
+        _ => !std::io::stdout().is_terminal(),
+    }
+}
+
+/// True only with `--json` (commands whose piped output stays text: the
+/// paths of `download`, the steps of `setup` and `service install`).
+pub fn json_forced() -> bool {
+    FORCE_JSON.load(Ordering::Relaxed)
+}
+
+/// What a command that takes steps on this machine (`setup`, `service
+/// install`, `tunnel setup`, …) reports: its sentences as they happen, or
+/// with `--json` one JSON object of its fields at the end.
+#[derive(Default)]
+pub struct Report {
+    fields: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    /// A sentence for people (not in the JSON).
+    pub fn say(&self, line: impl std::fmt::Display) {
+        if !json_forced() {
+            println!("{line}");
+        }
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.fields.insert(key.to_string(), value.into());
+    }
+
+    /// Appends to the array `key`.
+    pub fn push(&mut self, key: &str, value: impl Into<Value>) {
+        let slot = self
+            .fields
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(a) = slot {
+            a.push(value.into());
+        }
+    }
+
+    /// With `--json`, prints the fields.
+    pub fn finish(self) {
+        if json_forced() {
+            println!("{}", Value::Object(self.fields));
+        }
+    }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {

@@ -13,7 +13,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use super::conn::Connection;
-use super::{output, CliError};
+use super::output::{self, Report};
+use super::CliError;
 
 pub const SYSTEMD_SERVICE: &str = include_str!("../../systemd/metrod.service");
 pub const SYSTEMD_SOCKET: &str = include_str!("../../systemd/metrod.socket");
@@ -254,6 +255,7 @@ pub fn run(socket: &Path, cmd: ServiceCommand) -> Result<(), CliError> {
 }
 
 fn install(a: &InstallArgs) -> Result<(), CliError> {
+    let mut out = Report::default();
     let manager = a.target.manager();
     let dir = a.target.dir();
     let metrod = find_metrod(a.metrod.as_deref())?;
@@ -265,42 +267,52 @@ fn install(a: &InstallArgs) -> Result<(), CliError> {
         match fs::read_to_string(&path) {
             Ok(old) if old == text => {
                 fresh = false;
-                println!("unchanged {}", path.display());
+                out.say(format!("unchanged {}", path.display()));
+                out.push("files", json!({"path": path, "action": "unchanged"}));
                 continue;
             }
             Ok(_) => {
                 fresh = false;
                 changed = true;
                 write_file(&path, &text).map_err(CliError::Io)?;
-                println!("updated {}", path.display());
+                out.say(format!("updated {}", path.display()));
+                out.push("files", json!({"path": path, "action": "updated"}));
             }
             Err(_) => {
                 changed = true;
                 write_file(&path, &text).map_err(CliError::Io)?;
-                println!("wrote {}", path.display());
+                out.say(format!("wrote {}", path.display()));
+                out.push("files", json!({"path": path, "action": "wrote"}));
             }
         }
     }
-    println!("metrod: {}", metrod.display());
+    out.say(format!("metrod: {}", metrod.display()));
+    out.set("metrod", json!(metrod));
     if manager == Manager::Launchd {
         super::create_dir(&log_dir(), 0o700)?;
-        println!("log: {}/metrod.log", log_dir().display());
+        let log = log_dir().join("metrod.log");
+        out.say(format!("log: {}", log.display()));
+        out.set("log", json!(log));
     }
     if let Some(d) = env_path("METRO_STATE_DIR") {
         if manager == Manager::Systemd && d != service_state_dir() {
-            println!(
-                "note: $METRO_STATE_DIR is {} here, but the service uses {} (its socket: {}/metro.sock)",
+            let note = format!(
+                "$METRO_STATE_DIR is {} here, but the service uses {} (its socket: {}/metro.sock)",
                 d.display(),
                 service_state_dir().display(),
                 service_state_dir().display()
             );
+            out.say(format!("note: {note}"));
+            out.push("notes", note);
         }
     }
-    println!();
+    out.say("");
     let plist = dir.join(format!("{LAUNCHD_LABEL}.plist"));
     let command = match (manager, fresh, changed) {
         (_, false, false) => {
-            println!("Already installed; nothing changed.");
+            out.say("Already installed; nothing changed.");
+            out.set("command", Value::Null);
+            out.finish();
             return Ok(());
         }
         (Manager::Systemd, true, _) => {
@@ -318,20 +330,24 @@ fn install(a: &InstallArgs) -> Result<(), CliError> {
             uid = uid()
         ),
     };
-    println!(
+    out.say(format!(
         "{} it with (stop a metrod running in a terminal first):",
         if fresh { "Enable" } else { "Apply" }
-    );
-    println!("  {command}");
+    ));
+    out.say(format!("  {command}"));
+    out.set("command", command);
     if manager == Manager::Systemd && fresh {
-        println!(
-            "It runs while you are logged in; to keep it running after you log out: loginctl enable-linger"
+        out.say(
+            "It runs while you are logged in; to keep it running after you log out: loginctl enable-linger",
         );
     }
+    out.finish();
     Ok(())
 }
 
 fn uninstall(t: &Target) -> Result<(), CliError> {
+    let mut out = Report::default();
+    out.set("removed", json!([]));
     let manager = t.manager();
     let dir = t.dir();
     let mut removed = 0;
@@ -348,7 +364,8 @@ fn uninstall(t: &Target) -> Result<(), CliError> {
         match fs::remove_file(p) {
             Ok(()) => {
                 removed += 1;
-                println!("removed {}", p.display());
+                out.say(format!("removed {}", p.display()));
+                out.push("removed", json!(p));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -360,21 +377,30 @@ fn uninstall(t: &Target) -> Result<(), CliError> {
         }
     }
     if removed == 0 {
-        println!("not installed in {}; nothing removed", dir.display());
+        out.say(format!(
+            "not installed in {}; nothing removed",
+            dir.display()
+        ));
+        out.set("command", Value::Null);
+        out.finish();
         return Ok(());
     }
-    println!();
-    println!("Stop the running service with:");
-    match manager {
-        Manager::Systemd => println!(
-            "  systemctl --user stop metrod.socket metrod.service && systemctl --user daemon-reload"
-        ),
-        Manager::Launchd => println!("  launchctl bootout gui/{}/{LAUNCHD_LABEL}", uid()),
-    }
-    println!(
+    let command = match manager {
+        Manager::Systemd => {
+            "systemctl --user stop metrod.socket metrod.service && systemctl --user daemon-reload"
+                .to_string()
+        }
+        Manager::Launchd => format!("launchctl bootout gui/{}/{LAUNCHD_LABEL}", uid()),
+    };
+    out.say("");
+    out.say("Stop the running service with:");
+    out.say(format!("  {command}"));
+    out.set("command", command);
+    out.say(format!(
         "The state dir ({}) is left as it is.",
         crate::paths::state_dir().display()
-    );
+    ));
+    out.finish();
     Ok(())
 }
 

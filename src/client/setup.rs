@@ -1,10 +1,12 @@
-//! `metroctl setup`: write the config file (station tokens, allowlists).
+//! `metroctl setup`: write the config file (station tokens, allowlists,
+//! the monitor's token).
 //!
 //! On a terminal with no flags it asks (tokens without echo); otherwise it
 //! takes flags. It merges with the existing file, checks the tokens' shape
 //! (no network: a token that has the right shape but is revoked shows up in
 //! `metroctl stations` once the station runs), writes the file `0600` in a
-//! `0700` directory, and never prints a secret, only a masked form.
+//! `0700` directory, and never prints a secret, only a masked form — but
+//! for a monitor token it has just made, printed once.
 
 use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
@@ -16,6 +18,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::Connection;
+use super::output::Report;
 use super::CliError;
 use crate::config::{Allow, Config, StationConfig};
 
@@ -36,6 +39,14 @@ pub struct SetupArgs {
     /// Discord user ids that may reach your agents: comma-separated, or `*`.
     #[arg(long, value_name = "IDS")]
     pub allow_discord: Option<String>,
+    /// Create a monitor token (random, 256 bits; replaces the current one)
+    /// and print it once: it turns on the monitor page and API
+    /// (docs/monitor.md).
+    #[arg(long, conflicts_with = "monitor_off")]
+    pub monitor: bool,
+    /// Remove the monitor token: the monitor is off (404).
+    #[arg(long)]
+    pub monitor_off: bool,
     /// Config file [default: $METRO_CONFIG, $XDG_CONFIG_HOME/metro/config.toml,
     /// ~/.config/metro/config.toml]
     #[arg(long, value_name = "PATH")]
@@ -48,6 +59,8 @@ impl SetupArgs {
             || self.discord_token.is_some()
             || self.allow_telegram.is_some()
             || self.allow_discord.is_some()
+            || self.monitor
+            || self.monitor_off
     }
 }
 
@@ -248,6 +261,14 @@ fn token_value(flag: &str, v: &str) -> Result<Option<String>, CliError> {
     Ok(Some(v))
 }
 
+/// A new monitor token: 256 random bits as 64 hex digits.
+pub fn new_monitor_token() -> Result<String, CliError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| CliError::Io(std::io::Error::other(format!("no randomness: {e}"))))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn apply_flags(c: &mut Config, a: &SetupArgs) -> Result<(), CliError> {
     if a.telegram_token.as_deref() == Some("-") && a.discord_token.as_deref() == Some("-") {
         return Err(CliError::Usage(
@@ -278,6 +299,12 @@ fn apply_flags(c: &mut Config, a: &SetupArgs) -> Result<(), CliError> {
             check_allow(&list).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
             st.allow = list;
         }
+    }
+    if a.monitor {
+        c.monitor.token = Some(new_monitor_token()?);
+    }
+    if a.monitor_off {
+        c.monitor.token = None;
     }
     Ok(())
 }
@@ -407,57 +434,101 @@ pub fn run(socket: &Path, a: SetupArgs) -> Result<(), CliError> {
     } else {
         return Err(CliError::Usage(
             "setup asks its questions on a terminal; without one, pass flags: \
-             --telegram-token, --discord-token, --allow-telegram, --allow-discord (see --help)"
+             --telegram-token, --discord-token, --allow-telegram, --allow-discord, --monitor (see --help)"
                 .into(),
         ));
     }
     let loose = mode.is_some_and(|m| m & 0o077 != 0);
     let before = daemon_config(socket);
+    let mut out = Report::default();
+    out.set("config", json!(path));
     if new == old && mode.is_some() && !loose {
-        println!("{}: unchanged", path.display());
+        out.say(format!("{}: unchanged", path.display()));
+        out.set("written", false);
     } else {
         write_config(&path, &new)?;
         match mode {
-            Some(m) if loose => println!(
+            Some(m) if loose => out.say(format!(
                 "wrote {} (0600; it was {m:o}, readable by others)",
                 path.display()
-            ),
-            _ => println!("wrote {} (0600)", path.display()),
+            )),
+            _ => out.say(format!("wrote {} (0600)", path.display())),
+        }
+        out.set("written", true);
+    }
+    out.say(format!("  telegram  {}", describe(&new.telegram)));
+    out.say(format!("  discord   {}", describe(&new.discord)));
+    out.set("telegram", describe(&new.telegram));
+    out.set("discord", describe(&new.discord));
+    match new.monitor.token() {
+        Some(t) if a.monitor => {
+            // The only time it is shown.
+            out.say(format!(
+                "  monitor   on; its token (shown once, kept in the file): {t}"
+            ));
+            out.say(
+                "            open http://127.0.0.1:8787/ (metrod's webhook address) and enter it",
+            );
+            out.set("monitor", "on");
+            out.set("monitorToken", t);
+        }
+        Some(t) => {
+            out.say(format!("  monitor   on, token {}", mask(t)));
+            out.set("monitor", "on");
+        }
+        None => {
+            out.say("  monitor   off");
+            out.set("monitor", "off");
         }
     }
-    println!("  telegram  {}", describe(&new.telegram));
-    println!("  discord   {}", describe(&new.discord));
     for (var, station) in [
         ("METRO_TELEGRAM_TOKEN", "telegram"),
         ("METRO_DISCORD_TOKEN", "discord"),
+        ("METRO_MONITOR_TOKEN", "monitor"),
     ] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-            println!(
-                "note: ${var} is set here; where it is set it overrides the file's {station} token"
+            let note = format!(
+                "${var} is set here; where it is set it overrides the file's {station} token"
             );
+            out.say(format!("note: {note}"));
+            out.push("notes", note);
         }
     }
-    report_reload(socket, &path, before, new != old);
+    let daemon = report_reload(socket, &path, before, new != old);
+    if !daemon.1.is_empty() {
+        out.say(&daemon.1);
+    }
+    out.set("metrod", daemon.0);
+    out.finish();
     Ok(())
 }
 
-/// Says whether the running metrod took the new file (it reloads on its
-/// own when the file changes).
-fn report_reload(socket: &Path, path: &Path, before: Option<Value>, changed: bool) {
+/// Whether the running metrod took the new file (it reloads on its own
+/// when the file changes): a word for `--json` and a sentence.
+fn report_reload(
+    socket: &Path,
+    path: &Path,
+    before: Option<Value>,
+    changed: bool,
+) -> (&'static str, String) {
     let Some(before) = before else {
-        println!("metrod is not running; it reads the file when it starts.");
-        return;
+        return (
+            "not running",
+            "metrod is not running; it reads the file when it starts.".into(),
+        );
     };
     let daemon_path = PathBuf::from(before["path"].as_str().unwrap_or(""));
     if !same_file(&daemon_path, path) {
-        println!(
-            "note: the running metrod reads {}, not this file.",
-            daemon_path.display()
+        return (
+            "other file",
+            format!(
+                "note: the running metrod reads {}, not this file.",
+                daemon_path.display()
+            ),
         );
-        return;
     }
     if !changed {
-        return;
+        return ("unchanged", String::new());
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
@@ -466,21 +537,24 @@ fn report_reload(socket: &Path, path: &Path, before: Option<Value>, changed: boo
             break;
         };
         if now["reloads"] != before["reloads"] {
-            println!("metrod reloaded it.");
-            return;
+            return ("reloaded", "metrod reloaded it.".into());
         }
         if now["error"] != before["error"] && !now["error"].is_null() {
-            println!(
-                "metrod rejected it and keeps its old config: {}",
-                now["error"].as_str().unwrap_or("")
+            return (
+                "rejected",
+                format!(
+                    "metrod rejected it and keeps its old config: {}",
+                    now["error"].as_str().unwrap_or("")
+                ),
             );
-            return;
         }
     }
-    println!(
+    (
+        "pending",
         "metrod has not reloaded it yet (its environment may override these values); \
          `systemctl --user reload metrod` or `kill -HUP <pid of metrod>` makes it read the file now."
-    );
+            .into(),
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! `metroctl tail`: subscribe with explicit acks and acknowledge an event
 //! only after it has been written (and flushed) to stdout, so a killed tail
 //! loses nothing: what it had not printed is delivered again next time.
+//! With `--follow` it reads through [`Follow`] (reconnects when metrod
+//! goes away) and stops cleanly on SIGINT, SIGTERM or the end of a piped
+//! stdin ([`stop`]): flush, ack, exit 0.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -8,8 +11,8 @@ use std::path::Path;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::conn::{answer, Connection};
-use super::{identity, output, CliError, Identity};
+use super::follow::{Follow, Item};
+use super::{identity, output, stop, CliError, Identity};
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
@@ -42,12 +45,15 @@ pub struct TailArgs {
     /// Where to start: cursor | start | tail | <byte offset>.
     #[arg(long, value_name = "WHERE")]
     pub since: Option<String>,
-    /// Stop after this many events.
+    /// Stop after this many events (0: no limit).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
     /// Also print events this identity wrote itself (hidden by default).
     #[arg(long)]
     pub echo: bool,
+    /// With --follow: exit when metrod goes away instead of reconnecting.
+    #[arg(long, requires = "follow")]
+    pub no_reconnect: bool,
     /// Durable cursor name [default: the identity].
     #[arg(long, value_name = "NAME")]
     pub cursor: Option<String>,
@@ -100,7 +106,7 @@ pub fn request(args: &TailArgs) -> Result<Value, CliError> {
     if let Some(s) = &args.since {
         req["since"] = since_value(s)?;
     }
-    if let Some(l) = args.limit {
+    if let Some(l) = args.limit.filter(|l| *l > 0) {
         req["limit"] = json!(l);
     }
     if let Some(c) = &args.cursor {
@@ -115,75 +121,82 @@ pub fn request(args: &TailArgs) -> Result<Value, CliError> {
 pub fn run(socket: &Path, args: TailArgs) -> Result<(), CliError> {
     let request = request(&args)?;
     let json_out = output::json_mode(args.json);
-    let mut conn = Connection::open(socket)?;
-    let sub_req = conn.send(request)?;
+    // Signals are blocked before any thread starts, so only the watcher
+    // receives them.
+    let signals = if args.follow {
+        Some(stop::block_signals()?)
+    } else {
+        None
+    };
+    let mut sub = Follow::open(socket, request, args.follow && !args.no_reconnect)?;
+    if let Some(set) = signals {
+        stop::watch_signals(set, sub.stopper())?;
+        stop::watch_stdin(sub.stopper())?;
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
-    let mut sub: Option<String> = None;
     // Offset of the newest event written to `out` and not yet acked.
     let mut pending: Option<u64> = None;
-    let mut final_ack: Option<u64> = None;
     loop {
-        let Some(frame) = conn.read()? else {
-            out.flush().map_err(CliError::Io)?;
-            return Err(CliError::Protocol("metrod closed the connection".into()));
-        };
-        if frame.get("ok").is_some() {
-            let req = frame.get("req").and_then(Value::as_u64);
-            if req == Some(sub_req) {
-                let a = answer(frame)?;
-                sub = a["sub"].as_str().map(String::from);
-            } else if let Err(e) = answer(frame) {
-                eprintln!("metroctl: ack refused: {e}");
+        match sub.next_item()? {
+            Item::Event { offset, event } => {
+                let written = if json_out {
+                    serde_json::to_writer(&mut out, &event)
+                        .map_err(io::Error::other)
+                        .and_then(|_| out.write_all(b"\n"))
+                } else {
+                    writeln!(out, "{}", output::event_row(&event))
+                };
+                if let Err(e) = written {
+                    return broken_pipe(e);
+                }
+                pending = Some(offset);
+                // Ack once nothing more is waiting: one flush and one ack
+                // per burst.
+                if sub.is_idle() {
+                    if let Err(e) = out.flush() {
+                        return broken_pipe(e);
+                    }
+                    if let Some(offset) = pending.take() {
+                        sub.ack(offset);
+                    }
+                }
             }
-            if req.is_some() && req == final_ack {
+            Item::Gap { missed, offset } => eprintln!(
+                "metroctl: {missed} bytes of history were deleted by retention before this subscription read them; resuming at offset {offset}"
+            ),
+            Item::End { .. } => {
+                if let Err(e) = out.flush() {
+                    return broken_pipe(e);
+                }
+                if let Some(offset) = pending.take() {
+                    sub.ack_and_wait(offset)?;
+                }
                 return Ok(());
             }
-            continue;
-        }
-        let Some(sub_id) = sub.clone() else { continue };
-        if frame["sub"].as_str() != Some(sub_id.as_str()) {
-            continue;
-        }
-        if frame["gap"] == json!(true) {
-            eprintln!(
-                "metroctl: {} bytes of history were deleted by retention before this subscription read them; resuming at offset {}",
-                frame["missed"], frame["offset"]
-            );
-            continue;
-        }
-        if frame["end"] == json!(true) {
-            if let Err(e) = out.flush() {
-                return broken_pipe(e);
-            }
-            match pending.take() {
-                Some(offset) => {
-                    final_ack =
-                        Some(conn.send(json!({"op": "ack", "sub": sub_id, "offset": offset}))?);
+            Item::Lost { cause } => {
+                if let Err(e) = out.flush() {
+                    return broken_pipe(e);
                 }
-                None => return Ok(()),
+                // The next subscription starts after what was printed.
+                pending = None;
+                eprintln!(
+                    "metroctl: lost metrod ({cause}); reconnecting, resuming at offset {}",
+                    sub.position().unwrap_or(0)
+                );
             }
-            continue;
-        }
-        let event = &frame["event"];
-        let written = if json_out {
-            serde_json::to_writer(&mut out, event)
-                .map_err(io::Error::other)
-                .and_then(|_| out.write_all(b"\n"))
-        } else {
-            writeln!(out, "{}", output::event_row(event))
-        };
-        if let Err(e) = written {
-            return broken_pipe(e);
-        }
-        pending = frame["offset"].as_u64().or(pending);
-        // Ack once nothing more is waiting: one flush and one ack per burst.
-        if !conn.has_buffered() {
-            if let Err(e) = out.flush() {
-                return broken_pipe(e);
-            }
-            if let Some(offset) = pending.take() {
-                conn.send(json!({"op": "ack", "sub": sub_id, "offset": offset}))?;
+            Item::Resumed { .. } => {}
+            Item::AckRefused(e) => eprintln!("metroctl: ack refused: {e}"),
+            Item::Stop(_) => {
+                if let Err(e) = out.flush() {
+                    return broken_pipe(e);
+                }
+                // Acking where we stand moves the cursor past everything
+                // printed (and what the filters skipped) before we exit.
+                if let Some(offset) = pending.take().or(sub.position()) {
+                    sub.ack_and_wait(offset)?;
+                }
+                return Ok(());
             }
         }
     }

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::conn::Connection;
-use super::{output, CliError};
+use super::output::{self, Report};
+use super::CliError;
 use crate::stations::webhook::DEFAULT_ADDR;
 
 #[derive(Debug, Subcommand)]
@@ -257,23 +258,38 @@ fn setup(
         )));
     }
     let q = |p: &Path| shell_quote(&p.display().to_string());
-    println!(
+    let mut out = Report::default();
+    out.say(format!(
         "wrote {}: https://{hostname}/hooks/<id> -> {service} ({source})",
         file.display()
-    );
-    println!();
-    println!("Next (cloudflared installed and logged in with `cloudflared tunnel login`):");
-    println!(
-        "  cloudflared tunnel create --credentials-file {} {name}",
-        q(&credentials)
-    );
-    println!("  cloudflared tunnel route dns {name} {hostname}");
-    println!("  cloudflared tunnel --config {} run {name}", q(&file));
-    println!();
-    println!(
+    ));
+    out.set("config", json!(file));
+    out.set("url", format!("https://{hostname}/hooks/<id>"));
+    out.set("service", service.as_str());
+    out.say("");
+    out.say("Next (cloudflared installed and logged in with `cloudflared tunnel login`):");
+    for command in [
+        format!(
+            "cloudflared tunnel create --credentials-file {} {name}",
+            q(&credentials)
+        ),
+        format!("cloudflared tunnel route dns {name} {hostname}"),
+        format!("cloudflared tunnel --config {} run {name}", q(&file)),
+    ] {
+        out.say(format!("  {command}"));
+        out.push("next", command);
+    }
+    out.say("");
+    out.say(format!(
         "Then give the sender https://{hostname}/hooks/<id> (ids: `metroctl webhook list`); \
          `metroctl tunnel check {name}` checks the setup."
+    ));
+    out.say(
+        "Only /hooks/ goes through the tunnel: the monitor page and API (docs/monitor.md) stay \
+         on this machine. Routing / or /api/ too would put them on the internet with the \
+         monitor token as their only guard; that is your choice to make, not metro's.",
     );
+    out.finish();
     Ok(())
 }
 

@@ -6,12 +6,15 @@
 //! - [`reload`]: the config in force ([`reload::LiveConfig`], kept on the
 //!   broker for the stations) and its reload when the file changes or on
 //!   SIGHUP.
+//! - [`stdout`]: `--stdout`, every new event also written to standard
+//!   output for a parent process.
 //!
 //! The unit files themselves live in `systemd/` and `launchd/` at the top of
 //! the repository; `metroctl service install` writes them
 //! (`src/client/service.rs`).
 
 pub mod reload;
+pub mod stdout;
 pub mod systemd;
 
 use std::path::PathBuf;

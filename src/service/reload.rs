@@ -167,6 +167,10 @@ impl LiveConfig {
             "errorAt": st.error_at,
             "telegram": station(&c.telegram),
             "discord": station(&c.discord),
+            "monitor": {
+                "token": c.monitor.token().is_some(),
+                "origins": c.monitor.origins.len(),
+            },
         })
     }
 }
@@ -215,6 +219,18 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
             }
             out.push(what);
         }
+    }
+    match (old.monitor.token(), new.monitor.token()) {
+        (None, Some(_)) => out.push("monitor token set".into()),
+        (Some(_), None) => out.push("monitor token removed".into()),
+        (Some(x), Some(y)) if x != y => out.push("monitor token changed".into()),
+        _ => {}
+    }
+    if old.monitor.origins != new.monitor.origins {
+        out.push(format!(
+            "monitor origins: {}",
+            new.monitor.origins.join(",")
+        ));
     }
     if out.is_empty() && old != new {
         out.push("other settings changed".into());
@@ -378,5 +394,12 @@ mod tests {
         );
         assert!(!c.join(" ").contains("secret"));
         assert!(changes(&a, &a).is_empty());
+        let mut m = a.clone();
+        m.monitor.token = Some("monitor-secret".into());
+        assert_eq!(changes(&a, &m), vec!["monitor token set"]);
+        let mut m2 = m.clone();
+        m2.monitor.token = Some("other-secret".into());
+        assert_eq!(changes(&m, &m2), vec!["monitor token changed"]);
+        assert_eq!(changes(&m2, &a), vec!["monitor token removed"]);
     }
 }

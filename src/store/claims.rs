@@ -5,12 +5,15 @@
 //! persists `claims.json` once for the batch (temp file, fsync, rename, fsync
 //! of the directory) and only then publishes the new snapshot and answers.
 //! Ephemeral claims live in memory only: they vanish with their connection
-//! and with the daemon.
+//! and with the daemon. Hand edits of `claims.json` (and a malformed file at
+//! startup) are handled in [`disk`].
 //!
 //! A local line (an agent's line, [`line::is_local`]) belongs to the
 //! identity it names: nobody else can claim it, and it is never auto-claimed.
 //! Such claims found in `claims.json` (written by an older metro) are kept on
 //! disk but ignored for routing until someone releases them.
+
+mod disk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -125,6 +128,8 @@ pub enum ClaimOp {
     },
     /// A connection closed: drop its ephemeral claims.
     DropConnection(u64),
+    /// `claims.json` may have been edited by hand: read it (see [`disk`]).
+    Reload,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,31 +157,19 @@ const WRITE_GAP: std::time::Duration = std::time::Duration::from_millis(5);
 pub struct Claims {
     snap: Arc<ArcSwap<ClaimMap>>,
     tx: mpsc::Sender<(ClaimOp, Reply)>,
+    status: disk::SharedStatus,
 }
 
 impl Claims {
-    /// Loads `claims.json` (missing is empty; unreadable is an error the
-    /// daemon refuses to start on) and starts the change task.
+    /// Loads `claims.json` (missing is empty; malformed is moved aside and
+    /// empty; unreadable is an error the daemon refuses to start on), starts
+    /// the change task and the look for hand edits.
     pub fn open(path: &Path, fsync: bool) -> io::Result<Claims> {
+        let status = disk::SharedStatus::default();
+        let (parsed, known) = disk::load(path, &status)?;
         let mut map = ClaimMap::default();
-        match super::read_state(path) {
-            Ok(bytes) => {
-                let parsed: BTreeMap<String, String> =
-                    serde_json::from_slice(&bytes).map_err(|e| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "{} is not a JSON object of line -> owner ({e}); fix it or move it away",
-                                path.display()
-                            ),
-                        )
-                    })?;
-                for (line, who) in parsed {
-                    map.load(line, who);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        for (line, who) in parsed {
+            map.load(line, who);
         }
         let snap = Arc::new(ArcSwap::from_pointee(map));
         let (tx, rx) = mpsc::channel(4096);
@@ -184,9 +177,33 @@ impl Claims {
             path: path.to_path_buf(),
             fsync,
             snap: snap.clone(),
+            known,
+            status: status.clone(),
+            invalid: None,
         };
         tokio::spawn(task.run(rx));
-        Ok(Claims { snap, tx })
+        // Hand edits are looked for every disk::POLL, in order with the
+        // other ops (the task stats the file; it reads it only if changed).
+        let weak = tx.downgrade();
+        tokio::spawn(async move {
+            let mut poll = tokio::time::interval(disk::POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                poll.tick().await;
+                let Some(tx) = weak.upgrade() else { return };
+                let (reply, _) = oneshot::channel();
+                if tx.send((ClaimOp::Reload, reply)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Claims { snap, tx, status })
+    }
+
+    /// `stats.claimsFile`: a malformed file moved aside at startup, an
+    /// invalid hand edit not in force, hand edits put in force.
+    pub fn file_summary(&self) -> serde_json::Value {
+        disk::summary(&self.status)
     }
 
     /// The current claims, without a lock.
@@ -209,10 +226,16 @@ struct ClaimTask {
     path: PathBuf,
     fsync: bool,
     snap: Arc<ArcSwap<ClaimMap>>,
+    /// The file as metrod last wrote or read it.
+    known: Option<disk::Stamp>,
+    status: disk::SharedStatus,
+    /// An invalid hand edit on disk: durable changes are refused until it is
+    /// fixed (it is never overwritten).
+    invalid: Option<String>,
 }
 
 impl ClaimTask {
-    async fn run(self, mut rx: mpsc::Receiver<(ClaimOp, Reply)>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<(ClaimOp, Reply)>) {
         let mut batch = Vec::new();
         let mut last_write = tokio::time::Instant::now() - WRITE_GAP;
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -221,7 +244,7 @@ impl ClaimTask {
             // batch (one clone, one write, one fsync for all of them).
             let may_write = batch
                 .iter()
-                .any(|(op, _)| !matches!(op, ClaimOp::DropConnection(_)));
+                .any(|(op, _)| !matches!(op, ClaimOp::DropConnection(_) | ClaimOp::Reload));
             if may_write && last_write.elapsed() < WRITE_GAP {
                 tokio::time::sleep_until(last_write + WRITE_GAP).await;
                 while batch.len() < MAX_BATCH {
@@ -231,6 +254,17 @@ impl ClaimTask {
                     }
                 }
             }
+            self.read_hand_edit();
+            let (reloads, ops): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .partition(|(op, _)| matches!(op, ClaimOp::Reload));
+            batch = ops;
+            for (_, reply) in reloads {
+                let _ = reply.send(Ok(ClaimOutcome::Dropped(0)));
+            }
+            if batch.is_empty() {
+                continue;
+            }
             let current = self.snap.load_full();
             let mut next = (*current).clone();
             let outcomes: Vec<ClaimOutcome> =
@@ -239,7 +273,11 @@ impl ClaimTask {
             if persist {
                 last_write = tokio::time::Instant::now();
             }
-            let result = if persist {
+            let result = if let (true, Some(why)) = (persist, &self.invalid) {
+                Err(io::Error::other(format!(
+                    "it holds a hand edit that is not valid and is not overwritten ({why}); fix it"
+                )))
+            } else if persist {
                 let body = match serde_json::to_vec_pretty(&next.durable()) {
                     Ok(b) => b,
                     Err(e) => {
@@ -256,6 +294,9 @@ impl ClaimTask {
             } else {
                 Ok(())
             };
+            if persist && result.is_ok() {
+                self.known = disk::Stamp::of(&self.path);
+            }
             match result {
                 Ok(()) => {
                     self.snap.store(Arc::new(next));
@@ -281,6 +322,59 @@ impl ClaimTask {
                         }
                     }
                     self.snap.store(Arc::new(partial));
+                }
+            }
+        }
+    }
+}
+
+impl ClaimTask {
+    /// Puts a valid hand edit of `claims.json` in force (ephemeral claims
+    /// stay); logs an invalid one once and keeps the map in force.
+    fn read_hand_edit(&mut self) {
+        match disk::check(&self.path, self.known) {
+            disk::OnDisk::Unchanged => {}
+            disk::OnDisk::Edited(parsed, stamp) => {
+                let current = self.snap.load_full();
+                let mut next = ClaimMap {
+                    owners: current
+                        .owners
+                        .iter()
+                        .filter(|(_, o)| o.ephemeral.is_some())
+                        .map(|(k, o)| (k.clone(), o.clone()))
+                        .collect(),
+                    ignored: BTreeMap::new(),
+                    durable_version: current.durable_version + 1,
+                };
+                let n = parsed.len();
+                for (line, who) in parsed {
+                    // An ephemeral claim on the line stays in force.
+                    if !next.owners.contains_key(&line) {
+                        next.load(line, who);
+                    }
+                }
+                self.known = stamp;
+                self.invalid = None;
+                if let Ok(mut s) = self.status.lock() {
+                    s.reloads += 1;
+                    s.error = None;
+                }
+                self.snap.store(Arc::new(next));
+                tracing::info!(
+                    "{} was edited by hand: its {n} claims are now in force",
+                    self.path.display()
+                );
+            }
+            disk::OnDisk::Invalid(why) => {
+                if self.invalid.as_deref() != Some(why.as_str()) {
+                    tracing::error!(
+                        "hand edit rejected: {why}; the claims in force stay, and metrod will not \
+                         write claims.json until it is fixed"
+                    );
+                    if let Ok(mut s) = self.status.lock() {
+                        s.error = Some((why.clone(), crate::clock::now()));
+                    }
+                    self.invalid = Some(why);
                 }
             }
         }
@@ -372,6 +466,8 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
             Some(o) if &o.who == who => ClaimOutcome::Auto("kept"),
             Some(_) => ClaimOutcome::Auto("skipped"),
         },
+        // Handled by the task before a batch applies.
+        ClaimOp::Reload => ClaimOutcome::Dropped(0),
         ClaimOp::DropConnection(conn) => {
             // Only ephemeral claims go: the durable version stays.
             let before = map.owners.len();

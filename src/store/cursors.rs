@@ -6,6 +6,18 @@
 //! skipped. At startup every cursor is checked against the log: one past the
 //! end is pulled back to the end, one inside an entry is moved back to that
 //! entry's start, each with a warning.
+//!
+//! Cursors of the TypeScript metro are taken over: its files are
+//! `cursors/<slug>` where the slug is the identity without `metro://` and
+//! every character outside `[A-Za-z0-9_.-]` written `-`, holding a byte
+//! offset without a newline (metrod always ends its own with one). That slug
+//! is lossy (`a/b` and `a-b` share it), so no identity is guessed from it:
+//! at startup such files are set aside (offset past the end pulled back to
+//! the end, one inside an entry moved on to the next boundary — the entry
+//! was delivered), and the first time an identity asks for its cursor and
+//! has none of metrod's, the TypeScript file of its slug, if any, becomes
+//! its cursor (written in metrod's scheme at the next flush). The old file
+//! is left as it was.
 
 use std::collections::HashMap;
 use std::fs;
@@ -82,9 +94,42 @@ struct Slot {
     dirty: bool,
 }
 
+/// The TypeScript metro's file name for a cursor name: `metro://` dropped,
+/// every character outside `[A-Za-z0-9_.-]` written `-` (two for a
+/// character beyond the BMP, as JavaScript's UTF-16 regex replace does).
+pub fn ts_slug(full: &str) -> String {
+    let name = full.strip_prefix(crate::line::SCHEME).unwrap_or(full);
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+            out.push(c);
+        } else {
+            for _ in 0..c.len_utf16() {
+                out.push('-');
+            }
+        }
+    }
+    out
+}
+
+/// Tells a TypeScript metro cursor file from metrod's: a plain slug (no
+/// `%` escape) holding digits only, without the newline metrod writes.
+fn ts_offset(name: &str, text: &str) -> Option<u64> {
+    if name.contains('%') || name.contains('~') || text.is_empty() || text.ends_with('\n') {
+        return None;
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 pub struct Cursors {
     dir: PathBuf,
     slots: Mutex<HashMap<String, Slot>>,
+    /// TypeScript metro cursors not yet claimed by an identity: slug ->
+    /// offset (an entry boundary). Bounded by the files in `cursors/`.
+    legacy: Mutex<HashMap<String, u64>>,
     fsync: bool,
 }
 
@@ -115,6 +160,7 @@ impl Cursors {
             .mode(0o700)
             .create(dir)?;
         let mut slots = HashMap::new();
+        let mut legacy = HashMap::new();
         let mut repairs = Vec::new();
         let end = log.end();
         for entry in fs::read_dir(dir)? {
@@ -125,6 +171,21 @@ impl Cursors {
                 continue;
             }
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Some(v) = ts_offset(&name, &text) {
+                let at = if v < log.oldest() {
+                    v
+                } else {
+                    log.boundary_at_or_after(v)?
+                };
+                if at != v {
+                    tracing::info!(
+                        "TypeScript metro cursor cursors/{name}: offset {v} is not an entry \
+                         boundary; it will resume at {at}"
+                    );
+                }
+                legacy.insert(name, at);
+                continue;
+            }
             let parsed = text.trim().parse::<u64>();
             let (value, why) = match parsed {
                 // Below the oldest kept offset is fine: the subscriber is told
@@ -151,18 +212,39 @@ impl Cursors {
             });
             slots.insert(name, Slot { value, dirty: true });
         }
+        if !legacy.is_empty() {
+            tracing::info!(
+                "{} cursor files of the TypeScript metro found in {}; each is taken over by \
+                 its identity on first use",
+                legacy.len(),
+                dir.display()
+            );
+        }
         let cursors = Cursors {
             dir: dir.to_path_buf(),
             slots: Mutex::new(slots),
+            legacy: Mutex::new(legacy),
             fsync,
         };
         cursors.flush()?;
         Ok((cursors, repairs))
     }
 
+    /// The cursor `name`; without one of metrod's, the TypeScript metro's
+    /// cursor of the same identity, if any, taken over now.
     pub fn get(&self, name: &str) -> Option<u64> {
-        let slots = self.slots.lock().ok()?;
-        slots.get(&slug(name)).map(|s| s.value)
+        let mut slots = self.slots.lock().ok()?;
+        let key = slug(name);
+        if let Some(s) = slots.get(&key) {
+            return Some(s.value);
+        }
+        let old = ts_slug(name);
+        let value = self.legacy.lock().ok()?.remove(&old)?;
+        tracing::info!(
+            "cursor of {name}: taken over from the TypeScript metro's cursors/{old} at offset {value}"
+        );
+        slots.insert(key, Slot { value, dirty: true });
+        Some(value)
     }
 
     pub fn set(&self, name: &str, value: u64) {
@@ -236,7 +318,19 @@ impl Cursors {
 
 #[cfg(test)]
 mod tests {
-    use super::{slug, unslug};
+    use super::{slug, ts_offset, ts_slug, unslug};
+
+    #[test]
+    fn typescript_slugs_and_files() {
+        assert_eq!(ts_slug("metro://claude/user/A"), "claude-user-A");
+        assert_eq!(ts_slug("metro://codex/user/a.b_c-d"), "codex-user-a.b_c-d");
+        assert_eq!(ts_slug("metro://x/é/😀"), "x-----");
+        assert_eq!(ts_offset("claude-user-A", "1234"), Some(1234));
+        assert_eq!(ts_offset("claude-user-A", "1234\n"), None, "metrod's own");
+        assert_eq!(ts_offset("claude%2Fuser%2FA", "1234"), None);
+        assert_eq!(ts_offset("claude-user-A", "12x"), None);
+        assert_eq!(ts_offset("claude-user-A", ""), None);
+    }
 
     #[test]
     fn slugs_are_distinct_and_readable() {

@@ -30,8 +30,12 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::hops::HopIndex;
 use super::lines::LineIndex;
 use super::segments::{self, FileSet, Located, Segment};
+use foreign::{Foreign, ForeignStats, Landing};
+
+mod foreign;
 use crate::proto::Event;
 
 /// How appends are made durable before they are answered.
@@ -238,6 +242,7 @@ struct Shared {
     ring: RwLock<Ring>,
     files: RwLock<FileSet>,
     lines: Arc<Mutex<LineIndex>>,
+    hops: Arc<Mutex<HopIndex>>,
 }
 
 impl Shared {
@@ -271,6 +276,7 @@ pub struct Log {
     tx: mpsc::Sender<WriterMsg>,
     end_rx: watch::Receiver<u64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    foreign: Arc<ForeignStats>,
 }
 
 /// What [`Log::open`] found and repaired.
@@ -304,6 +310,7 @@ impl Log {
         dir: &Path,
         opts: LogOptions,
         lines: Arc<Mutex<LineIndex>>,
+        hops: Arc<Mutex<HopIndex>>,
     ) -> io::Result<(Log, Recovery)> {
         let existed = dir.join(segments::ACTIVE).exists();
         let (segs, active_base) = segments::scan(dir)?;
@@ -331,6 +338,7 @@ impl Log {
             }),
             files: RwLock::new(files),
             lines,
+            hops,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (end_tx, end_rx) = watch::channel(end);
@@ -347,7 +355,9 @@ impl Log {
             last_sync: std::time::Instant::now(),
             last_commit: std::time::Instant::now(),
             broken: None,
+            foreign: Foreign::default(),
         };
+        let foreign = w.foreign.stats.clone();
         // Retention applies at startup too (the limits may have shrunk).
         w.retention();
         let handle = std::thread::Builder::new()
@@ -359,6 +369,7 @@ impl Log {
             tx,
             end_rx,
             writer: Mutex::new(Some(handle)),
+            foreign,
         };
         Ok((log, Recovery { cut_bytes }))
     }
@@ -384,6 +395,16 @@ impl Log {
     /// Offset just after the last committed entry.
     pub fn end(&self) -> u64 {
         *self.end_rx.borrow()
+    }
+
+    /// What other writers of `history.jsonl` did: lines adopted, torn
+    /// tails ended.
+    pub fn foreign_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.foreign.adopted_lines.load(Relaxed),
+            self.foreign.ended_tails.load(Relaxed),
+        )
     }
 
     /// A receiver that changes whenever entries are committed.
@@ -519,6 +540,33 @@ impl Log {
         Ok(loc.base + start)
     }
 
+    /// The entry boundary at or after `offset` (for cursors written by the
+    /// TypeScript metro): the end of the entry `offset` falls in, or the log
+    /// end.
+    pub fn boundary_at_or_after(&self, offset: u64) -> io::Result<u64> {
+        let end = self.end();
+        if offset >= end {
+            return Ok(end);
+        }
+        if self.is_boundary(offset)? {
+            return Ok(offset);
+        }
+        let Some(loc) = self.shared.with_files(|f| f.locate(offset, end))? else {
+            return Ok(self.oldest());
+        };
+        let mut pos = offset;
+        let mut buf = vec![0u8; 64 << 10];
+        while pos < loc.end {
+            let n = buf.len().min((loc.end - pos) as usize);
+            loc.file.read_exact_at(&mut buf[..n], pos - loc.base)?;
+            if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+                return Ok(pos + i as u64 + 1);
+            }
+            pos += n as u64;
+        }
+        Ok(loc.end)
+    }
+
     /// Complete lines ending at or before `before`, newest first, reading
     /// backwards about `chunk` bytes within one file. Returns the lines
     /// (without `\n`, with their end offsets) and the offset where the next
@@ -541,6 +589,15 @@ impl Log {
     /// first, reading forward one chunk at a time (startup seeding: memory
     /// stays at one chunk whatever `bytes` is).
     pub fn for_each_recent_blocking(&self, bytes: u64, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+        self.for_each_recent_entry_blocking(bytes, |_, json| f(json))
+    }
+
+    /// [`Log::for_each_recent_blocking`], with each line's end offset.
+    pub fn for_each_recent_entry_blocking(
+        &self,
+        bytes: u64,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> io::Result<()> {
         let end = self.end();
         let mut pos = self.boundary_at_or_before(end.saturating_sub(bytes))?;
         while pos < end {
@@ -551,7 +608,7 @@ impl Log {
             let Some(last) = entries.last() else { break };
             pos = last.end;
             for e in &entries {
-                f(&e.json);
+                f(e.end, &e.json);
             }
         }
         Ok(())
@@ -790,6 +847,8 @@ struct Writer {
     /// Set when the file could not be restored after a failed write: every
     /// later append is refused rather than risk a torn log.
     broken: Option<String>,
+    /// Bytes other processes appended (see `log/foreign.rs`).
+    foreign: Foreign,
 }
 
 impl Writer {
@@ -799,6 +858,8 @@ impl Writer {
         let timed = self.opts.segment_age.is_some() || self.opts.retain_age.is_some();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle_check = tokio::time::interval(foreign::IDLE_CHECK);
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sync_at = match (self.opts.fsync, self.unsynced) {
                 (FsyncPolicy::Interval(every), true) => {
@@ -815,6 +876,12 @@ impl Writer {
                     }
                 } => {
                     self.sync();
+                    continue;
+                }
+                _ = idle_check.tick() => {
+                    if self.broken.is_none() {
+                        self.check_foreign(false);
+                    }
                     continue;
                 }
                 _ = housekeeping.tick(), if timed => {
@@ -928,6 +995,9 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
+        // Another writer's bytes are adopted first; metrod never appends
+        // after a foreign line that lacks its `\n`.
+        self.check_foreign(true);
         let written = self.file.write_all(&buf).and_then(|()| {
             if self.opts.fsync == FsyncPolicy::Always {
                 self.file.sync_data()
@@ -965,10 +1035,13 @@ impl Writer {
         if self.opts.fsync != FsyncPolicy::Always {
             self.unsynced = true;
         }
-        let base = self.pos;
-        self.pos += buf.len() as u64;
+        let (base, torn) = match self.landing(buf.len()) {
+            Landing::Expected => (self.pos, None),
+            Landing::After { start, torn } => (start, torn),
+        };
+        self.pos = base + buf.len() as u64;
         let bytes = Bytes::from(buf);
-        let entries: Vec<Arc<Entry>> = batch
+        let mut entries: Vec<Arc<Entry>> = batch
             .iter()
             .zip(&spans)
             .map(|(p, &(s, e))| {
@@ -979,6 +1052,25 @@ impl Writer {
                 })
             })
             .collect();
+        // A foreign piece without `\n` glued to this batch's first line (a
+        // race with another writer): that line is malformed, its event
+        // refused.
+        let refused = usize::from(torn.is_some());
+        if let Some(torn) = torn {
+            let first = batch.remove(0);
+            let mut json = torn.to_vec();
+            json.extend_from_slice(&entries[0].json);
+            entries[0] = Arc::new(Entry {
+                end: entries[0].end,
+                json: Bytes::from(json),
+                meta: Meta::default(),
+            });
+            let _ = first.reply.send(Err(AppendError::Io(
+                "another process wrote a torn line into history.jsonl at the same moment; \
+                 this event was not stored, send it again"
+                    .into(),
+            )));
+        }
         if let Ok(mut ring) = self.shared.ring.write() {
             for e in &entries {
                 ring.push(e.clone());
@@ -989,8 +1081,16 @@ impl Writer {
                 lines.observe(&p.event);
             }
         }
+        // Before the entries are visible: a reply must find its hops.
+        if batch.iter().any(|p| p.event.hops > 0) {
+            if let Ok(mut hops) = self.shared.hops.lock() {
+                for p in batch.iter() {
+                    hops.observe(&p.event);
+                }
+            }
+        }
         self.end_tx.send_replace(self.pos);
-        for (p, e) in batch.drain(..).zip(&entries) {
+        for (p, e) in batch.drain(..).zip(&entries[refused..]) {
             let _ = p.reply.send(Ok(Appended {
                 id: p.event.id,
                 ts: p.event.ts,
@@ -1006,15 +1106,22 @@ impl Writer {
     /// starts a new, empty `history.jsonl`. On failure the current file
     /// simply stays active (and the roll is tried again later).
     fn roll(&mut self) {
+        // Whatever another writer appended belongs to this file.
+        self.check_foreign(true);
         let dir = match self.shared.with_files(|f| f.dir.clone()) {
             Ok(d) => d,
             Err(_) => return,
         };
         let base = self.active_base;
         let seg_path = dir.join(segments::segment_name(base));
-        let result = (|| -> io::Result<File> {
+        let renamed = std::fs::rename(dir.join(segments::ACTIVE), &seg_path);
+        if renamed.is_ok() {
+            // Bytes another writer appended by path until the rename are
+            // this segment's (the handle still holds the renamed file).
+            self.check_foreign(true);
+        }
+        let result = renamed.and_then(|()| -> io::Result<File> {
             self.file.sync_all()?;
-            std::fs::rename(dir.join(segments::ACTIVE), &seg_path)?;
             let fresh = segments::open_active(&dir)?;
             File::open(&dir)?.sync_all()?;
             crate::store::write_atomic(
@@ -1023,7 +1130,7 @@ impl Writer {
                 true,
             )?;
             Ok(fresh)
-        })();
+        });
         let fresh = match result {
             Ok(f) => f,
             Err(e) => {
@@ -1058,7 +1165,8 @@ impl Writer {
             });
             files.active_base = self.pos;
         }
-        self.file = fresh;
+        let old = std::mem::replace(&mut self.file, fresh);
+        self.foreign.watch_rolled(old, len);
         self.active_base = self.pos;
         self.opened = std::time::Instant::now();
         tracing::info!(

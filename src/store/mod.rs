@@ -1,8 +1,11 @@
 //! What the daemon keeps on disk: the event log, the claims map, durable
-//! cursors, and the in-memory index of recently seen lines.
+//! cursors, and the in-memory indexes of recent events: lines seen, hops
+//! (the loop guard) and idempotency keys.
 
 pub mod claims;
 pub mod cursors;
+pub mod dedupe;
+pub mod hops;
 pub mod lines;
 pub mod log;
 pub mod segments;

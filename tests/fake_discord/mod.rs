@@ -433,7 +433,8 @@ impl Fake {
 
     // ---- Gateway ----
 
-    /// The HELLO heartbeat interval for new connections (default 1000 ms).
+    /// The HELLO heartbeat interval for connections accepted from now on
+    /// (default 1000 ms); one whose connect already returned keeps its own.
     pub fn set_heartbeat_interval(&self, ms: u64) {
         self.with(|i| i.heartbeat_ms = ms);
     }
@@ -965,11 +966,18 @@ async fn gateway_accept(shared: Arc<Shared>, l: tokio::net::TcpListener) {
         let Ok((stream, _)) = l.accept().await else {
             continue;
         };
-        if shared.lock().refuse_connections {
-            drop(stream);
-            continue;
-        }
-        tokio::spawn(gateway_conn(shared.clone(), stream));
+        // The HELLO interval is fixed here, at accept, before the handshake
+        // the client's connect waits for: a `set_heartbeat_interval` after
+        // connect returned applies to the next connection only.
+        let heartbeat_ms = {
+            let i = shared.lock();
+            if i.refuse_connections {
+                drop(stream);
+                continue;
+            }
+            i.heartbeat_ms
+        };
+        tokio::spawn(gateway_conn(shared.clone(), stream, heartbeat_ms));
     }
 }
 
@@ -1013,7 +1021,7 @@ fn token_ok(t: &Value) -> bool {
     }
 }
 
-async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
+async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream, heartbeat_ms: u64) {
     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
@@ -1023,7 +1031,7 @@ async fn gateway_conn(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
         i.connections += 1;
         i.next_conn += 1;
         let id = i.next_conn;
-        let hello = frame(10, json!({"heartbeat_interval": i.heartbeat_ms}));
+        let hello = frame(10, json!({"heartbeat_interval": heartbeat_ms}));
         let _ = tx.send(Out::Text(hello));
         i.conns.insert(id, Conn { tx, session: None });
         id

@@ -32,7 +32,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Run only this scenario (repeatable): publish, fanout, latency,
-    /// replay, startup, memory, claims.
+    /// replay, startup, memory, claims, bridge.
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
     /// Within the scenarios run, only the cases whose name contains this

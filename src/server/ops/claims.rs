@@ -18,7 +18,14 @@ fn claim_error(why: String) -> WireError {
 pub async fn claim(broker: Arc<Broker>, conn: u64, c: Claim) -> OpResult {
     let line =
         line::line(&c.line).map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
-    let who = line::uri(&c.as_).map_err(|e| WireError::bad_request(format!("field `as`: {e}")))?;
+    let who = line::identity(&c.as_)
+        .map_err(|e| WireError::bad_request(format!("field `as`: {e}")))?
+        .ok_or_else(|| {
+            WireError::bad_request(format!(
+                "field `as`: {} means no identity, and a claim needs one",
+                line::NO_IDENTITY
+            ))
+        })?;
     let op = ClaimOp::Claim {
         line: line.clone(),
         who,

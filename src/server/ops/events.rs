@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::OpResult;
+use super::{guard, OpResult};
 use crate::broker::Broker;
 use crate::proto::{Event, Fetch, History, NewEvent, Publish, WireError};
 use crate::store::log::{AppendError, Meta};
@@ -38,21 +38,42 @@ fn bad_line(field: &str, e: line::LineError) -> WireError {
 /// are minted by the log writer).
 pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
     let n: NewEvent = p.event;
+    let key = match (p.idempotency_key, n.idempotency_key) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(WireError::bad_request(
+                "`idempotencyKey` and `event.idempotencyKey` differ; send one",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    super::once::check_key(key.as_deref())?;
     let line = line::line(&n.line).map_err(|e| bad_line("event.line", e))?;
     let kind = n.kind.unwrap_or_else(|| "inbound".into());
     check_kind(&kind).map_err(|e| WireError::bad_request(format!("event.{}", e.message)))?;
-    let from = match n.from {
-        Some(f) => line::uri(&f).map_err(|e| bad_line("event.from", e))?,
-        None => stations::ANONYMOUS.to_string(),
-    };
-    let to = match n.to {
-        Some(t) => line::uri(&t).map_err(|e| bad_line("event.to", e))?,
-        None => line.clone(),
-    };
+    let from = n
+        .from
+        .map(|f| line::identity(&f).map_err(|e| bad_line("event.from", e)))
+        .transpose()?
+        .flatten()
+        .unwrap_or_else(|| stations::ANONYMOUS.to_string());
+    let to =
+        n.to.map(|t| line::identity(&t).map_err(|e| bad_line("event.to", e)))
+            .transpose()?
+            .flatten()
+            .unwrap_or_else(|| line.clone());
+    let station = line::station_of(&line).to_string();
+    // An event on a chat line that did not come from its station says so:
+    // only the station may speak for a person there (the permission relay
+    // of `metroctl mcp` relies on it). A client cannot set or clear it.
+    let mut extra = n.extra;
+    extra.shift_remove("published");
+    if matches!(station.as_str(), "telegram" | "discord") {
+        extra.insert("published".into(), serde_json::Value::Bool(true));
+    }
     Ok(Event {
         id: String::new(),
         ts: String::new(),
-        station: line::station_of(&line).to_string(),
+        station,
         kind,
         line,
         from,
@@ -66,7 +87,9 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
         buttons: n.buttons,
         payload: n.payload,
         headers: n.headers,
-        extra: n.extra,
+        hops: 0,
+        idempotency_key: key,
+        extra,
     })
 }
 
@@ -77,7 +100,21 @@ pub fn append_error(e: AppendError) -> WireError {
     }
 }
 
-pub async fn publish(broker: Arc<Broker>, event: Event) -> OpResult {
+/// Appends a prepared event: what people and services say has 0 hops; an
+/// agent's event is checked by the loop guard.
+pub async fn publish(broker: Arc<Broker>, mut event: Event) -> OpResult {
+    if !guard::from_people(&event) {
+        // Boxed: the check's future is large, and a publish's future is
+        // held for every request in flight; most publishes never check.
+        event.hops = Box::pin(guard::check(
+            &broker,
+            &event.line,
+            &event.from,
+            event.reply_to.as_deref(),
+            1,
+        ))
+        .await?;
+    }
     let a = broker.log.append(event).await.map_err(append_error)?;
     Ok(fields! { "id" => a.id, "ts" => a.ts, "offset" => a.offset })
 }

@@ -106,7 +106,15 @@ pub fn stats(broker: &Broker) -> OpResult {
         "cursors" => cursors,
         "config" => broker.config.summary(),
         "stations" => station_stats(broker),
+        "claimsFile" => broker.claims.file_summary(),
+        "foreignWriter" => foreign_writer(broker),
     })
+}
+
+/// What another process appending to `history.jsonl` did.
+fn foreign_writer(broker: &Broker) -> Value {
+    let (adopted, ended) = broker.log.foreign_stats();
+    json!({"adoptedLines": adopted, "endedTails": ended})
 }
 
 /// Per-station counters (`telegram`: received, blocked, …), for the

@@ -1,11 +1,13 @@
 //! Request handlers, one file per group of ops, dispatched from one `match`.
 
 mod access;
-mod claims;
+pub(crate) mod claims;
 mod events;
-mod info;
+mod guard;
+pub(crate) mod info;
+mod once;
 mod outbound;
-mod subscribe;
+pub(crate) mod subscribe;
 mod webhooks;
 
 use std::future::Future;
@@ -101,7 +103,15 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
     match request {
         Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
         Request::Publish(p) => match events::prepare_publish(p) {
-            Ok(event) => later(req, events::publish(broker, event)),
+            // The hot path: without a key, nothing is copied or wrapped.
+            Ok(event) => match event.idempotency_key.clone() {
+                None => later(req, events::publish(broker, event)),
+                key => {
+                    let who = event.from.clone();
+                    let op = events::publish(broker.clone(), event);
+                    later(req, once::once(broker, who, key, Box::pin(op)))
+                }
+            },
             Err(e) => now(req, Err(e)),
         },
         Request::History(h) => later_entries(conn, req, "entries", events::history(broker, h)),
@@ -113,9 +123,21 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::Claim(c) => later(req, claims::claim(broker, conn.id, c)),
         Request::Release(r) => later(req, claims::release(broker, r)),
         Request::Claims => now(req, claims::list(&broker)),
-        Request::Send(s) => later(req, outbound::send(broker, s)),
-        Request::Edit(e) => later(req, outbound::edit(broker, e)),
-        Request::React(r) => later(req, outbound::react(broker, r)),
+        Request::Send(s) => {
+            let (who, key) = (once::identity(s.from.as_deref()), s.idempotency_key.clone());
+            let op = outbound::send(broker.clone(), s);
+            later(req, once::once(broker, who, key, Box::pin(op)))
+        }
+        Request::Edit(e) => {
+            let (who, key) = (once::identity(e.from.as_deref()), e.idempotency_key.clone());
+            let op = outbound::edit(broker.clone(), e);
+            later(req, once::once(broker, who, key, Box::pin(op)))
+        }
+        Request::React(r) => {
+            let (who, key) = (once::identity(r.from.as_deref()), r.idempotency_key.clone());
+            let op = outbound::react(broker.clone(), r);
+            later(req, once::once(broker, who, key, Box::pin(op)))
+        }
         Request::Download(d) => later(req, outbound::download(broker, d)),
         Request::Lines => now(req, info::lines(&broker)),
         Request::Stations => now(req, info::stations(&broker)),

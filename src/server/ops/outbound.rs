@@ -7,14 +7,16 @@
 //! or `react`, with the platform's message id. Lines of stations that do not run
 //! answer `unavailable`. The auto-claim rule is applied after the append; a
 //! local line is never auto-claimed (`claim: "off"`): it belongs to the agent
-//! it names, and the event's `to` reaches that agent directly.
+//! it names, and the event's `to` reaches that agent directly. Before
+//! anything is sent, the loop guard ([`super::guard`]) gives the op's
+//! `hops` or refuses it.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::events::append_error;
-use super::OpResult;
+use super::{guard, OpResult};
 use crate::broker::Broker;
 use crate::proto::{Download, Edit, Event, React, Send, WireError};
 use crate::stations::discord::Discord;
@@ -28,6 +30,43 @@ enum Target {
     Local(String),
     Telegram(String, Arc<Telegram>),
     Discord(String, Arc<Discord>),
+}
+
+impl Target {
+    fn line(&self) -> &str {
+        match self {
+            Target::Local(l) | Target::Telegram(l, _) | Target::Discord(l, _) => l,
+        }
+    }
+}
+
+/// Who writes an op's event: its actor, the hops the loop guard gave it,
+/// and the client's idempotency key.
+struct Author {
+    from: Option<String>,
+    hops: u32,
+    key: Option<String>,
+}
+
+impl Author {
+    /// Checks the actor and asks the loop guard about an event `step`
+    /// hops after `named` on `target`'s line.
+    async fn of(
+        broker: &Broker,
+        from: Option<&str>,
+        target: &Target,
+        (named, step): (Option<&str>, u32),
+        key: &Option<String>,
+    ) -> Result<Author, WireError> {
+        let from = actor(from)?;
+        let who = from.as_deref().unwrap_or(stations::ANONYMOUS);
+        let hops = guard::check(broker, target.line(), who, named, step).await?;
+        Ok(Author {
+            from,
+            hops,
+            key: key.clone(),
+        })
+    }
 }
 
 /// Validates the target line; platform stations that do not run (and
@@ -51,9 +90,14 @@ fn target(broker: &Broker, raw: &str) -> Result<Target, WireError> {
     Ok(Target::Local(line))
 }
 
-fn actor(from: Option<&str>) -> Result<Option<String>, WireError> {
-    from.map(|f| line::uri(f).map_err(|e| WireError::bad_request(format!("field `from`: {e}"))))
-        .transpose()
+/// The actor of an op: its `from`, checked and in full form;
+/// `metro://user` is no actor.
+pub(super) fn actor(from: Option<&str>) -> Result<Option<String>, WireError> {
+    from.map(|f| {
+        line::identity(f).map_err(|e| WireError::bad_request(format!("field `from`: {e}")))
+    })
+    .transpose()
+    .map(Option::flatten)
 }
 
 /// The auto-claim rule: claim `line` for the actor when nobody owns it;
@@ -87,15 +131,18 @@ async fn auto_claim(
     }
 }
 
-fn event(kind: &str, line: &str, from: &Option<String>) -> Event {
+fn event(kind: &str, line: &str, author: &Author) -> Event {
     Event {
         station: line::station_of(line).to_string(),
         kind: kind.to_string(),
         line: line.to_string(),
-        from: from
+        from: author
+            .from
             .clone()
             .unwrap_or_else(|| stations::ANONYMOUS.to_string()),
         to: line.to_string(),
+        hops: author.hops,
+        idempotency_key: author.key.clone(),
         ..Event::default()
     }
 }
@@ -115,8 +162,16 @@ fn attachments(s: &Send) -> Option<Vec<Value>> {
 }
 
 pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
-    let from = actor(s.from.as_deref())?;
-    let line = match target(&broker, &s.line)? {
+    let target = target(&broker, &s.line)?;
+    let author = Author::of(
+        &broker,
+        s.from.as_deref(),
+        &target,
+        (s.reply_to.as_deref(), 1),
+        &s.idempotency_key,
+    )
+    .await?;
+    let line = match target {
         Target::Local(line) => line,
         Target::Telegram(line, tg) => {
             let r = tg.send(&broker.log, &line, &s).await;
@@ -131,7 +186,7 @@ pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
                         .collect(),
                 })
             };
-            return send_platform(&broker, &line, from, s, "Telegram", r, record).await;
+            return send_platform(&broker, &line, author, s, "Telegram", r, record).await;
         }
         Target::Discord(line, dc) => {
             let r = dc.send(&broker.log, &line, &s).await;
@@ -142,16 +197,17 @@ pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
                     message_ids: ids.message_ids.clone(),
                 })
             };
-            return send_platform(&broker, &line, from, s, "Discord", r, record).await;
+            return send_platform(&broker, &line, author, s, "Discord", r, record).await;
         }
     };
-    let mut ev = event("notify", &line, &from);
+    let mut ev = event("notify", &line, &author);
     ev.text = Some(s.text.clone());
     ev.reply_to = s.reply_to.clone();
     ev.buttons = s.buttons.clone();
     ev.attachments = attachments(&s);
     let a = broker.log.append(ev).await.map_err(append_error)?;
-    let claim = auto_claim(&broker, &line, from.as_deref(), s.no_claim.unwrap_or(false)).await?;
+    let from = author.from.as_deref();
+    let claim = auto_claim(&broker, &line, from, s.no_claim.unwrap_or(false)).await?;
     Ok(fields! { "id" => a.id, "messageId" => a.id, "offset" => a.offset, "claim" => claim })
 }
 
@@ -176,13 +232,13 @@ async fn append_sent(
 async fn send_platform(
     broker: &Broker,
     line: &str,
-    from: Option<String>,
+    author: Author,
     s: Send,
     platform: &str,
     result: Result<Sent, SendFailure>,
     record: impl FnOnce(&str, &Sent),
 ) -> OpResult {
-    let mut ev = event("outbound", line, &from);
+    let mut ev = event("outbound", line, &author);
     if !s.text.is_empty() {
         ev.text = Some(s.text.clone());
     }
@@ -206,7 +262,8 @@ async fn send_platform(
     let shown = format!("{platform} shows message {}", ids.join(", "));
     let a = append_sent(broker, ev, Some(shown)).await?;
     record(&a.id, &sent);
-    let claim = auto_claim(broker, line, from.as_deref(), s.no_claim.unwrap_or(false)).await?;
+    let from = author.from.as_deref();
+    let claim = auto_claim(broker, line, from, s.no_claim.unwrap_or(false)).await?;
     if let Some(f) = failure {
         return Err(f
             .with("id", a.id)
@@ -259,8 +316,8 @@ impl Done {
         }
     }
 
-    fn event(&self, kind: &str, from: &Option<String>) -> Event {
-        let mut ev = event(kind, &self.line, from);
+    fn event(&self, kind: &str, author: &Author) -> Event {
+        let mut ev = event(kind, &self.line, author);
         ev.message_id = Some(self.message_id.clone());
         if let Some(o) = &self.original {
             ev.extra.insert("originalId".into(), json!(o));
@@ -270,12 +327,22 @@ impl Done {
 }
 
 pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
-    let from = actor(e.from.as_deref())?;
     if e.message_id.is_empty() {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
+    let target = target(&broker, &e.line)?;
+    // An edit revises the message: its hops, not one more.
+    let named = (Some(e.message_id.as_str()), 0);
+    let author = Author::of(
+        &broker,
+        e.from.as_deref(),
+        &target,
+        named,
+        &e.idempotency_key,
+    )
+    .await?;
     let buttons = e.buttons.as_ref();
-    let done = match target(&broker, &e.line)? {
+    let done = match target {
         Target::Local(line) => Done::local(line, &e.message_id),
         Target::Telegram(line, tg) => {
             let mid = tg
@@ -300,14 +367,14 @@ pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
             }
         }
     };
-    let mut ev = done.event("edit", &from);
+    let mut ev = done.event("edit", &author);
     ev.text = Some(e.text.clone());
     ev.buttons = e.buttons.clone();
     let a = append_sent(&broker, ev, done.shown.map(str::to_string)).await?;
     let claim = auto_claim(
         &broker,
         &done.line,
-        from.as_deref(),
+        author.from.as_deref(),
         e.no_claim.unwrap_or(false),
     )
     .await?;
@@ -315,11 +382,20 @@ pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
 }
 
 pub async fn react(broker: Arc<Broker>, r: React) -> OpResult {
-    let from = actor(r.from.as_deref())?;
     if r.message_id.is_empty() {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
-    let done = match target(&broker, &r.line)? {
+    let target = target(&broker, &r.line)?;
+    let named = (Some(r.message_id.as_str()), 1);
+    let author = Author::of(
+        &broker,
+        r.from.as_deref(),
+        &target,
+        named,
+        &r.idempotency_key,
+    )
+    .await?;
+    let done = match target {
         Target::Local(line) => Done::local(line, &r.message_id),
         Target::Telegram(line, tg) => {
             let mid = tg
@@ -344,13 +420,13 @@ pub async fn react(broker: Arc<Broker>, r: React) -> OpResult {
             }
         }
     };
-    let mut ev = done.event("react", &from);
+    let mut ev = done.event("react", &author);
     ev.emoji = Some(r.emoji.clone());
     let a = append_sent(&broker, ev, done.shown.map(str::to_string)).await?;
     let claim = auto_claim(
         &broker,
         &done.line,
-        from.as_deref(),
+        author.from.as_deref(),
         r.no_claim.unwrap_or(false),
     )
     .await?;

@@ -38,19 +38,20 @@ fn check_cursor_name(name: &str) -> Result<(), WireError> {
     Ok(())
 }
 
-struct Plan {
-    filter: Filter,
-    ack: AckMode,
-    cursor_name: Option<String>,
-    start: u64,
+pub(crate) struct Plan {
+    pub(crate) filter: Filter,
+    pub(crate) ack: AckMode,
+    pub(crate) cursor_name: Option<String>,
+    pub(crate) start: u64,
 }
 
-fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
+pub(crate) fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
     let as_ = s
         .as_
         .as_deref()
-        .map(|a| line::uri(a).map_err(|e| WireError::bad_request(format!("field `as`: {e}"))))
-        .transpose()?;
+        .map(|a| line::identity(a).map_err(|e| WireError::bad_request(format!("field `as`: {e}"))))
+        .transpose()?
+        .flatten();
     let mode = s.mode.unwrap_or(if as_.is_some() {
         Mode::MineOrUnclaimed
     } else {
@@ -239,15 +240,24 @@ pub fn unsubscribe(conn: &Conn, u: Unsubscribe) -> OpResult {
 }
 
 pub fn cursor(broker: &Broker, c: CursorQuery) -> OpResult {
-    let name = match (c.cursor, c.as_) {
+    let as_ = c
+        .as_
+        .as_deref()
+        .map(|a| line::identity(a).map_err(|e| WireError::bad_request(format!("field `as`: {e}"))))
+        .transpose()?
+        .flatten();
+    let name = match (c.cursor, as_) {
         (Some(name), _) => {
             check_cursor_name(&name)?;
             name
         }
-        (None, Some(a)) => {
-            line::uri(&a).map_err(|e| WireError::bad_request(format!("field `as`: {e}")))?
+        (None, Some(a)) => a,
+        (None, None) => {
+            return Err(WireError::bad_request(format!(
+                "cursor needs `as` (an identity; {} means none) or `cursor`",
+                line::NO_IDENTITY
+            )))
         }
-        (None, None) => return Err(WireError::bad_request("cursor needs `as` or `cursor`")),
     };
     let stored = broker.cursors.get(&name);
     Ok(fields! {

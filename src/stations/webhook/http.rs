@@ -115,6 +115,8 @@ struct App {
     broker: Arc<Broker>,
     hooks: Arc<Webhooks>,
     body_timeout: Duration,
+    /// Ends the monitor's live streams (crate::monitor) when metrod stops.
+    shutdown: CancellationToken,
 }
 
 /// Serves `listener` until `shutdown`, then lets requests in flight finish
@@ -140,6 +142,7 @@ pub async fn serve(
         broker,
         hooks,
         body_timeout: limits.body_timeout,
+        shutdown: shutdown.clone(),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let conns = TaskTracker::new();
@@ -204,6 +207,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 async fn handle(State(app): State<App>, req: Request) -> Response {
+    // `/` and `/api/…` are the monitor's when it is on (docs/monitor.md).
+    if crate::monitor::serves(&app.broker, req.uri().path()) {
+        return crate::monitor::handle(app.broker.clone(), app.shutdown.clone(), req).await;
+    }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let Some(id) = path

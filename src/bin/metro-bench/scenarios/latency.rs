@@ -18,6 +18,8 @@ use crate::{clock_ns, Ctx, Error};
 const SUBSCRIBERS: usize = 16;
 /// `t` + 20 digits at the start of the text.
 const STAMP: usize = 21;
+/// The line the events go to.
+const LINE: &str = "metro://claude/bench/p00";
 
 pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
     let mut cases = Vec::new();
@@ -42,7 +44,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
             .collect();
         let socket = d.socket.clone();
         let publisher =
-            tokio::task::spawn_blocking(move || paced_publisher(&socket, rate, n, xpad));
+            tokio::task::spawn_blocking(move || paced_publisher(&socket, LINE, rate, n, xpad));
         let sent_secs = publisher.await??;
         let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
         for r in receivers {
@@ -98,10 +100,17 @@ fn stamp(line: &[u8], xpad: usize) -> Option<u64> {
         .ok()
 }
 
-/// Publishes `n` events at `rate`/s on a blocking socket (its own thread,
-/// sleeping between sends); a second thread drains the answers. Returns
+/// Publishes `n` events on `line` at `rate`/s on a blocking socket (its own
+/// thread, sleeping between sends); a second thread drains the answers.
+/// Each text is `t` + the 20-digit send time (ns) + `xpad` × `x`. Returns
 /// the seconds the sends took.
-fn paced_publisher(socket: &std::path::Path, rate: u64, n: u64, xpad: usize) -> Result<f64, Error> {
+pub(super) fn paced_publisher(
+    socket: &std::path::Path,
+    line: &str,
+    rate: u64,
+    n: u64,
+    xpad: usize,
+) -> Result<f64, Error> {
     let s = std::os::unix::net::UnixStream::connect(socket)?;
     let mut r = s.try_clone()?;
     let drain = std::thread::spawn(move || -> Result<u64, Error> {
@@ -133,7 +142,9 @@ fn paced_publisher(socket: &std::path::Path, rate: u64, n: u64, xpad: usize) -> 
         out.clear();
         out.extend_from_slice(b"{\"op\":\"publish\",\"req\":");
         out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
-        out.extend_from_slice(b",\"event\":{\"line\":\"metro://claude/bench/p00\",\"text\":\"t");
+        out.extend_from_slice(b",\"event\":{\"line\":\"");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\",\"text\":\"t");
         out.extend_from_slice(format!("{:020}", clock_ns()).as_bytes());
         out.resize(out.len() + xpad, b'x');
         out.extend_from_slice(b"\"}}\n");

@@ -1,6 +1,7 @@
-//! The seven scenarios of issue 4. Each starts its own daemons on fresh
+//! The seven scenarios of issue 4, and the Claude Code bridge (issue 13). Each starts its own daemons on fresh
 //! temp dirs and drops them (kill + remove) before it returns.
 
+mod bridge;
 mod claims;
 mod fanout;
 mod latency;
@@ -12,8 +13,8 @@ mod startup;
 use crate::report::Case;
 use crate::{Ctx, Error};
 
-pub const NAMES: [&str; 7] = [
-    "publish", "fanout", "latency", "replay", "startup", "memory", "claims",
+pub const NAMES: [&str; 8] = [
+    "publish", "fanout", "latency", "replay", "startup", "memory", "claims", "bridge",
 ];
 
 pub async fn run(name: &str, ctx: &Ctx) -> Result<Vec<Case>, Error> {
@@ -25,6 +26,7 @@ pub async fn run(name: &str, ctx: &Ctx) -> Result<Vec<Case>, Error> {
         "startup" => startup::run(ctx).await,
         "memory" => memory::run(ctx).await,
         "claims" => claims::run(ctx).await,
+        "bridge" => bridge::run(ctx).await,
         _ => Err(format!("unknown scenario {name}").into()),
     }
 }
