@@ -701,8 +701,11 @@ fn rate_limit_headers_and_429_are_honoured() {
         .find(|c| c.status == 429)
         .expect("the 429")
         .at;
-    // Meanwhile a channel that sent nothing yet (its own budget is full)
-    // waits out the global hold too.
+    // Once metro has taken the 429 in (its retry is counted just after the
+    // hold is set; a send made before that cannot know of it), a channel
+    // that sent nothing yet (its own budget is full) waits out the global
+    // hold too.
+    wait_counter(&d, "retries", 3);
     const QUIET: u64 = 1_184_011_225_150_610_001;
     c.ok(json!({"op": "send", "line": line(QUIET), "text": "held"}));
     other.join().unwrap();

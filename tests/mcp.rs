@@ -334,15 +334,19 @@ fn a_bridge_killed_mid_burst_delivers_every_event_again_in_log_order() {
     let mut c = d.connect();
     let line = "metro://telegram/5";
     let (mut m, _) = Mcp::start(&d, &["--as", ME]);
-    let mut ids = Vec::new();
-    for i in 0..1000 {
-        let a = publish(
-            &mut c,
-            json!({"line": line, "text": format!("e{i}"), "from": "metro://telegram/user/5"}),
-        );
-        ids.push(a["id"].as_str().unwrap().to_string());
-    }
-    // Kill it once part of the burst has been pushed.
+    // The burst is published while the bridge pushes it, and the bridge is
+    // killed part way through.
+    let publisher = std::thread::spawn(move || {
+        (0..1000)
+            .map(|i| {
+                let a = publish(
+                    &mut c,
+                    json!({"line": line, "text": format!("e{i}"), "from": "metro://telegram/user/5"}),
+                );
+                a["id"].as_str().unwrap().to_string()
+            })
+            .collect::<Vec<String>>()
+    });
     let mut first: Vec<String> = Vec::new();
     while first.len() < 300 {
         let n = m.notification("notifications/claude/channel");
@@ -355,11 +359,15 @@ fn a_bridge_killed_mid_burst_delivers_every_event_again_in_log_order() {
             first.push(n["params"]["meta"]["id"].as_str().unwrap_or("").to_string());
         }
     }
+    let ids = publisher.join().unwrap();
     let (mut m, _) = Mcp::start(&d, &["--as", ME]);
     let mut second: Vec<String> = Vec::new();
-    while second.last() != ids.last() {
+    let mut seen: HashSet<String> = first.iter().cloned().collect();
+    while !ids.iter().all(|id| seen.contains(id)) {
         let n = m.notification("notifications/claude/channel");
-        second.push(n["meta"]["id"].as_str().unwrap().to_string());
+        let id = n["meta"]["id"].as_str().unwrap().to_string();
+        seen.insert(id.clone());
+        second.push(id);
     }
     let order = |seen: &[String]| {
         let pos: Vec<usize> = seen

@@ -76,6 +76,23 @@ fn offsets_stay_global_across_rolls_and_restarts() {
     let mut d = Daemon::start_with(&["--segment-bytes", "8192", "--fsync", "never"]);
     let mut c = d.connect();
     let offs = fill(&mut c, 0, 200);
+    // The entry that fills the active file is answered before its roll:
+    // wait until the last roll (known from the offsets) has written
+    // history.base, its final step.
+    let mut rolled_at = 0;
+    for o in &offs {
+        if o - rolled_at >= 8192 {
+            rolled_at = *o;
+        }
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while read_base(&d) != rolled_at {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never rolled at {rolled_at}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let segs = segment_files(&d);
     assert!(segs.len() >= 5, "rolled into segments: {segs:?}");
     // Each segment is named by its first global offset, which is an offset
