@@ -21,24 +21,8 @@ pub struct TailArgs {
     /// Keep printing new events as they arrive.
     #[arg(short, long)]
     pub follow: bool,
-    /// Only lines this identity owns (mode mine-only).
-    #[arg(long, conflicts_with_all = ["unclaimed", "all"])]
-    pub strict: bool,
-    /// Only lines nobody owns (mode unclaimed).
-    #[arg(long, conflicts_with = "all")]
-    pub unclaimed: bool,
-    /// Everything (mode all).
-    #[arg(long)]
-    pub all: bool,
-    /// Include webhook events in personal modes.
-    #[arg(long)]
-    pub include_webhooks: bool,
-    /// Only this line.
-    #[arg(long, value_name = "LINE")]
-    pub chat: Option<String>,
-    /// Only this station.
-    #[arg(long, value_name = "NAME")]
-    pub station: Option<String>,
+    #[command(flatten)]
+    pub filters: Filters,
     /// Only this kind.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
@@ -62,6 +46,60 @@ pub struct TailArgs {
     pub json: bool,
 }
 
+/// The mode and filter flags of a subscription, shared by `tail` and
+/// `mcp` (protocol.md, subscribe).
+#[derive(Debug, Args)]
+pub struct Filters {
+    /// Only lines this identity owns (mode mine-only).
+    #[arg(long, conflicts_with_all = ["unclaimed", "all"])]
+    pub strict: bool,
+    /// Only lines nobody owns (mode unclaimed).
+    #[arg(long, conflicts_with = "all")]
+    pub unclaimed: bool,
+    /// Everything (mode all).
+    #[arg(long)]
+    pub all: bool,
+    /// Include webhook events in personal modes.
+    #[arg(long)]
+    pub include_webhooks: bool,
+    /// Only this line.
+    #[arg(long, value_name = "LINE")]
+    pub chat: Option<String>,
+    /// Only this station.
+    #[arg(long, value_name = "NAME")]
+    pub station: Option<String>,
+}
+
+impl Filters {
+    /// Puts `mode`, `includeWebhooks`, `chat` and `station` in a
+    /// `subscribe` request.
+    pub fn apply(&self, req: &mut Value) -> Result<(), CliError> {
+        let mode = if self.strict {
+            Some("mine-only")
+        } else if self.unclaimed {
+            Some("unclaimed")
+        } else if self.all {
+            Some("all")
+        } else {
+            None
+        };
+        if let Some(m) = mode {
+            req["mode"] = json!(m);
+        }
+        if self.include_webhooks {
+            req["includeWebhooks"] = json!(true);
+        }
+        if let Some(c) = &self.chat {
+            let line = crate::line::line(c).map_err(|e| CliError::Usage(format!("--chat: {e}")))?;
+            req["chat"] = json!(line);
+        }
+        if let Some(s) = &self.station {
+            req["station"] = json!(s);
+        }
+        Ok(())
+    }
+}
+
 fn since_value(s: &str) -> Result<Value, CliError> {
     match s {
         "cursor" | "start" | "tail" => Ok(json!(s)),
@@ -79,27 +117,7 @@ pub fn request(args: &TailArgs) -> Result<Value, CliError> {
     if let Some(w) = &who {
         req["as"] = json!(crate::line::uri(w).map_err(|e| CliError::Usage(e.to_string()))?);
     }
-    let mode = if args.strict {
-        Some("mine-only")
-    } else if args.unclaimed {
-        Some("unclaimed")
-    } else if args.all {
-        Some("all")
-    } else {
-        None
-    };
-    if let Some(m) = mode {
-        req["mode"] = json!(m);
-    }
-    if args.include_webhooks {
-        req["includeWebhooks"] = json!(true);
-    }
-    if let Some(c) = &args.chat {
-        req["chat"] = json!(crate::line::line(c).map_err(|e| CliError::Usage(e.to_string()))?);
-    }
-    if let Some(s) = &args.station {
-        req["station"] = json!(s);
-    }
+    args.filters.apply(&mut req)?;
     if let Some(k) = &args.kind {
         req["kind"] = json!(k);
     }

@@ -31,24 +31,8 @@ use super::{identity, CliError, Identity};
 pub struct McpArgs {
     #[command(flatten)]
     pub who: Identity,
-    /// Only lines this identity owns (mode mine-only).
-    #[arg(long, conflicts_with_all = ["unclaimed", "all"])]
-    pub strict: bool,
-    /// Only lines nobody owns (mode unclaimed).
-    #[arg(long, conflicts_with = "all")]
-    pub unclaimed: bool,
-    /// Everything (mode all).
-    #[arg(long)]
-    pub all: bool,
-    /// Only this line.
-    #[arg(long, value_name = "LINE")]
-    pub chat: Option<String>,
-    /// Only this station.
-    #[arg(long, value_name = "NAME")]
-    pub station: Option<String>,
-    /// Include webhook events in personal modes.
-    #[arg(long)]
-    pub include_webhooks: bool,
+    #[command(flatten)]
+    pub filters: super::tail::Filters,
     /// Relay Claude Code's tool approvals to a chat line.
     #[arg(long)]
     pub permission_relay: bool,
@@ -90,28 +74,7 @@ fn resolve_identity(who: &Identity) -> Result<String, CliError> {
 /// The `subscribe` request of the push stream.
 fn subscribe_request(args: &McpArgs, me: &str) -> Result<Value, CliError> {
     let mut req = json!({"op": "subscribe", "as": me, "follow": true, "ack": "explicit"});
-    let mode = if args.strict {
-        Some("mine-only")
-    } else if args.unclaimed {
-        Some("unclaimed")
-    } else if args.all {
-        Some("all")
-    } else {
-        None
-    };
-    if let Some(m) = mode {
-        req["mode"] = json!(m);
-    }
-    if args.include_webhooks {
-        req["includeWebhooks"] = json!(true);
-    }
-    if let Some(c) = &args.chat {
-        req["chat"] =
-            json!(crate::line::line(c).map_err(|e| CliError::Usage(format!("--chat: {e}")))?);
-    }
-    if let Some(s) = &args.station {
-        req["station"] = json!(s);
-    }
+    args.filters.apply(&mut req)?;
     Ok(req)
 }
 
