@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::svc::*;
 use common::*;
 use serde_json::json;
@@ -42,16 +40,7 @@ fn metrod_refuses_a_broken_config_without_quoting_it() {
     let cfg = tmp.path().join("config.toml");
     for (body, line, key) in broken() {
         write_config(&cfg, &body, 0o600);
-        let out = Command::new(METROD)
-            .arg("--state-dir")
-            .arg(tmp.path().join("state"))
-            .arg("--config")
-            .arg(&cfg)
-            .env("METRO_WEBHOOK_ADDR", "off")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = metrod_with_config(&tmp.path().join("state"), &cfg);
         assert_eq!(out.status.code(), Some(78), "{}", text(&out));
         let err = text(&out);
         assert!(!err.contains(TG_SECRET), "token shown: {err}");

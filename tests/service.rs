@@ -247,18 +247,7 @@ fn config_reloads_on_sighup() {
 fn metrod_refuses_to_start_on_a_bad_config() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.toml");
-    let start = || {
-        Command::new(METROD)
-            .arg("--state-dir")
-            .arg(tmp.path().join("state"))
-            .arg("--config")
-            .arg(&cfg)
-            .env("METRO_WEBHOOK_ADDR", "off")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let start = || metrod_with_config(&tmp.path().join("state"), &cfg);
     write_config(&cfg, &config_body(TG, &["1"]), 0o644);
     let out = start();
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));

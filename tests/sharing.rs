@@ -36,16 +36,6 @@ fn tail_texts(d: &Daemon, who: &str, extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Texts a non-follow subscription from the start delivers.
-fn seen(c: &mut Client, sub: Value) -> Vec<String> {
-    let mut sub = sub;
-    sub["since"] = json!("start");
-    sub["ack"] = json!("none");
-    let id = c.subscribe(sub);
-    let (events, _) = c.drain(&id);
-    texts(&events)
-}
-
 #[test]
 fn the_issue_reproduction_takes_no_line_over_and_leaks_nothing() {
     let d = Daemon::start();

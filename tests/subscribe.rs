@@ -34,15 +34,6 @@ fn mixed(d: &Daemon) -> Client {
     c
 }
 
-fn seen(c: &mut Client, sub: Value) -> Vec<String> {
-    let mut sub = sub;
-    sub["since"] = json!("start");
-    sub["ack"] = json!("none");
-    let id = c.subscribe(sub);
-    let (events, _) = c.drain(&id);
-    texts(&events)
-}
-
 #[test]
 fn every_mode_and_filter_against_a_mixed_stream() {
     let d = Daemon::start();

@@ -96,16 +96,7 @@ fn a_config_file_of_another_user_is_refused() {
     std::fs::write(&cfg, "[telegram]\nallow = [\"1\"]\n").unwrap();
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::os::unix::fs::chown(&cfg, Some(65534), Some(65534)).unwrap();
-    let out = Command::new(METROD)
-        .arg("--state-dir")
-        .arg(tmp.path().join("state"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("METRO_WEBHOOK_ADDR", "off")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = metrod_with_config(&tmp.path().join("state"), &cfg);
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("belongs to uid 65534"), "{err}");

@@ -420,6 +420,31 @@ pub fn publish(c: &mut Client, event: Value) -> Value {
     c.ok(json!({"op": "publish", "event": event}))
 }
 
+/// The texts a non-follow subscription delivers from the start (no acks).
+pub fn seen(c: &mut Client, sub: Value) -> Vec<String> {
+    let mut sub = sub;
+    sub["since"] = json!("start");
+    sub["ack"] = json!("none");
+    let id = c.subscribe(sub);
+    let (events, _) = c.drain(&id);
+    texts(&events)
+}
+
+/// Runs metrod on `state` with the config file `cfg` until it exits (for a
+/// config it refuses): no webhook listener, not under a service manager.
+pub fn metrod_with_config(state: &Path, cfg: &Path) -> std::process::Output {
+    Command::new(METROD)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--config")
+        .arg(cfg)
+        .env("METRO_WEBHOOK_ADDR", "off")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run metrod")
+}
+
 /// The `text` of each event frame.
 pub fn texts(frames: &[Value]) -> Vec<String> {
     frames
