@@ -37,8 +37,7 @@ fn start(fake: &Fake, allow: &str) -> Daemon {
 }
 
 fn start_env(env: Vec<(String, String)>) -> Daemon {
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Daemon::start_env(&[], &refs)
+    Daemon::start_env(&[], &env)
 }
 
 /// The discord events, oldest first, as the daemon serves them (only what
@@ -334,8 +333,7 @@ fn own_messages_never_come_back_and_bots_need_their_id_listed() {
     d.stop();
     let mut env = fake.env(&format!("*,{OTHER_BOT}"));
     env.push(("METRO_STATE_DIR".into(), d.dir.display().to_string()));
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d2 = Daemon::start_in_env(&d.dir, &[], &refs);
+    let d2 = Daemon::start_in_env(&d.dir, &[], &env);
     fake.wait_ready(2);
     wait_status(&d2, "ok", |s| s == "ok");
     fake.dispatch("MESSAGE_CREATE", guild_message(3005, other, "build red"));

@@ -22,8 +22,7 @@ const B: &str = "metro://codex/user/b";
 
 fn start(fake: &Fake, args: &[&str]) -> Daemon {
     let env = fake.env("42");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(args, &refs);
+    let d = Daemon::start_env(args, &env);
     fake.watch_log(d.history_path());
     d
 }

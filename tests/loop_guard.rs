@@ -193,8 +193,7 @@ fn hops_are_minted_by_metrod_and_survive_a_restart() {
 fn a_reply_by_telegram_message_id_counts_and_a_telegram_message_resets() {
     let fake = Fake::start();
     let env = fake.env("42");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(&["--max-hops", "2"], &refs);
+    let d = Daemon::start_env(&["--max-hops", "2"], &env);
     fake.watch_log(d.history_path());
     let mut c = d.connect();
     let sub = c.subscribe(

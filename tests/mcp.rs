@@ -457,8 +457,7 @@ fn telegram_tools_go_through_the_station() {
     use fake_telegram::*;
     let fake = Fake::start();
     let env = fake.env("7");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(&[], &refs);
+    let d = Daemon::start_env(&[], &env);
     fake.watch_log(d.history_path());
     wait_station_status(&d, "telegram", "ok", |s| s == "ok");
     let (mut m, _) = Mcp::start(&d, &["--as", ME]);
@@ -511,8 +510,7 @@ fn discord_reply_goes_through_the_station() {
     use fake_discord::*;
     let fake = Fake::start();
     let env = fake.env("*");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(&[], &refs);
+    let d = Daemon::start_env(&[], &env);
     wait_station_status(&d, "discord", "ok", |s| s == "ok");
     let (mut m, _) = Mcp::start(&d, &["--as", ME]);
     let line = "metro://discord/4242";
@@ -538,8 +536,7 @@ fn permission_relay_round_trip_through_telegram() {
     use fake_telegram::*;
     let fake = Fake::start();
     let env = fake.env("7");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(&[], &refs);
+    let d = Daemon::start_env(&[], &env);
     fake.watch_log(d.history_path());
     wait_station_status(&d, "telegram", "ok", |s| s == "ok");
     let (mut m, _) = Mcp::start(&d, &["--as", ME, "--permission-relay"]);

@@ -333,8 +333,7 @@ fn a_killed_tail_resumes_with_nothing_lost_and_nothing_skipped() {
 fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
     let fake = fake_telegram::Fake::start();
     let env = fake.env("42");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(&[], &refs);
+    let d = Daemon::start_env(&[], &env);
     let human = |args: &[&str]| -> Output {
         let mut cmd = metroctl(&d, args);
         cmd.env("METRO_OUTPUT", "human");

@@ -73,8 +73,7 @@ fn stop(child: &mut Child) -> (Option<i32>, String) {
 fn the_example_agent_answers_each_message_once_across_a_metrod_restart() {
     let fake = Fake::start();
     let env = fake.env("42");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut d = Daemon::start_env(&[], &refs);
+    let mut d = Daemon::start_env(&[], &env);
     let mut agent = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agent.py"))
         .args(["--as", AGENT, "--socket"])

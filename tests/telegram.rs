@@ -20,8 +20,7 @@ const B: &str = "metro://codex/user/b";
 
 fn start(fake: &Fake, allow: &str) -> Daemon {
     let env = fake.env(allow);
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(&[], &refs);
+    let d = Daemon::start_env(&[], &env);
     fake.watch_log(d.history_path());
     d
 }

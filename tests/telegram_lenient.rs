@@ -18,8 +18,7 @@ fn a_minimal_get_me_answer_brings_the_station_up() {
         json!({"ok": true, "result": {"id": 7, "first_name": "Tiny", "username": "tiny_bot"}}),
     );
     let env = fake.env("*");
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let d = Daemon::start_env(&[], &refs);
+    let d = Daemon::start_env(&[], &env);
     wait_station_status(&d, "telegram", "ok", |s| s == "ok");
     let row = station_row(&d, "telegram");
     assert_eq!(row["bot"], "@tiny_bot", "{row}");

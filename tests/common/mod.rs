@@ -46,7 +46,7 @@ impl Daemon {
     }
 
     /// A daemon on a fresh temp state dir with extra environment.
-    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub fn start_env<K: AsRef<str>, V: AsRef<str>>(args: &[&str], env: &[(K, V)]) -> Daemon {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("state");
         let mut d = Self::start_in_env(&dir, args, env);
@@ -56,11 +56,15 @@ impl Daemon {
 
     /// A daemon on `dir` (which may hold state from an earlier daemon).
     pub fn start_in(dir: &Path, args: &[&str]) -> Daemon {
-        Self::start_in_env(dir, args, &[])
+        Self::start_in_env::<&str, &str>(dir, args, &[])
     }
 
     /// Same, with extra environment variables for metrod.
-    pub fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub fn start_in_env<K: AsRef<str>, V: AsRef<str>>(
+        dir: &Path,
+        args: &[&str],
+        env: &[(K, V)],
+    ) -> Daemon {
         let socket = args
             .iter()
             .position(|a| *a == "--socket")
@@ -75,7 +79,7 @@ impl Daemon {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
                 .collect(),
         };
         d.spawn();
