@@ -1,0 +1,146 @@
+//! What `metroctl top` hears from metrod, on two threads that send
+//! [`Msg`]s to the terminal loop: the poller asks `stats`, `stations`,
+//! `lines` and `claims` once a second; the reader seeds the events pane
+//! with `history` and follows the log with a subscription that has no
+//! identity and no cursor name and `ack: "none"`, so it moves no cursor and
+//! claims nothing. Both survive metrod going away: they say so
+//! ([`Msg::Down`]) and connect again.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::model::{Snapshot, Top, RECENT_EVENTS};
+use crate::client::conn::Connection;
+use crate::client::follow::{Follow, Item};
+use crate::client::CliError;
+
+/// How often the poller asks, and how long a thread waits before it
+/// connects again.
+pub const PERIOD: Duration = Duration::from_secs(1);
+
+pub enum Msg {
+    Snapshot(Box<Snapshot>),
+    /// The subscription starts (again) at this offset.
+    Subscribed(u64),
+    /// A `history` answer's entries, newest first.
+    Seed(Vec<Value>),
+    Event(u64, Value),
+    Gap(u64),
+    Down(String),
+    /// A signal asks top to end.
+    Stop,
+}
+
+/// What the person reads when metrod cannot be reached.
+fn down(e: &CliError) -> String {
+    match e {
+        CliError::NotRunning { socket, cause } => format!(
+            "metrod not running ({}: {cause}); retrying every second",
+            socket.display()
+        ),
+        other => format!("metrod went away ({other}); retrying every second"),
+    }
+}
+
+fn snapshot(conn: &mut Connection) -> Result<Snapshot, CliError> {
+    Ok(Snapshot {
+        stats: conn.call(json!({"op": "stats"}))?,
+        stations: conn.call(json!({"op": "stations"}))?,
+        lines: conn.call(json!({"op": "lines"}))?,
+        claims: conn.call(json!({"op": "claims"}))?,
+    })
+}
+
+/// Starts both threads; they end when the receiver is gone.
+pub fn start(socket: &Path, tx: SyncSender<Msg>) -> Result<(), CliError> {
+    let (s, t) = (socket.to_path_buf(), tx.clone());
+    std::thread::Builder::new()
+        .name("metroctl-top-poll".into())
+        .spawn(move || poll(s, t))
+        .map_err(CliError::Io)?;
+    let s = socket.to_path_buf();
+    std::thread::Builder::new()
+        .name("metroctl-top-follow".into())
+        .spawn(move || follow(s, tx))
+        .map_err(CliError::Io)?;
+    Ok(())
+}
+
+fn poll(socket: PathBuf, tx: SyncSender<Msg>) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        let result = match conn.as_mut() {
+            Some(c) => snapshot(c),
+            None => Connection::open(&socket).and_then(|mut c| {
+                let s = snapshot(&mut c);
+                conn = Some(c);
+                s
+            }),
+        };
+        let msg = match result {
+            Ok(s) => Msg::Snapshot(Box::new(s)),
+            Err(e) => {
+                conn = None;
+                Msg::Down(down(&e))
+            }
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+        std::thread::sleep(PERIOD);
+    }
+}
+
+/// One subscription from a fresh start: `stats` for where to start,
+/// `history` for the events pane, then the events until metrod refuses to
+/// go on (a reconnect inside [`Follow`] resumes where it stopped).
+fn follow_once(socket: &Path, tx: &SyncSender<Msg>) -> Result<(), CliError> {
+    let mut conn = Connection::open(socket)?;
+    let stats = conn.call(json!({"op": "stats"}))?;
+    let since = Top::start_offset(&stats);
+    let history = conn.call(json!({"op": "history", "limit": RECENT_EVENTS}))?;
+    drop(conn);
+    let request = json!({"op": "subscribe", "follow": true, "ack": "none", "since": since});
+    let mut sub = Follow::open(socket, request, true)?;
+    let entries = match history {
+        Value::Object(mut m) => match m.remove("entries") {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    for msg in [Msg::Subscribed(since), Msg::Seed(entries)] {
+        if tx.send(msg).is_err() {
+            return Ok(());
+        }
+    }
+    loop {
+        let msg = match sub.next_item()? {
+            Item::Event { offset, event } => Msg::Event(offset, event),
+            Item::Gap { offset, .. } => Msg::Gap(offset),
+            Item::Lost { cause } => Msg::Down(format!("metrod went away ({cause}); reconnecting")),
+            Item::End { .. } | Item::Stop(_) => return Ok(()),
+            Item::Resumed { .. } | Item::AckRefused(_) => continue,
+        };
+        if tx.send(msg).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn follow(socket: PathBuf, tx: SyncSender<Msg>) {
+    loop {
+        // Ok: top is gone (or the subscription ended, which a follow
+        // without a limit does not).
+        let Err(e) = follow_once(&socket, &tx) else {
+            return;
+        };
+        if tx.send(Msg::Down(down(&e))).is_err() {
+            return;
+        }
+        std::thread::sleep(PERIOD);
+    }
+}
