@@ -44,7 +44,7 @@ pub fn draw(frame: &mut Frame, view: &View) {
         ])
         .areas(body);
         let [stations, spark] =
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
+            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(top);
         draw_pane(frame, stations, view, Pane::Stations);
         draw_spark(frame, spark, view);
         draw_pane(frame, lines, view, Pane::Lines);
@@ -77,12 +77,16 @@ fn draw_footer(frame: &mut Frame, area: Rect, view: &View, full: bool) {
             view.filter
         )
     } else {
-        let mut t = String::from("q quit · tab pane · ↑↓ scroll · / filter lines");
+        let mut t = if full {
+            String::from("q quit · tab pane · ↑↓ scroll · / filter lines")
+        } else {
+            format!(
+                "tab next pane ({}x{} shows all) · q quit · / filter",
+                FULL.0, FULL.1
+            )
+        };
         if !view.filter.is_empty() {
             t.push_str(&format!(" · filter: {} (Esc clears)", view.filter));
-        }
-        if !full {
-            t.push_str(&format!(" · {}x{} shows all panes", FULL.0, FULL.1));
         }
         t
     };
