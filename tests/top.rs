@@ -101,7 +101,7 @@ fn the_view_of_a_daemon_in_a_known_state() {
     top.snapshot(snapshot);
     let history = c.ok(json!({"op": "history", "limit": model::RECENT_EVENTS}));
     top.seed(history["entries"].as_array().unwrap(), now);
-    top.subscribed(since);
+    top.subscribed(since, end);
     for f in &frames {
         top.event(f["offset"].as_u64().unwrap(), &f["event"], now);
     }

@@ -7,7 +7,9 @@
 //! ([`Msg::Down`]) and connect again.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -20,11 +22,32 @@ use crate::client::CliError;
 /// How often the poller asks, and how long a thread waits before it
 /// connects again.
 pub const PERIOD: Duration = Duration::from_secs(1);
+/// How often an idle subscription looks for a restart request.
+const IDLE: Duration = Duration::from_millis(50);
+
+/// Why [`follow_once`] returned.
+enum Ended {
+    /// top is gone.
+    Gone,
+    /// [`Restart::now`] was called.
+    Restart,
+}
+
+/// Asks the subscription to start over (from the oldest cursor in reach).
+#[derive(Clone, Default)]
+pub struct Restart(Arc<AtomicBool>);
+
+impl Restart {
+    pub fn now(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 pub enum Msg {
     Snapshot(Box<Snapshot>),
-    /// The subscription starts (again) at this offset.
-    Subscribed(u64),
+    /// The subscription starts (again) at `.0`; `.1` was the log end when
+    /// `history` was asked.
+    Subscribed(u64, u64),
     /// A `history` answer's entries, newest first.
     Seed(Vec<Value>),
     Event(u64, Value),
@@ -55,18 +78,19 @@ fn snapshot(conn: &mut Connection) -> Result<Snapshot, CliError> {
 }
 
 /// Starts both threads; they end when the receiver is gone.
-pub fn start(socket: &Path, tx: SyncSender<Msg>) -> Result<(), CliError> {
+pub fn start(socket: &Path, tx: SyncSender<Msg>) -> Result<Restart, CliError> {
+    let restart = Restart::default();
     let (s, t) = (socket.to_path_buf(), tx.clone());
     std::thread::Builder::new()
         .name("metroctl-top-poll".into())
         .spawn(move || poll(s, t))
         .map_err(CliError::Io)?;
-    let s = socket.to_path_buf();
+    let (s, r) = (socket.to_path_buf(), restart.clone());
     std::thread::Builder::new()
         .name("metroctl-top-follow".into())
-        .spawn(move || follow(s, tx))
+        .spawn(move || follow(s, tx, r))
         .map_err(CliError::Io)?;
-    Ok(())
+    Ok(restart)
 }
 
 fn poll(socket: PathBuf, tx: SyncSender<Msg>) {
@@ -97,10 +121,12 @@ fn poll(socket: PathBuf, tx: SyncSender<Msg>) {
 /// One subscription from a fresh start: `stats` for where to start,
 /// `history` for the events pane, then the events until metrod refuses to
 /// go on (a reconnect inside [`Follow`] resumes where it stopped).
-fn follow_once(socket: &Path, tx: &SyncSender<Msg>) -> Result<(), CliError> {
+fn follow_once(socket: &Path, tx: &SyncSender<Msg>, restart: &Restart) -> Result<Ended, CliError> {
+    restart.0.store(false, Ordering::Relaxed);
     let mut conn = Connection::open(socket)?;
     let stats = conn.call(json!({"op": "stats"}))?;
     let since = Top::start_offset(&stats);
+    let end = stats["logBytes"].as_u64().unwrap_or(since);
     let history = conn.call(json!({"op": "history", "limit": RECENT_EVENTS}))?;
     drop(conn);
     let request = json!({"op": "subscribe", "follow": true, "ack": "none", "since": since});
@@ -112,31 +138,41 @@ fn follow_once(socket: &Path, tx: &SyncSender<Msg>) -> Result<(), CliError> {
         },
         _ => Vec::new(),
     };
-    for msg in [Msg::Subscribed(since), Msg::Seed(entries)] {
+    for msg in [Msg::Subscribed(since, end), Msg::Seed(entries)] {
         if tx.send(msg).is_err() {
-            return Ok(());
+            return Ok(Ended::Gone);
         }
     }
     loop {
+        // Polled while idle, so a restart does not wait for an event.
+        if restart.0.swap(false, Ordering::Relaxed) {
+            return Ok(Ended::Restart);
+        }
+        if sub.is_idle() {
+            std::thread::sleep(IDLE);
+            continue;
+        }
         let msg = match sub.next_item()? {
             Item::Event { offset, event } => Msg::Event(offset, event),
             Item::Gap { offset, .. } => Msg::Gap(offset),
             Item::Lost { cause } => Msg::Down(format!("metrod went away ({cause}); reconnecting")),
-            Item::End { .. } | Item::Stop(_) => return Ok(()),
+            Item::End { .. } | Item::Stop(_) => return Ok(Ended::Gone),
             Item::Resumed { .. } | Item::AckRefused(_) => continue,
         };
         if tx.send(msg).is_err() {
-            return Ok(());
+            return Ok(Ended::Gone);
         }
     }
 }
 
-fn follow(socket: PathBuf, tx: SyncSender<Msg>) {
+fn follow(socket: PathBuf, tx: SyncSender<Msg>, restart: Restart) {
     loop {
-        // Ok: top is gone (or the subscription ended, which a follow
-        // without a limit does not).
-        let Err(e) = follow_once(&socket, &tx) else {
-            return;
+        let e = match follow_once(&socket, &tx, &restart) {
+            Ok(Ended::Restart) => continue,
+            // top is gone (or the subscription ended, which a follow
+            // without a limit does not).
+            Ok(Ended::Gone) => return,
+            Err(e) => e,
         };
         if tx.send(Msg::Down(down(&e))).is_err() {
             return;

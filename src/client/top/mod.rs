@@ -129,7 +129,8 @@ pub fn run(socket: &Path, args: TopArgs) -> Result<(), CliError> {
             }
         })
         .map_err(CliError::Io)?;
-    feed::start(socket, tx)?;
+    let restart = feed::start(socket, tx)?;
+    let mut backfill: Option<u64> = None;
 
     let mut top = Top::new(args.filter);
     let _screen = Screen::enter()?;
@@ -158,8 +159,16 @@ pub fn run(socket: &Path, args: TopArgs) -> Result<(), CliError> {
             };
             dirty = true;
             match msg {
-                Msg::Snapshot(s) => top.snapshot(*s),
-                Msg::Subscribed(offset) => top.subscribed(offset),
+                Msg::Snapshot(s) => {
+                    top.snapshot(*s);
+                    // A cursor older than the subscription's start (an
+                    // agent that came after top): start again from it, once.
+                    if let Some(at) = top.backfill_wanted().filter(|at| backfill != Some(*at)) {
+                        backfill = Some(at);
+                        restart.now();
+                    }
+                }
+                Msg::Subscribed(offset, end) => top.subscribed(offset, end),
                 Msg::Seed(entries) => top.seed(&entries, now_ms()),
                 Msg::Event(offset, ev) => top.event(offset, &ev, now_ms()),
                 Msg::Gap(offset) => top.gap(offset),

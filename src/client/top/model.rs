@@ -203,6 +203,11 @@ pub struct Top {
     window: VecDeque<Seen>,
     /// The window is complete after this offset (`None`: not subscribed).
     window_start: Option<u64>,
+    /// Where the current subscription started.
+    subscribed_at: Option<u64>,
+    /// Events at or before this offset were in the log when `history` was
+    /// asked: they fill the window, not the events pane.
+    live_from: u64,
     recent: VecDeque<EventRow>,
     seen_ids: VecDeque<String>,
     seen_set: HashSet<String>,
@@ -220,6 +225,8 @@ impl Top {
             daemon: Daemon::Connecting,
             window: VecDeque::new(),
             window_start: None,
+            subscribed_at: None,
+            live_from: 0,
             recent: VecDeque::new(),
             seen_ids: VecDeque::new(),
             seen_set: HashSet::new(),
@@ -271,10 +278,24 @@ impl Top {
             .unwrap_or(end)
     }
 
-    /// The subscription starts over at `offset`: the window restarts.
-    pub fn subscribed(&mut self, offset: u64) {
+    /// The subscription starts over at `offset`; `end` was the log end
+    /// when `history` was asked (what the events pane already has).
+    pub fn subscribed(&mut self, offset: u64, end: u64) {
         self.window.clear();
         self.window_start = Some(offset);
+        self.subscribed_at = Some(offset);
+        self.live_from = end;
+    }
+
+    /// Where the subscription should start again, when the last `stats`
+    /// shows a cursor older than its start within reach
+    /// ([`Top::start_offset`]): an agent that subscribed after top did.
+    pub fn backfill_wanted(&self) -> Option<u64> {
+        let at = self.subscribed_at?;
+        if self.snapshot.stats.is_null() {
+            return None;
+        }
+        Some(Top::start_offset(&self.snapshot.stats)).filter(|s| *s < at)
     }
 
     /// The newest events from a `history` answer (newest first), shown
@@ -299,7 +320,9 @@ impl Top {
                 }
             }
         }
-        self.show(ev, now_ms);
+        if offset > self.live_from {
+            self.show(ev, now_ms);
+        }
     }
 
     /// A gap frame: retention deleted what came before `offset`.
@@ -366,8 +389,15 @@ impl Top {
             }
             Key::Tab => self.focus = Pane::ALL[(i + 1) % 4],
             Key::BackTab => self.focus = Pane::ALL[(i + 3) % 4],
-            Key::Down | Key::Char('j') => self.scroll[i] = self.scroll[i].saturating_add(1),
-            Key::Up | Key::Char('k') => self.scroll[i] = self.scroll[i].saturating_sub(1),
+            // The events pane has the newest at the bottom: up goes back.
+            Key::Down | Key::Char('j') | Key::Up | Key::Char('k') => {
+                let back = matches!(key, Key::Up | Key::Char('k')) == (self.focus == Pane::Events);
+                self.scroll[i] = if back {
+                    self.scroll[i].saturating_add(1)
+                } else {
+                    self.scroll[i].saturating_sub(1)
+                };
+            }
             _ => return Action::Nothing,
         }
         Action::Redraw
@@ -689,7 +719,7 @@ mod tests {
             lines: json!({"lines": [{"line": a, "events": 4, "lastTs": T0, "lastKind": "inbound", "owner": owner}]}),
             claims: json!({"claims": {a: owner}, "ephemeral": []}),
         });
-        top.subscribed(100);
+        top.subscribed(100, 0);
         top.event(
             200,
             &ev("m1", a, "metro://telegram/user/9", T0, "one"),
@@ -710,7 +740,7 @@ mod tests {
         assert_eq!(v.lines[0].unread, "2");
         assert_eq!(v.lines[0].last, "5s ago inbound");
         // A cursor older than the window is a lower bound.
-        top.subscribed(300);
+        top.subscribed(300, 0);
         top.event(
             400,
             &ev("m4", a, "metro://telegram/user/9", T0, "three"),
