@@ -2,7 +2,8 @@
 //! into ratatui's `TestBackend` from real answers and events; small
 //! terminals; and the command itself under a pseudo-terminal (python3's
 //! `pty`, with a small screen emulator), which must draw, follow, filter,
-//! survive metrod starting late, quit on `q` with the terminal restored,
+//! survive metrod starting late and restarting, quit on `q` with the
+//! terminal restored,
 //! and leave every cursor and claim as it found them.
 
 mod common;
@@ -281,16 +282,26 @@ def lflag():
 # metrod is not running yet: top says so and keeps trying.
 shows("metrod not running")
 env = dict(os.environ, METRO_WEBHOOK_ADDR="127.0.0.1:0", METRO_CONFIG=config)
-daemon = subprocess.Popen([metrod, "--state-dir", state], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start():
+    return subprocess.Popen([metrod, "--state-dir", state], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def publish(text):
+    end = time.time() + 15
+    while True:
+        try:
+            c = socket.socket(socket.AF_UNIX); c.connect(sock); break
+        except OSError:
+            if time.time() > end: sys.exit("metrod did not come up")
+            time.sleep(0.05)
+    c.sendall(json.dumps({"op": "publish", "req": 1, "event": {"line": "metro://telegram/300", "from": "metro://telegram/user/9", "text": text}}).encode() + b"\n")
+    c.recv(65536); c.close()
+daemon = start()
 try:
     shows("metrod up")
     shows(" Lines (2) ")
     shows(" three ")
     if lflag() & (termios.ECHO | termios.ICANON):
         sys.exit("top runs without raw mode")
-    c = socket.socket(socket.AF_UNIX); c.connect(sock)
-    c.sendall(json.dumps({"op": "publish", "req": 1, "event": {"line": "metro://telegram/300", "from": "metro://telegram/user/9", "text": "pty hello"}}).encode() + b"\n")
-    c.recv(65536); c.close()
+    publish("pty hello")
     shows("pty hello")
     shows(" Lines (3) ")
     os.write(fd, b"/telegram/300")
@@ -298,6 +309,13 @@ try:
     os.write(fd, b"\r")
     shows(" Lines (1 of 3, filter: telegram/300) ")
     until("telegram/100 gone", lambda s: "telegram/100" not in s and "pty hello" in s)
+    # metrod goes away and comes back: top says so, then follows again.
+    daemon.send_signal(signal.SIGTERM); daemon.wait(15)
+    until("metrod gone", lambda s: "metrod not running" in s or "metrod went away" in s)
+    daemon = start()
+    shows("metrod up")
+    publish("back again")
+    shows("back again")
     os.write(fd, b"q")
     while pump(1):
         pass

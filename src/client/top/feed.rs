@@ -7,23 +7,20 @@
 //! ([`Msg::Down`]) and connect again.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::model::{Snapshot, Top, RECENT_EVENTS};
 use crate::client::conn::Connection;
-use crate::client::follow::{Follow, Item};
+use crate::client::follow::{Follow, Item, StopReason, Stopper};
 use crate::client::CliError;
 
 /// How often the poller asks, and how long a thread waits before it
 /// connects again.
 pub const PERIOD: Duration = Duration::from_secs(1);
-/// How often an idle subscription looks for a restart request.
-const IDLE: Duration = Duration::from_millis(50);
 
 /// Why [`follow_once`] returned.
 enum Ended {
@@ -33,13 +30,28 @@ enum Ended {
     Restart,
 }
 
-/// Asks the subscription to start over (from the oldest cursor in reach).
+/// Asks the subscription to start over (from the oldest cursor in reach):
+/// holds the [`Stopper`] of the current one.
 #[derive(Clone, Default)]
-pub struct Restart(Arc<AtomicBool>);
+pub struct Restart(Arc<Mutex<Option<Stopper>>>);
 
 impl Restart {
+    /// Never blocks: the stop is handed over by a short-lived thread, as
+    /// the subscription's channel may be full while its thread waits for
+    /// the terminal loop, the caller.
     pub fn now(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        let stopper = self.0.lock().ok().and_then(|s| s.clone());
+        if let Some(s) = stopper {
+            let _ = std::thread::Builder::new()
+                .name("metroctl-top-restart".into())
+                .spawn(move || s.stop(StopReason::Asked));
+        }
+    }
+
+    fn watch(&self, stopper: Option<Stopper>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = stopper;
+        }
     }
 }
 
@@ -122,7 +134,6 @@ fn poll(socket: PathBuf, tx: SyncSender<Msg>) {
 /// `history` for the events pane, then the events until metrod refuses to
 /// go on (a reconnect inside [`Follow`] resumes where it stopped).
 fn follow_once(socket: &Path, tx: &SyncSender<Msg>, restart: &Restart) -> Result<Ended, CliError> {
-    restart.0.store(false, Ordering::Relaxed);
     let mut conn = Connection::open(socket)?;
     let stats = conn.call(json!({"op": "stats"}))?;
     let since = Top::start_offset(&stats);
@@ -131,6 +142,7 @@ fn follow_once(socket: &Path, tx: &SyncSender<Msg>, restart: &Restart) -> Result
     drop(conn);
     let request = json!({"op": "subscribe", "follow": true, "ack": "none", "since": since});
     let mut sub = Follow::open(socket, request, true)?;
+    restart.watch(Some(sub.stopper()));
     let entries = match history {
         Value::Object(mut m) => match m.remove("entries") {
             Some(Value::Array(a)) => a,
@@ -144,18 +156,11 @@ fn follow_once(socket: &Path, tx: &SyncSender<Msg>, restart: &Restart) -> Result
         }
     }
     loop {
-        // Polled while idle, so a restart does not wait for an event.
-        if restart.0.swap(false, Ordering::Relaxed) {
-            return Ok(Ended::Restart);
-        }
-        if sub.is_idle() {
-            std::thread::sleep(IDLE);
-            continue;
-        }
         let msg = match sub.next_item()? {
             Item::Event { offset, event } => Msg::Event(offset, event),
             Item::Gap { offset, .. } => Msg::Gap(offset),
             Item::Lost { cause } => Msg::Down(format!("metrod went away ({cause}); reconnecting")),
+            Item::Stop(StopReason::Asked) => return Ok(Ended::Restart),
             Item::End { .. } | Item::Stop(_) => return Ok(Ended::Gone),
             Item::Resumed { .. } | Item::AckRefused(_) => continue,
         };
