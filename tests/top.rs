@@ -203,6 +203,13 @@ fn top_refuses_without_a_terminal() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = ctl_output(&d, &["--json", "top"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no JSON form"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every cursor file and claims.json, as bytes.

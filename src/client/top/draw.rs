@@ -228,10 +228,8 @@ fn draw_pane(frame: &mut Frame, area: Rect, view: &View, pane: Pane) {
         Pane::Events => {
             // Newest at the bottom; scrolling goes back in time.
             let fit = area.height.saturating_sub(3) as usize;
-            let end = view
-                .events
-                .len()
-                .saturating_sub(scroll.min(view.events.len()));
+            let back = scroll.min(view.events.len().saturating_sub(fit));
+            let end = view.events.len() - back;
             let shown = &view.events[end.saturating_sub(fit)..end];
             let rows = shown.iter().map(|e| {
                 Row::new(vec![

@@ -106,6 +106,11 @@ fn now_ms() -> i64 {
 }
 
 pub fn run(socket: &Path, args: TopArgs) -> Result<(), CliError> {
+    if super::output::json_forced() {
+        return Err(CliError::Usage(
+            "top is a live view for a terminal and has no JSON form; use `metroctl stats --json`, `lines --json`, `stations --json` or `claims --json`".into(),
+        ));
+    }
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return Err(CliError::Usage(
             "top needs a terminal; in scripts use `metroctl stats --json`, `lines --json` or `tail --follow`".into(),
