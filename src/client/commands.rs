@@ -73,6 +73,7 @@ pub(super) fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
 pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
     let command = match command {
         Command::Tail(args) => return tail::run(socket, args),
+        Command::Top(args) => return super::top::run(socket, args),
         Command::Mcp(args) => return mcp::run(socket, args),
         Command::Webhook(cmd) => return webhook::run(socket, cmd),
         Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
@@ -155,6 +156,7 @@ fn plain() -> Printer {
 fn build(command: Command) -> Result<(Value, Printer), CliError> {
     Ok(match command {
         Command::Tail(_)
+        | Command::Top(_)
         | Command::Mcp(_)
         | Command::Webhook(_)
         | Command::Tunnel(_)

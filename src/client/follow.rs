@@ -37,6 +37,8 @@ pub enum StopReason {
     Signal(i32),
     /// Standard input (a pipe or socket) reached end of file.
     StdinClosed,
+    /// The consumer itself asked (`top` starting its subscription over).
+    Asked,
 }
 
 enum Input {

@@ -7,7 +7,7 @@
 //! service files), [`setup`] (the config file), [`doctor`] (the health
 //! check), [`messages`] (`reply`, `download`, `fetch`, `allow`, `deny`, file
 //! flags), [`mcp`] (the Claude Code channel, an MCP server on stdio),
-//! [`commands`] (everything else).
+//! [`top`] (the live full-screen view), [`commands`] (everything else).
 
 pub mod commands;
 pub mod conn;
@@ -22,6 +22,7 @@ pub mod service;
 pub mod setup;
 pub mod stop;
 pub mod tail;
+pub mod top;
 pub mod tunnel;
 pub mod webhook;
 
@@ -200,6 +201,20 @@ pub enum Command {
     /// Serve metro to Claude Code as an MCP channel on stdio (push, tools,
     /// permission relay).
     Mcp(mcp::McpArgs),
+    /// Live full-screen view: stations, lines, subscriptions, events.
+    ///
+    /// Read-only: it follows the log with no identity and no cursor (ack
+    /// none) and never claims. UNREAD: events on a line after its owner's
+    /// cursor (the owner's live subscription's, else the stored cursor of
+    /// that name) that the owner did not write; `n+` when that cursor is
+    /// older than top's window (the last 10,000 events, at most 4 MiB
+    /// back). LAG EV / LAG BYTES: events / bytes after a subscription's
+    /// cursor. Keys: q or Ctrl-C quit, tab next pane, ↑↓ scroll, / filter
+    /// lines (Enter keeps it, Esc clears it).
+    #[command(
+        after_help = "Examples:\n  metroctl top\n  metroctl top --filter telegram\n  metroctl --socket /tmp/metro/metro.sock top"
+    )]
+    Top(top::TopArgs),
     /// Print a shell completion script: `metroctl completions bash > …`.
     Completions {
         #[arg(value_enum)]
