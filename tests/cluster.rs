@@ -113,6 +113,22 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// `metroctl doctor --json`'s cluster check.
+fn doctor_cluster(d: &Daemon) -> Value {
+    let out = ctl_output(d, &["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["area"] == "cluster"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no cluster check: {report}"))
+}
+
 fn cluster_stats(d: &Daemon) -> Value {
     d.connect().ok(json!({"op": "stats"}))["cluster"].clone()
 }
@@ -228,6 +244,7 @@ fn a_nats_outage_loses_nothing_and_repeats_nothing() {
     wait_joined(&b);
     let mut ids = vec![publish_text(&a, "before")];
     wait_everywhere_once(&[&a, &b], &ids);
+    assert_eq!(doctor_cluster(&a)["status"], "ok");
 
     nats.stop();
     wait_for("a sees the server gone", RECONNECT, || {
@@ -251,6 +268,15 @@ fn a_nats_outage_loses_nothing_and_repeats_nothing() {
     ids.push(publish_text(&b, "during b"));
     let s = cluster_stats(&a);
     assert!(s["unpublishedBytes"].as_u64().unwrap_or(0) > 0, "{s}");
+    let doc = doctor_cluster(&a);
+    assert_eq!(doc["status"], "problem", "{doc}");
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot reach NATS"),
+        "{doc}"
+    );
 
     nats.spawn();
     wait_everywhere_once(&[&a, &b], &ids);
