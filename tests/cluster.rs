@@ -266,6 +266,15 @@ fn a_nats_outage_loses_nothing_and_repeats_nothing() {
         assert_eq!(f["event"]["text"], format!("during a{i}"));
     }
     ids.push(publish_text(&b, "during b"));
+    // Durable claims need the shared map: a clear error, nothing changed.
+    let err = a.connect().err(
+        json!({"op": "claim", "line": "telegram/9", "as": ALICE}),
+        "internal",
+    );
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("claims map"),
+        "{err}"
+    );
     let s = cluster_stats(&a);
     assert!(s["unpublishedBytes"].as_u64().unwrap_or(0) > 0, "{s}");
     let doc = doctor_cluster(&a);
@@ -293,6 +302,13 @@ fn a_nats_outage_loses_nothing_and_repeats_nothing() {
     );
     wait_for("the backlog is published", RECONNECT, || {
         (cluster_stats(&a)["unpublishedBytes"] == json!(0)).then_some(())
+    });
+    wait_joined(&a);
+    a.connect()
+        .ok(json!({"op": "claim", "line": "telegram/9", "as": ALICE}));
+    wait_for("b sees the claim made after the outage", PATIENCE, || {
+        let c = b.connect().ok(json!({"op": "claims"}))["claims"].clone();
+        (c["metro://telegram/9"] == json!(ALICE)).then_some(())
     });
 }
 

@@ -44,24 +44,31 @@ const APPLIED_WAIT: Duration = Duration::from_secs(5);
 pub const MAX_VALUE: i32 = 1024;
 
 pub struct SharedMap {
+    status: Arc<Status>,
     kv: OnceLock<kv::Store>,
     /// The newest bucket revision the watch applied here.
     applied: watch::Sender<u64>,
 }
 
 impl SharedMap {
-    pub fn new() -> Arc<SharedMap> {
+    pub fn new(status: Arc<Status>) -> Arc<SharedMap> {
         Arc::new(SharedMap {
+            status,
             kv: OnceLock::new(),
             applied: watch::channel(0).0,
         })
     }
 
+    /// The bucket, when it can answer now: without a connection a request
+    /// would only time out, so it fails at once.
     fn store(&self) -> Result<&kv::Store, String> {
-        self.kv.get().ok_or_else(|| {
-            "the cluster's claims map is not reachable yet (NATS is not connected); try again"
-                .to_string()
-        })
+        match self.kv.get() {
+            Some(kv) if self.status.connected() => Ok(kv),
+            _ => Err(format!(
+                "the cluster's claims map cannot be reached (NATS: {}); try again later",
+                self.status.connection()
+            )),
+        }
     }
 
     /// Waits until the watch has applied `revision` (bounded).
@@ -145,10 +152,16 @@ impl SharedMap {
                     previous,
                 })
             }
-            ClaimOp::Auto { line, who } => match self.take_if_free(&line, &who).await? {
-                (Some(_), _) => Ok(ClaimOutcome::Auto("skipped")),
-                (None, true) => Ok(ClaimOutcome::Auto("claimed")),
-                (None, false) => Ok(ClaimOutcome::Auto("kept")),
+            // The message went out already: an unreachable map leaves the
+            // line as it is rather than turn the answer into an error.
+            ClaimOp::Auto { line, who } => match self.take_if_free(&line, &who).await {
+                Ok((Some(_), _)) => Ok(ClaimOutcome::Auto("skipped")),
+                Ok((None, true)) => Ok(ClaimOutcome::Auto("claimed")),
+                Ok((None, false)) => Ok(ClaimOutcome::Auto("kept")),
+                Err(why) => {
+                    tracing::warn!("cluster: {line} was not auto-claimed: {why}");
+                    Ok(ClaimOutcome::Auto("skipped"))
+                }
             },
             ClaimOp::Release { line } => {
                 let kv = self.store()?;

@@ -110,7 +110,7 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
         .await
         .map_err(|e| format!("[cluster] url: {e}"))?;
     let _ = status.client.set(client.clone());
-    let shared = claims::SharedMap::new();
+    let shared = claims::SharedMap::new(status.clone());
     broker.claims.share(shared.clone());
     let shutdown = CancellationToken::new();
     let js = jetstream::new(client);
