@@ -431,3 +431,30 @@ fn a_hand_edit_of_claims_json_reaches_the_other_nodes() {
     let on_b = b.connect().ok(json!({"op": "claims"}));
     assert!(!on_b.to_string().contains("metro://telegram/3"), "{on_b}");
 }
+
+#[test]
+fn an_event_too_large_for_nats_stays_local_and_publishing_goes_on() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let a = Daemon::start_with(&[
+        "--cluster",
+        &url,
+        "--cluster-node",
+        "a",
+        "--max-request-bytes",
+        "4M",
+    ]);
+    let b = node(&nats, "b");
+    wait_joined(&a);
+    wait_joined(&b);
+    let big = publish_text(&a, &"x".repeat(1_500_000));
+    let small = publish_text(&a, "after the big one");
+    wait_everywhere_once(&[&a, &b], std::slice::from_ref(&small));
+    assert!(
+        !id_counts(&b).contains_key(&big),
+        "the big event stays on a"
+    );
+    assert_eq!(id_counts(&a).get(&big), Some(&1));
+    let s = cluster_stats(&a);
+    assert_eq!(s["tooLarge"], 1, "{s}");
+}

@@ -197,6 +197,19 @@ async fn publish_batch(
             .await
         {
             Ok(fut) => acks.push((e.end, Some(fut))),
+            // Larger than the server's max_payload (1 MiB by default): it
+            // would never go; it stays on this node, and publishing goes on.
+            Err(err)
+                if err.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded =>
+            {
+                tracing::warn!(
+                    "cluster: event {id} ({} bytes) is larger than the NATS server's max_payload: it stays on this node",
+                    e.json.len()
+                );
+                status.too_large.fetch_add(1, Relaxed);
+                acks.push((e.end, None));
+            }
             Err(err) => {
                 acks.push((e.end, None));
                 // Everything sent before is awaited; this one is not.

@@ -26,6 +26,8 @@ pub struct Status {
     pub received: AtomicU64,
     /// Deliveries whose id the log already had (skipped).
     pub duplicates: AtomicU64,
+    /// Own events larger than the server's `max_payload`: not published.
+    pub too_large: AtomicU64,
     /// The consumer's lag: messages not yet delivered, and delivered but
     /// not acknowledged (refreshed every few seconds).
     pub pending: AtomicU64,
@@ -96,6 +98,7 @@ impl Status {
             "published": self.published.load(Relaxed),
             "received": self.received.load(Relaxed),
             "duplicates": self.duplicates.load(Relaxed),
+            "tooLarge": self.too_large.load(Relaxed),
             "consumerPending": self.pending.load(Relaxed),
             "consumerAckPending": self.ack_pending.load(Relaxed),
             "lastError": err.as_ref().map(|e| &e.0),
