@@ -175,6 +175,13 @@ async fn consume(
                 continue;
             }
         };
+        if crate::line::line(&event.line).is_err() {
+            tracing::warn!(
+                "cluster: passing over an event from {node} whose line is not a line URI"
+            );
+            let _ = msg.ack().await;
+            continue;
+        }
         if event.id.is_empty() || seen.contains(&event.id) {
             status.duplicates.fetch_add(1, Relaxed);
             let _ = msg.ack().await;
@@ -198,5 +205,24 @@ async fn consume(
                 return Err(format!("cannot append to the local log: {why}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_ids_are_bounded_and_forget_the_oldest() {
+        let mut s = Seen::default();
+        for i in 0..SEEN_IDS + 10 {
+            s.insert(format!("msg_{i}"));
+        }
+        assert_eq!(s.set.len(), SEEN_IDS);
+        assert_eq!(s.order.len(), SEEN_IDS);
+        assert!(!s.contains("msg_0") && !s.contains("msg_9"));
+        assert!(s.contains("msg_10") && s.contains(&format!("msg_{}", SEEN_IDS + 9)));
+        s.insert("msg_10".into());
+        assert_eq!(s.order.len(), SEEN_IDS, "a known id is not added twice");
     }
 }
