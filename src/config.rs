@@ -20,6 +20,10 @@
 //! [monitor]                          # docs/monitor.md; off without a token
 //! token = "..."                      # `metroctl setup --monitor` makes one
 //! origins = ["https://example.org"]  # CORS, only if set
+//!
+//! [cluster]                          # docs/cluster.md; off without it
+//! url = "nats://10.0.0.5:4222"
+//! node = "laptop"                    # default: the host name
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
@@ -84,6 +88,12 @@ pub struct Config {
     pub discord: StationConfig,
     #[serde(default, skip_serializing_if = "MonitorConfig::is_empty")]
     pub monitor: MonitorConfig,
+    /// Joining other metrod nodes through NATS (docs/cluster.md).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cluster::ClusterConfig::is_empty"
+    )]
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// The monitor API and page (docs/monitor.md): off unless `token` is set.
@@ -214,7 +224,7 @@ fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
             _ => "wrong type of value".to_string(),
         }
     } else if m.starts_with("unknown field") {
-        let known = "known keys: [telegram] and [discord], each with token, api_url, gateway_url (discord), allow";
+        let known = "known keys: [telegram] and [discord], each with token, api_url, gateway_url (discord), allow; [monitor]; [cluster] (docs/cluster.md)";
         format!("unknown key ({known})")
     } else if m.starts_with("duplicate key") {
         "a key given twice".to_string()

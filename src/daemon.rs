@@ -92,6 +92,14 @@ pub struct Args {
     /// parent process that read the TypeScript metro's dispatcher).
     #[arg(long)]
     pub stdout: bool,
+    /// Join a cluster through this NATS server (overrides `[cluster] url`;
+    /// docs/cluster.md), e.g. nats://host:4222.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster (overrides `[cluster] node`;
+    /// default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub cluster_node: Option<String>,
     #[command(flatten)]
     pub config: service::ConfigArgs,
 }
@@ -353,8 +361,25 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         args.fsync != FsyncPolicy::Never,
     )
     .map_err(io_err("cannot open the discord station"))?;
+    let mut cluster_cfg = config.current().cluster.clone();
+    if let Some(url) = &args.cluster {
+        cluster_cfg.url = Some(url.clone());
+    }
+    if let Some(node) = &args.cluster_node {
+        cluster_cfg.node = Some(node.clone());
+    }
     broker.config = Arc::new(config);
     let broker = Arc::new(broker);
+    // No `[cluster]` and no --cluster: no NATS code runs.
+    let cluster = if cluster_cfg.is_empty() {
+        None
+    } else {
+        let c = crate::cluster::join(&broker, &cluster_cfg)
+            .await
+            .map_err(|e| StartError::Config(format!("{e}; metrod does not start on it")))?;
+        let _ = broker.cluster.set(c.clone());
+        Some(c)
+    };
     let served = systemd::listen(&socket)
         .map_err(io_err(format!("cannot listen on {}", socket.display())))?;
     let socket = served.path.clone();
@@ -467,6 +492,11 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     if let Some(d) = discord {
         // The gateway closes; a dispatch being stored is finished first.
         let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
+    }
+    if let Some(c) = cluster {
+        // Before the log stops: the consumer's last append lands, the
+        // publisher writes its mark.
+        c.stop().await;
     }
     broker.log.shutdown().await;
     if let Some(m) = mirror {

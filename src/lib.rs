@@ -34,6 +34,8 @@
 //! - [`monitor`]: the read-only HTTP window for browsers on the webhook
 //!   listener — `/api/state`, the SSE stream `/api/tail` (a subscription
 //!   like any other) and the embedded page at `/`, behind a bearer token.
+//! - [`cluster`]: several metrod nodes joined through NATS JetStream —
+//!   one stream of events, one claims map (off unless configured).
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
 //! - [`service`]: running under a service manager — systemd socket
 //!   activation and readiness notices, the live config and its reload.
@@ -44,6 +46,7 @@
 pub mod broker;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod line;

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 8] = [
-    "publish", "fanout", "latency", "replay", "startup", "memory", "claims", "bridge",
+const SCENARIOS: [&str; 9] = [
+    "publish", "fanout", "latency", "replay", "startup", "memory", "claims", "bridge", "cluster",
 ];
 
 #[test]

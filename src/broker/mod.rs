@@ -99,6 +99,9 @@ pub struct Broker {
     pub telegram: Option<Arc<crate::stations::telegram::Telegram>>,
     /// The Discord station, when it has a token (set like `webhooks`).
     pub discord: Option<Arc<crate::stations::discord::Discord>>,
+    /// This node's cluster membership, when it has joined one (the daemon
+    /// sets it after [`Broker::open`]).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     next_conn: AtomicU64,
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
@@ -149,6 +152,7 @@ impl Broker {
                 )),
                 telegram: None,
                 discord: None,
+                cluster: std::sync::OnceLock::new(),
                 next_conn: AtomicU64::new(1),
                 subs: Mutex::new(BTreeMap::new()),
             },

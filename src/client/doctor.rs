@@ -566,6 +566,50 @@ fn check_foreign_writer(r: &mut Report, stats: &Value) {
     }
 }
 
+/// A node of a cluster (docs/cluster.md): its connection to NATS, the
+/// unpublished backlog, the consumer's lag.
+fn check_cluster(r: &mut Report, stats: &Value) {
+    let c = &stats["cluster"];
+    if !c.is_object() {
+        return;
+    }
+    let node = c["node"].as_str().unwrap_or("?");
+    let url = c["url"].as_str().unwrap_or("?");
+    let backlog = c["unpublishedBytes"].as_u64().unwrap_or(0);
+    let lag = c["consumerPending"].as_u64().unwrap_or(0);
+    let seen = c["nodesSeen"].as_object().map_or(0, |m| m.len());
+    let err = c["lastError"].as_str().unwrap_or("none");
+    if c["connection"] != json!("connected") {
+        r.add(
+            Level::Problem,
+            "cluster",
+            format!(
+                "node {node} cannot reach NATS at {url} ({}); local work goes on, {} of events wait to be published; last error: {err}",
+                c["connection"].as_str().unwrap_or("?"),
+                mib(backlog)
+            ),
+            Some("start the NATS server, or check [cluster] url and credentials".into()),
+        );
+    } else if c["ready"] != json!(true) {
+        r.add(
+            Level::Problem,
+            "cluster",
+            format!("node {node} is connected to {url} but the stream or the claims bucket is not set up: {err}"),
+            Some("check that the server runs JetStream (nats-server -js) and the user may create streams".into()),
+        );
+    } else {
+        r.add(
+            Level::Ok,
+            "cluster",
+            format!(
+                "node {node} connected to {url}; {seen} other nodes seen; {} unpublished; {lag} events not yet received",
+                mib(backlog)
+            ),
+            None,
+        );
+    }
+}
+
 fn check_service(r: &mut Report, svc: &Value) {
     if svc["installed"] == json!(true) {
         let enabled = match svc["enabled"].as_bool() {
@@ -636,6 +680,7 @@ pub fn run(socket: &Path, args: &DoctorArgs) -> Result<(), CliError> {
         check_claims(&mut r, &d.claims);
         check_claims_file(&mut r, &d.stats);
         check_foreign_writer(&mut r, &d.stats);
+        check_cluster(&mut r, &d.stats);
     }
     check_service(&mut r, &svc);
 

@@ -16,9 +16,11 @@
 mod disk;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
@@ -158,7 +160,24 @@ pub struct Claims {
     snap: Arc<ArcSwap<ClaimMap>>,
     tx: mpsc::Sender<(ClaimOp, Reply)>,
     status: disk::SharedStatus,
+    shared: Shared,
 }
+
+/// A claims map shared with other metrod nodes (src/cluster/claims.rs):
+/// the changes it [`takes`](SharedClaims::takes) are decided there and
+/// come back through [`Claims::apply_local`]; hand edits of `claims.json`
+/// are handed to it once in force here.
+pub trait SharedClaims: Send + Sync {
+    fn takes(&self, op: &ClaimOp) -> bool;
+    fn apply(
+        &self,
+        op: ClaimOp,
+    ) -> Pin<Box<dyn Future<Output = Result<ClaimOutcome, String>> + Send + '_>>;
+    /// The durable claims before and after a hand edit.
+    fn hand_edit(&self, before: BTreeMap<String, String>, after: BTreeMap<String, String>);
+}
+
+type Shared = Arc<OnceLock<Arc<dyn SharedClaims>>>;
 
 impl Claims {
     /// Loads `claims.json` (missing is empty; malformed is moved aside and
@@ -173,7 +192,9 @@ impl Claims {
         }
         let snap = Arc::new(ArcSwap::from_pointee(map));
         let (tx, rx) = mpsc::channel(4096);
+        let shared: Shared = Arc::default();
         let task = ClaimTask {
+            shared: shared.clone(),
             path: path.to_path_buf(),
             fsync,
             snap: snap.clone(),
@@ -197,7 +218,17 @@ impl Claims {
                 }
             }
         });
-        Ok(Claims { snap, tx, status })
+        Ok(Claims {
+            snap,
+            tx,
+            status,
+            shared,
+        })
+    }
+
+    /// Joins a shared claims map (once; later calls are ignored).
+    pub fn share(&self, shared: Arc<dyn SharedClaims>) {
+        let _ = self.shared.set(shared);
     }
 
     /// `stats.claimsFile`: a malformed file moved aside at startup, an
@@ -212,6 +243,16 @@ impl Claims {
     }
 
     pub async fn apply(&self, op: ClaimOp) -> Result<ClaimOutcome, String> {
+        if let Some(shared) = self.shared.get() {
+            if shared.takes(&op) {
+                return shared.apply(op).await;
+            }
+        }
+        self.apply_local(op).await
+    }
+
+    /// Applies `op` to this node's map only (what a shared map decided).
+    pub async fn apply_local(&self, op: ClaimOp) -> Result<ClaimOutcome, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send((op, reply))
@@ -223,6 +264,7 @@ impl Claims {
 }
 
 struct ClaimTask {
+    shared: Shared,
     path: PathBuf,
     fsync: bool,
     snap: Arc<ArcSwap<ClaimMap>>,
@@ -358,6 +400,15 @@ impl ClaimTask {
                 if let Ok(mut s) = self.status.lock() {
                     s.reloads += 1;
                     s.error = None;
+                }
+                if let Some(shared) = self.shared.get() {
+                    let owned = |m: &ClaimMap| {
+                        m.durable()
+                            .into_iter()
+                            .map(|(l, w)| (l.to_string(), w.to_string()))
+                            .collect()
+                    };
+                    shared.hand_edit(owned(&current), owned(&next));
                 }
                 self.snap.store(Arc::new(next));
                 tracing::info!(

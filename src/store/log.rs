@@ -214,6 +214,9 @@ enum WriterMsg {
 
 struct Pending {
     event: Event,
+    /// A replica of another node's event (src/cluster): its `id` and `ts`
+    /// stay as that node minted them.
+    keep_id: bool,
     reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
@@ -415,9 +418,23 @@ impl Log {
     /// Appends one event (its `id` and `ts` are minted here) and waits until
     /// it is durable under the fsync policy.
     pub async fn append(&self, event: Event) -> Result<Appended, AppendError> {
+        self.append_as(event, false).await
+    }
+
+    /// Appends another node's event as it is (cluster replication): its
+    /// `id` and `ts` are kept, nothing is minted.
+    pub async fn append_replica(&self, event: Event) -> Result<Appended, AppendError> {
+        self.append_as(event, true).await
+    }
+
+    async fn append_as(&self, event: Event, keep_id: bool) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(WriterMsg::Append(Pending { event, reply }))
+            .send(WriterMsg::Append(Pending {
+                event,
+                keep_id,
+                reply,
+            }))
             .await
             .map_err(|_| AppendError::ShuttingDown)?;
         rx.await.map_err(|_| AppendError::ShuttingDown)?
@@ -974,9 +991,11 @@ impl Writer {
         let mut spans = Vec::with_capacity(batch.len());
         let mut kept = Vec::with_capacity(batch.len());
         for mut p in batch.drain(..) {
-            let (id, ts) = self.mint.next();
-            p.event.id = id;
-            p.event.ts = ts;
+            if !p.keep_id {
+                let (id, ts) = self.mint.next();
+                p.event.id = id;
+                p.event.ts = ts;
+            }
             let start = buf.len();
             // Serializing an Event (strings and JSON values) does not fail;
             // if it ever did, that one event is refused, never half-written.

@@ -56,6 +56,8 @@ pub struct Daemon {
 pub struct Spec<'a> {
     pub metrod: &'a Path,
     pub fsync: &'a str,
+    /// More flags for metrod (the cluster scenario's `--cluster …`).
+    pub args: Vec<String>,
 }
 
 impl Daemon {
@@ -81,6 +83,7 @@ impl Daemon {
             .arg(state)
             .arg("--fsync")
             .arg(spec.fsync)
+            .args(&spec.args)
             .env_remove("METRO_SOCKET")
             .env_remove("METRO_STATE_DIR")
             .stdin(Stdio::null())

@@ -74,6 +74,7 @@ impl Ctx {
         daemon::Spec {
             metrod: &self.metrod,
             fsync,
+            args: Vec::new(),
         }
     }
 }

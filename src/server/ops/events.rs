@@ -67,6 +67,8 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
     // of `metroctl mcp` relies on it). A client cannot set or clear it.
     let mut extra = n.extra;
     extra.shift_remove("published");
+    // Only metrod sets `node`, on other cluster nodes' events (src/cluster).
+    extra.shift_remove("node");
     if matches!(station.as_str(), "telegram" | "discord") {
         extra.insert("published".into(), serde_json::Value::Bool(true));
     }

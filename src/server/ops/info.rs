@@ -108,6 +108,7 @@ pub fn stats(broker: &Broker) -> OpResult {
         "stations" => station_stats(broker),
         "claimsFile" => broker.claims.file_summary(),
         "foreignWriter" => foreign_writer(broker),
+        "cluster" => broker.cluster.get().map(|c| c.stats(end)),
     })
 }
 

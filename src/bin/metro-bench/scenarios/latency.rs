@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
 }
 
 /// One subscriber: `n` event frames, each latency recorded.
-async fn receive(c: Conn, n: u64, xpad: usize) -> Result<Histogram<u64>, Error> {
+pub(super) async fn receive(c: Conn, n: u64, xpad: usize) -> Result<Histogram<u64>, Error> {
     let Conn {
         mut rd, wr: _wr, ..
     } = c;

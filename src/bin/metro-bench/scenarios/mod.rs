@@ -1,8 +1,10 @@
-//! The seven scenarios of issue 4, and the Claude Code bridge (issue 13). Each starts its own daemons on fresh
+//! The seven scenarios of issue 4, the Claude Code bridge (issue 13) and
+//! clusters (issue 18). Each starts its own daemons on fresh
 //! temp dirs and drops them (kill + remove) before it returns.
 
 mod bridge;
 mod claims;
+mod cluster;
 mod fanout;
 mod latency;
 mod memory;
@@ -13,8 +15,8 @@ mod startup;
 use crate::report::Case;
 use crate::{Ctx, Error};
 
-pub const NAMES: [&str; 8] = [
-    "publish", "fanout", "latency", "replay", "startup", "memory", "claims", "bridge",
+pub const NAMES: [&str; 9] = [
+    "publish", "fanout", "latency", "replay", "startup", "memory", "claims", "bridge", "cluster",
 ];
 
 pub async fn run(name: &str, ctx: &Ctx) -> Result<Vec<Case>, Error> {
@@ -27,6 +29,7 @@ pub async fn run(name: &str, ctx: &Ctx) -> Result<Vec<Case>, Error> {
         "memory" => memory::run(ctx).await,
         "claims" => claims::run(ctx).await,
         "bridge" => bridge::run(ctx).await,
+        "cluster" => cluster::run(ctx).await,
         _ => Err(format!("unknown scenario {name}").into()),
     }
 }

@@ -1,0 +1,460 @@
+//! Clusters (issue 18): metrod nodes on one machine (separate state dirs and
+//! sockets) joined through a real nats-server with JetStream, which each
+//! test starts on a free port with a temp store dir (Debian's nats-server;
+//! .ci/run installs it).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Waits that span a server restart or a reconnect take longer than
+/// PATIENCE's "at once".
+const RECONNECT: Duration = Duration::from_secs(60);
+
+const ALICE: &str = "metro://claude/user/alice";
+const BOB: &str = "metro://codex/user/bob";
+
+/// A nats-server with JetStream on a free port and its own store dir.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let store = tempfile::tempdir().expect("tempdir");
+        let log = store.path().join("nats.log");
+        let mut n = Nats {
+            child: None,
+            port,
+            store,
+            log,
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("nats log");
+        let child = Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.store.path().join("js"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start nats-server ({e}): install Debian's nats-server (.ci/run does)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node(nats: &Nats, name: &str) -> Daemon {
+    let url = nats.url();
+    Daemon::start_with(&["--cluster", &url, "--cluster-node", name])
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `metroctl doctor --json`'s cluster check.
+fn doctor_cluster(d: &Daemon) -> Value {
+    let out = ctl_output(d, &["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["area"] == "cluster"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no cluster check: {report}"))
+}
+
+fn cluster_stats(d: &Daemon) -> Value {
+    d.connect().ok(json!({"op": "stats"}))["cluster"].clone()
+}
+
+/// Waits until the node has the stream and bucket and is connected.
+fn wait_joined(d: &Daemon) {
+    wait_for("the node joins", RECONNECT, || {
+        let c = cluster_stats(d);
+        (c["ready"] == json!(true) && c["connection"] == json!("connected")).then_some(())
+    });
+}
+
+/// How often each event id appears in the node's log.
+fn id_counts(d: &Daemon) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in d.history() {
+        if let Some(id) = e["id"].as_str() {
+            *m.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// Waits until every node's log holds every id in `ids`, then checks each
+/// appears exactly once in every log.
+fn wait_everywhere_once(nodes: &[&Daemon], ids: &[String]) {
+    for d in nodes {
+        wait_for("every event in every log", RECONNECT, || {
+            let c = id_counts(d);
+            ids.iter().all(|id| c.contains_key(id)).then_some(())
+        });
+    }
+    for (i, d) in nodes.iter().enumerate() {
+        let c = id_counts(d);
+        for id in ids {
+            assert_eq!(c.get(id), Some(&1), "node {i}: {id} must be logged once");
+        }
+    }
+}
+
+fn publish_text(d: &Daemon, text: &str) -> String {
+    let mut c = d.connect();
+    let a = publish(&mut c, json!({"line": "telegram/77", "text": text}));
+    a["id"].as_str().expect("an id").to_string()
+}
+
+fn events_reach_every_node(n: usize) {
+    let nats = Nats::start();
+    let names = ["a", "b", "c"];
+    let nodes: Vec<Daemon> = names[..n].iter().map(|name| node(&nats, name)).collect();
+    for d in &nodes {
+        wait_joined(d);
+    }
+    let mut follower = nodes[1].connect();
+    let sub = follower.subscribe(json!({"follow": true, "since": "tail"}));
+    let first = publish_text(&nodes[0], "hello from a");
+    let f = follower.frame();
+    assert_eq!(f["sub"], json!(sub));
+    assert_eq!(f["event"]["text"], "hello from a");
+    assert_eq!(f["event"]["id"], json!(first), "the id stays the same");
+    assert_eq!(f["event"]["node"], "a", "a replica names its node");
+    let mut ids = vec![first];
+    for (i, d) in nodes.iter().enumerate() {
+        ids.push(publish_text(d, &format!("from node {i}")));
+    }
+    let refs: Vec<&Daemon> = nodes.iter().collect();
+    wait_everywhere_once(&refs, &ids);
+    // A node's own events carry no `node`; the others' name theirs.
+    for (i, d) in nodes.iter().enumerate() {
+        for e in d.history() {
+            let Some(text) = e["text"].as_str() else {
+                continue;
+            };
+            let origin = if text == "hello from a" {
+                0
+            } else {
+                text.trim_start_matches("from node ").parse().unwrap_or(99)
+            };
+            if origin == i {
+                assert!(e.get("node").is_none(), "own event with node: {e}");
+            } else {
+                assert_eq!(e["node"], names[origin], "{e}");
+            }
+        }
+    }
+    wait_for("b's backlog is published", PATIENCE, || {
+        (cluster_stats(&nodes[1])["unpublishedBytes"] == json!(0)).then_some(())
+    });
+    let s = follower.ok(json!({"op": "stats"}))["cluster"].clone();
+    assert_eq!(s["node"], "b", "{s}");
+    assert!(s["nodesSeen"].get("a").is_some(), "{s}");
+    assert!(s["received"].as_u64().unwrap_or(0) >= 2, "{s}");
+    // Replicas with `node`, and stats with `cluster`, are what the schema says.
+    check_schema(&follower, &nodes[1]);
+}
+
+#[test]
+fn an_event_reaches_the_other_node_once() {
+    events_reach_every_node(2);
+}
+
+#[test]
+fn an_event_reaches_three_nodes_once() {
+    events_reach_every_node(3);
+}
+
+#[test]
+fn a_nats_outage_loses_nothing_and_repeats_nothing() {
+    let mut nats = Nats::start();
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    wait_joined(&a);
+    wait_joined(&b);
+    let mut ids = vec![publish_text(&a, "before")];
+    wait_everywhere_once(&[&a, &b], &ids);
+    assert_eq!(doctor_cluster(&a)["status"], "ok");
+
+    nats.stop();
+    wait_for("a sees the server gone", RECONNECT, || {
+        let c = cluster_stats(&a);
+        c["connection"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("disconnected"))
+            .then_some(())
+    });
+    // Local publishing and local subscribers go on.
+    let mut local = a.connect();
+    let sub = local.subscribe(json!({"follow": true, "since": "tail"}));
+    for i in 0..5 {
+        ids.push(publish_text(&a, &format!("during a{i}")));
+    }
+    for i in 0..5 {
+        let f = local.frame();
+        assert_eq!(f["sub"], json!(sub));
+        assert_eq!(f["event"]["text"], format!("during a{i}"));
+    }
+    ids.push(publish_text(&b, "during b"));
+    // Durable claims need the shared map: a clear error, nothing changed.
+    let err = a.connect().err(
+        json!({"op": "claim", "line": "telegram/9", "as": ALICE}),
+        "internal",
+    );
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("claims map"),
+        "{err}"
+    );
+    let s = cluster_stats(&a);
+    assert!(s["unpublishedBytes"].as_u64().unwrap_or(0) > 0, "{s}");
+    let doc = doctor_cluster(&a);
+    assert_eq!(doc["status"], "problem", "{doc}");
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot reach NATS"),
+        "{doc}"
+    );
+
+    nats.spawn();
+    wait_everywhere_once(&[&a, &b], &ids);
+    // In order on the other node too.
+    let texts: Vec<String> = b
+        .history()
+        .iter()
+        .filter_map(|e| e["text"].as_str().map(str::to_string))
+        .filter(|t| t.starts_with("during a"))
+        .collect();
+    assert_eq!(
+        texts,
+        (0..5).map(|i| format!("during a{i}")).collect::<Vec<_>>()
+    );
+    wait_for("the backlog is published", RECONNECT, || {
+        (cluster_stats(&a)["unpublishedBytes"] == json!(0)).then_some(())
+    });
+    wait_joined(&a);
+    a.connect()
+        .ok(json!({"op": "claim", "line": "telegram/9", "as": ALICE}));
+    wait_for("b sees the claim made after the outage", PATIENCE, || {
+        let c = b.connect().ok(json!({"op": "claims"}))["claims"].clone();
+        (c["metro://telegram/9"] == json!(ALICE)).then_some(())
+    });
+}
+
+#[test]
+fn a_restarted_node_resumes_its_consumer_and_catches_up() {
+    let nats = Nats::start();
+    let a = node(&nats, "a");
+    let mut b = node(&nats, "b");
+    wait_joined(&a);
+    wait_joined(&b);
+    let mut ids = vec![publish_text(&a, "first")];
+    wait_everywhere_once(&[&a, &b], &ids);
+    b.stop();
+    for i in 0..5 {
+        ids.push(publish_text(&a, &format!("while b was away {i}")));
+    }
+    b.restart();
+    wait_everywhere_once(&[&a, &b], &ids);
+    // And once more after a kill -9 (nothing written at shutdown).
+    b.kill9();
+    ids.push(publish_text(&a, "after the kill"));
+    b.restart();
+    ids.push(publish_text(&b, "b is back"));
+    wait_everywhere_once(&[&a, &b], &ids);
+}
+
+#[test]
+fn two_nodes_racing_for_a_line_get_one_winner_each_time() {
+    let nats = Nats::start();
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    wait_joined(&a);
+    wait_joined(&b);
+    let mut ca = a.connect();
+    let mut cb = b.connect();
+    let mut winners = HashMap::new();
+    for i in 0..100 {
+        let line = format!("metro://telegram/-100/{i}");
+        let req = |who: &str| json!({"op": "claim", "line": line, "as": who, "ifFree": true});
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| ca.request(req(ALICE)));
+            let hb = s.spawn(|| cb.request(req(BOB)));
+            (ha.join().expect("a"), hb.join().expect("b"))
+        });
+        let oks = [&ra, &rb].iter().filter(|r| r["ok"] == json!(true)).count();
+        assert_eq!(oks, 1, "round {i}: one winner: {ra} / {rb}");
+        let (winner, loser) = if ra["ok"] == json!(true) {
+            (ALICE, &rb)
+        } else {
+            (BOB, &ra)
+        };
+        assert_eq!(loser["error"]["code"], "conflict", "round {i}: {loser}");
+        assert_eq!(loser["error"]["owner"], winner, "round {i}: {loser}");
+        winners.insert(line, winner.to_string());
+    }
+    // Every node agrees, in memory and in its claims.json.
+    for d in [&a, &b] {
+        wait_for("every node has every claim", PATIENCE, || {
+            let claims = d.connect().ok(json!({"op": "claims"}))["claims"].clone();
+            winners
+                .iter()
+                .all(|(line, who)| claims[line] == json!(who))
+                .then_some(())
+        });
+        let file: Value = wait_for("claims.json holds them", PATIENCE, || {
+            let v: Value =
+                serde_json::from_slice(&std::fs::read(d.dir.join("claims.json")).ok()?).ok()?;
+            winners
+                .iter()
+                .all(|(line, who)| v[line] == json!(who))
+                .then_some(v)
+        });
+        assert_eq!(file.as_object().map(|o| o.len()), Some(100));
+    }
+    // A release on one node frees the line on the other.
+    let line = "metro://telegram/-100/7";
+    ca.ok(json!({"op": "release", "line": line}));
+    wait_for("b sees the release", PATIENCE, || {
+        let claims = b.connect().ok(json!({"op": "claims"}))["claims"].clone();
+        claims.get(line).is_none().then_some(())
+    });
+    cb.ok(json!({"op": "claim", "line": line, "as": BOB, "ifFree": true}));
+}
+
+#[test]
+fn a_hand_edit_of_claims_json_reaches_the_other_nodes() {
+    let nats = Nats::start();
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    wait_joined(&a);
+    wait_joined(&b);
+    a.connect()
+        .ok(json!({"op": "claim", "line": "telegram/1", "as": ALICE}));
+    let claims_of = |d: &Daemon| d.connect().ok(json!({"op": "claims"}))["claims"].clone();
+    wait_for("b sees a's claim", PATIENCE, || {
+        (claims_of(&b)["metro://telegram/1"] == json!(ALICE)).then_some(())
+    });
+    // By hand on a: telegram/1 goes, telegram/2 is bob's.
+    let path = a.dir.join("claims.json");
+    let tmp = a.dir.join("claims.json.edit");
+    std::fs::write(&tmp, json!({"metro://telegram/2": BOB}).to_string()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    for d in [&a, &b] {
+        wait_for("the hand edit is in force everywhere", PATIENCE, || {
+            let c = claims_of(d);
+            (c["metro://telegram/2"] == json!(BOB) && c.get("metro://telegram/1").is_none())
+                .then_some(())
+        });
+    }
+    // Ephemeral claims stay on their node.
+    let mut holder = a.connect();
+    holder.ok(json!({"op": "claim", "line": "telegram/3", "as": ALICE, "ephemeral": true}));
+    b.connect()
+        .ok(json!({"op": "claim", "line": "telegram/4", "as": BOB}));
+    wait_for("a sees b's claim", PATIENCE, || {
+        (claims_of(&a)["metro://telegram/4"] == json!(BOB)).then_some(())
+    });
+    let on_a = a.connect().ok(json!({"op": "claims"}));
+    assert!(on_a.to_string().contains("metro://telegram/3"), "{on_a}");
+    let on_b = b.connect().ok(json!({"op": "claims"}));
+    assert!(!on_b.to_string().contains("metro://telegram/3"), "{on_b}");
+}
+
+#[test]
+fn an_event_too_large_for_nats_stays_local_and_publishing_goes_on() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let a = Daemon::start_with(&[
+        "--cluster",
+        &url,
+        "--cluster-node",
+        "a",
+        "--max-request-bytes",
+        "4M",
+    ]);
+    let b = node(&nats, "b");
+    wait_joined(&a);
+    wait_joined(&b);
+    let big = publish_text(&a, &"x".repeat(1_500_000));
+    let small = publish_text(&a, "after the big one");
+    wait_everywhere_once(&[&a, &b], std::slice::from_ref(&small));
+    assert!(
+        !id_counts(&b).contains_key(&big),
+        "the big event stays on a"
+    );
+    assert_eq!(id_counts(&a).get(&big), Some(&1));
+    let s = cluster_stats(&a);
+    assert_eq!(s["tooLarge"], 1, "{s}");
+}
