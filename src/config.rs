@@ -22,6 +22,8 @@
 //! origins = ["https://example.org"]  # CORS, only if set
 //! ```
 
+pub mod live;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

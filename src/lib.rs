@@ -52,5 +52,6 @@ pub mod paths;
 pub mod proto;
 pub mod server;
 pub mod service;
+pub mod station;
 pub mod stations;
 pub mod store;

@@ -612,7 +612,7 @@ async fn report_given_up(broker: &Broker, st: &SubState, g: GivenUp) {
     let event = crate::proto::Event {
         station: crate::line::station_of(&line).to_string(),
         kind: "system".into(),
-        from: crate::stations::DAEMON.into(),
+        from: crate::proto::DAEMON.into(),
         to: line.clone(),
         line,
         text: Some(text),

@@ -37,11 +37,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::rest::Body;
 use super::{bump, line_of, Discord};
-use crate::broker::Broker;
 use crate::proto::Event;
-use crate::stations::access::{pairing_text, Gate};
+use crate::station::access::{pairing_text, Gate};
 use crate::stations::append_retrying;
 use crate::stations::ids::Rec;
+use crate::store::log::Log;
 
 /// Who sent a dispatch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub enum Feed {
 
 /// Stores what comes from `rx` until shutdown.
 pub async fn consume(
-    broker: &Broker,
+    log: &Log,
     dc: &Arc<Discord>,
     mut rx: mpsc::Receiver<Feed>,
     shutdown: &CancellationToken,
@@ -107,13 +107,13 @@ pub async fn consume(
         };
         let go_on = match feed {
             Feed::Dispatch(ev) => match map(&ev, dc) {
-                Some(inbound) => store(broker, dc, inbound, shutdown).await,
+                Some(inbound) => store(log, dc, inbound, shutdown).await,
                 None => {
                     bump(&dc.counters.skipped);
                     true
                 }
             },
-            Feed::Session => catch_up(broker, dc, shutdown).await,
+            Feed::Session => catch_up(log, dc, shutdown).await,
         };
         if !go_on {
             return;
@@ -136,7 +136,7 @@ pub const CATCH_UP_CHANNELS: usize = 50;
 /// `caughtUp: true`, before any live dispatch that followed READY. What
 /// the live stream then brings again is recognised and not stored twice.
 /// False only at shutdown.
-async fn catch_up(broker: &Broker, dc: &Arc<Discord>, shutdown: &CancellationToken) -> bool {
+async fn catch_up(log: &Log, dc: &Arc<Discord>, shutdown: &CancellationToken) -> bool {
     for (channel, newest) in dc.newest_per_channel().into_iter().take(CATCH_UP_CHANNELS) {
         let mut after = newest;
         for page in 1..=CATCH_UP_PAGES {
@@ -157,7 +157,7 @@ async fn catch_up(broker: &Broker, dc: &Arc<Discord>, shutdown: &CancellationTok
                 inbound.message = false;
                 inbound.event.extra.insert("caughtUp".into(), json!(true));
                 let before = dc.counters.received.load(Ordering::Relaxed);
-                if !store(broker, dc, inbound, shutdown).await {
+                if !store(log, dc, inbound, shutdown).await {
                     return false;
                 }
                 if dc.counters.received.load(Ordering::Relaxed) > before {
@@ -216,7 +216,7 @@ async fn read_after(
 
 /// Stores one dispatch (after the checks); false only at shutdown.
 async fn store(
-    broker: &Broker,
+    log: &Log,
     dc: &Arc<Discord>,
     inbound: Inbound,
     shutdown: &CancellationToken,
@@ -268,8 +268,7 @@ async fn store(
             d.as_secs()
         ))
     };
-    let Some(appended) = append_retrying(&broker.log, &inbound.event, shutdown, failed).await
-    else {
+    let Some(appended) = append_retrying(log, &inbound.event, shutdown, failed).await else {
         return false;
     };
     if let Some(k) = inbound.key {

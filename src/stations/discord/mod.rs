@@ -24,6 +24,7 @@
 
 pub mod gateway;
 pub mod inbound;
+pub mod kind;
 pub mod outbound;
 pub mod rest;
 
@@ -38,7 +39,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::StationConfig;
-use crate::stations::access::Access;
+use crate::station::access::Access;
 use crate::stations::ids::Ids;
 use crate::stations::queue::{Limits, Queue, Rate};
 use crate::stations::{Recent, Status};
@@ -102,6 +103,11 @@ pub(crate) fn bump(c: &AtomicU64) {
 
 /// The running station.
 pub struct Discord {
+    /// The log its events go to.
+    pub(crate) log: Arc<Log>,
+    /// The config section it was opened with (a change of token or URL
+    /// restarts it).
+    pub(crate) opened: StationConfig,
     /// `Bot <token>`, the Authorization header.
     pub(crate) auth: String,
     api_url: String,
@@ -134,7 +140,7 @@ fn bare_token(t: &str) -> &str {
 /// recent message keys from the end of `log`. `None` without a token.
 pub fn open(
     state_dir: &Path,
-    log: &Log,
+    log: &Arc<Log>,
     cfg: &StationConfig,
     fsync: bool,
 ) -> io::Result<Option<Arc<Discord>>> {
@@ -178,6 +184,8 @@ pub fn open(
     let ids = Ids::open(state_dir, IDS_FILE, channel_scope)?;
     let (recent, newest) = seed(log)?;
     Ok(Some(Arc::new(Discord {
+        log: log.clone(),
+        opened: cfg.clone(),
         auth: format!("Bot {token}"),
         api_url,
         gateway_url: cfg.gateway_url.clone(),

@@ -29,10 +29,10 @@ use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use super::{bump, ids, line_of, Telegram};
-use crate::broker::Broker;
 use crate::proto::Event;
-use crate::stations::access::Gate;
+use crate::station::access::Gate;
 use crate::stations::{append_retrying, pause, Backoff};
+use crate::store::log::Log;
 
 /// The updates asked for: messages, edits, reactions, button presses.
 pub const ALLOWED: [AllowedUpdate; 4] = [
@@ -43,9 +43,9 @@ pub const ALLOWED: [AllowedUpdate; 4] = [
 ];
 
 /// Runs the poller until shutdown, restarting it if it panics.
-pub async fn run(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToken) {
+pub async fn run(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
     loop {
-        let task = tokio::spawn(poll(broker.clone(), tg.clone(), shutdown.clone()));
+        let task = tokio::spawn(poll(log.clone(), tg.clone(), shutdown.clone()));
         match task.await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
@@ -94,7 +94,7 @@ pub fn describe(tg: &Telegram, method: &str, e: &RequestError) -> String {
     }
 }
 
-async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToken) {
+async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new();
     // Who this bot is: proves the token and the URL before polling.
     loop {
@@ -154,7 +154,7 @@ async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToke
         tg.set_status("ok");
         for u in updates {
             let id = u.id.0;
-            if !handle(&broker, &tg, u, &shutdown).await {
+            if !handle(&log, &tg, u, &shutdown).await {
                 return;
             }
             // Durable (or deliberately not stored): confirm it with the
@@ -167,7 +167,7 @@ async fn poll(broker: Arc<Broker>, tg: Arc<Telegram>, shutdown: CancellationToke
 /// Stores one update; false only at shutdown (the update stays
 /// unconfirmed and comes again).
 async fn handle(
-    broker: &Broker,
+    log: &Log,
     tg: &Arc<Telegram>,
     update: Update,
     shutdown: &CancellationToken,
@@ -199,8 +199,7 @@ async fn handle(
             d.as_secs()
         ))
     };
-    let Some(appended) = append_retrying(&broker.log, &inbound.event, shutdown, failed).await
-    else {
+    let Some(appended) = append_retrying(log, &inbound.event, shutdown, failed).await else {
         return false;
     };
     tg.set_status("ok");
