@@ -22,9 +22,11 @@
 //! `METRO_DISCORD_API_URL`, `METRO_DISCORD_GATEWAY_URL` and
 //! `METRO_DISCORD_ALLOW` (see [`crate::config`]).
 
+mod catch_up;
 pub mod gateway;
 pub mod inbound;
 pub mod kind;
+pub mod map;
 pub mod outbound;
 pub mod rest;
 
@@ -211,7 +213,7 @@ pub fn open(
 }
 
 /// From the discord events in the last [`SEED_BYTES`] of the log: the
-/// keys ([`inbound::key_of`]) of what came from Discord, and the newest
+/// keys ([`map::key_of`]) of what came from Discord, and the newest
 /// message per channel.
 fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
     #[derive(Deserialize)]
@@ -243,8 +245,7 @@ fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
         }
         // Only what came from Discord (agents' own sends are not).
         if s.from.starts_with("metro://discord/") {
-            if let Some(key) =
-                inbound::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
+            if let Some(key) = map::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
             {
                 recent.insert(key);
             }

@@ -449,7 +449,7 @@ impl Discord {
         messages.sort_by_key(|m| m.id);
         let mut out = Vec::with_capacity(messages.len());
         for m in &messages {
-            let mut ev = super::inbound::message_event("inbound", m);
+            let mut ev = super::map::message_event("inbound", m);
             if m.author.id.get() == self.bot_id() {
                 ev.kind = "outbound".into();
             }
