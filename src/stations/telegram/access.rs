@@ -14,7 +14,7 @@ use std::sync::Arc;
 use teloxide::payloads::AnswerCallbackQuerySetters;
 use teloxide::requests::Requester;
 
-use super::inbound::Inbound;
+use super::map::Inbound;
 use super::{bump, Telegram};
 use crate::station::access::{pairing_text, Gate};
 
