@@ -26,6 +26,9 @@
 //! node = "laptop"                    # default: the host name
 //! ```
 
+pub mod cluster;
+pub mod live;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -89,11 +92,8 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "MonitorConfig::is_empty")]
     pub monitor: MonitorConfig,
     /// Joining other metrod nodes through NATS (docs/cluster.md).
-    #[serde(
-        default,
-        skip_serializing_if = "crate::cluster::ClusterConfig::is_empty"
-    )]
-    pub cluster: crate::cluster::ClusterConfig,
+    #[serde(default, skip_serializing_if = "cluster::ClusterConfig::is_empty")]
+    pub cluster: cluster::ClusterConfig,
 }
 
 /// The monitor API and page (docs/monitor.md): off unless `token` is set.

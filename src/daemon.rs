@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerOptions};
-use crate::service::{self, reload::LiveConfig, systemd};
+use crate::config::live::LiveConfig;
+use crate::service::{self, systemd};
+use crate::station::{Registry, StationCtx, StationKind};
 use crate::stations::webhook;
 use crate::store::log::{FsyncPolicy, LogOptions};
 use crate::{paths, server};
@@ -283,6 +285,17 @@ fn lock_state_dir(dir: &Path) -> Result<Flock<File>, StartError> {
 }
 
 pub async fn run(args: Args) -> Result<(), StartError> {
+    run_with(args, Vec::new(), CancellationToken::new()).await
+}
+
+/// [`run`] with station kinds registered after the built-in ones (a
+/// station outside this crate; tests/loopback.rs), until SIGTERM, SIGINT
+/// or `stop`.
+pub async fn run_with(
+    args: Args,
+    extra: Vec<Arc<dyn StationKind>>,
+    stop: CancellationToken,
+) -> Result<(), StartError> {
     let state_dir = args.state_dir.clone().unwrap_or_else(paths::state_dir);
     let socket = match &args.socket {
         Some(s) => s.clone(),
@@ -331,7 +344,7 @@ pub async fn run(args: Args) -> Result<(), StartError> {
             r.now
         );
     }
-    let args_limits = webhook::http::Limits {
+    let limits = webhook::http::Limits {
         max_connections: args.webhook_max_connections,
         header_timeout: args.webhook_header_timeout,
         body_timeout: args.webhook_body_timeout,
@@ -341,26 +354,9 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         max_body: args.webhook_max_body,
         fsync: args.fsync != FsyncPolicy::Never,
     };
-    let (hooks, http) = webhook::Webhooks::open(&state_dir, &broker.log, &hooks)
-        .map_err(io_err("cannot open the webhook station"))?;
-    let hooks = Arc::new(hooks);
-    broker.webhooks = Some(hooks.clone());
-    // The Telegram station: token and allowlist from the config in force
-    // (file and environment); no token, no station.
-    broker.telegram = crate::stations::telegram::open(
-        &state_dir,
-        &broker.log,
-        &config.current().telegram,
-        args.fsync != FsyncPolicy::Never,
-    )
-    .map_err(io_err("cannot open the telegram station"))?;
-    broker.discord = crate::stations::discord::open(
-        &state_dir,
-        &broker.log,
-        &config.current().discord,
-        args.fsync != FsyncPolicy::Never,
-    )
-    .map_err(io_err("cannot open the discord station"))?;
+    let (webhook_kind, mount) = webhook::kind::WebhookKind::new(hooks, limits);
+    let mut kinds = crate::stations::builtin(webhook_kind);
+    kinds.extend(extra);
     let mut cluster_cfg = config.current().cluster.clone();
     if let Some(url) = &args.cluster {
         cluster_cfg.url = Some(url.clone());
@@ -380,11 +376,29 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         let _ = broker.cluster.set(c.clone());
         Some(c)
     };
+    let shutdown = CancellationToken::new();
+    let ctx = StationCtx {
+        log: broker.log.clone(),
+        state_dir: state_dir.clone(),
+        fsync: args.fsync != FsyncPolicy::Never,
+        config: broker.config.subscribe(),
+    };
+    let stations = Arc::new(Registry::new(ctx, kinds, shutdown.clone()));
+    let _ = mount.set(Arc::new(crate::monitor::Monitor {
+        broker: broker.clone(),
+        stations: stations.clone(),
+        shutdown: shutdown.clone(),
+    }));
+    // Each station its config enables (the config in force: file and
+    // environment): the webhook listener, telegram and discord with a token.
+    stations
+        .start_all()
+        .await
+        .map_err(io_err("cannot start the stations"))?;
     let served = systemd::listen(&socket)
         .map_err(io_err(format!("cannot listen on {}", socket.display())))?;
     let socket = served.path.clone();
 
-    let shutdown = CancellationToken::new();
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("cannot watch SIGTERM"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("cannot watch SIGINT"))?;
     let reloader = service::reload::spawn(
@@ -393,6 +407,8 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         shutdown.clone(),
     )
     .map_err(io_err("cannot watch SIGHUP"))?;
+    // A reloaded config restarts only the stations whose part changed.
+    let follower = tokio::spawn(stations.clone().follow());
     let flusher = tokio::spawn(flush_cursors(broker.clone(), shutdown.clone()));
     let mirror = args
         .stdout
@@ -400,52 +416,11 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),
+        stations.clone(),
         served.listener,
         shutdown.clone(),
         tracker.clone(),
     ));
-    let http = http.map(|l| {
-        tokio::spawn(webhook::http::serve(
-            broker.clone(),
-            hooks.clone(),
-            l,
-            args_limits,
-            shutdown.clone(),
-        ))
-    });
-    let started = broker.config.current();
-    let telegram = broker.telegram.clone().map(|t| {
-        let tg = t.clone();
-        tokio::spawn(crate::stations::follow_config(
-            "telegram",
-            |c| &c.telegram,
-            started.telegram.clone(),
-            move |allow| tg.access.set_config_allow(allow),
-            broker.config.subscribe(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(crate::stations::telegram::inbound::run(
-            broker.clone(),
-            t,
-            shutdown.clone(),
-        ))
-    });
-    let discord = broker.discord.clone().map(|d| {
-        let dc = d.clone();
-        tokio::spawn(crate::stations::follow_config(
-            "discord",
-            |c| &c.discord,
-            started.discord.clone(),
-            move |allow| dc.access.set_config_allow(allow),
-            broker.config.subscribe(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(crate::stations::discord::gateway::run(
-            broker.clone(),
-            d,
-            shutdown.clone(),
-        ))
-    });
     tracing::info!(
         "metrod {} ready: socket {}, state {}, log {} bytes, fsync {}",
         env!("CARGO_PKG_VERSION"),
@@ -459,6 +434,7 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
+        _ = stop.cancelled() => "stop",
     };
     tracing::info!("{signal_name}: shutting down");
     systemd::stopping(&format!("{signal_name}: shutting down"));
@@ -476,23 +452,12 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     {
         tracing::warn!("some connections did not close within 5 s");
     }
-    if let Some(http) = http {
-        if tokio::time::timeout(Duration::from_secs(5), http)
-            .await
-            .is_err()
-        {
-            tracing::warn!("some webhook deliveries did not finish within 5 s");
-        }
-    }
-    if let Some(t) = telegram {
-        // The poller stops at once; an update it was storing stays
-        // unconfirmed and comes again.
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    if let Some(d) = discord {
-        // The gateway closes; a dispatch being stored is finished first.
-        let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
-    }
+    let _ = follower.await;
+    // The webhook listener lets deliveries in flight finish; the telegram
+    // poller stops at once (an update it was storing stays unconfirmed and
+    // comes again); the discord gateway closes after the dispatch being
+    // stored. Each gets 5 s.
+    stations.shutdown().await;
     if let Some(c) = cluster {
         // Before the log stops: the consumer's last append lands, the
         // publisher writes its mark.

@@ -21,16 +21,22 @@
 //! - [`server`]: the socket (bind `0600`, peer uid check), one task per
 //!   connection (framing, in-flight requests, coalesced writes), and
 //!   [`server::ops`], one file per group of ops.
-//! - [`stations`]: where events come from and outbound ops go: local agent
+//! - [`station`]: the seam between the core and the stations — the
+//!   `Station` trait (inbound loop, send/edit/react/download/fetch, row,
+//!   counters, allowlist, reconfigure), `StationKind` (how one is opened),
+//!   `StationCtx` (the log handle, state dir, fsync policy, a config watch:
+//!   all a station gets) and the `Registry` (line → station; start, stop,
+//!   restart one at runtime; follows the config); [`station::access`], the
+//!   allowlist with pairing codes.
+//! - [`stations`]: one folder per station behind that seam: local agent
 //!   lines; [`stations::webhook`] — endpoints (`webhooks.json`) and the
 //!   HTTP listener that turns each verified POST into one logged event;
 //!   [`stations::telegram`] — the bot's long-poll loop (an update is
 //!   confirmed only once its event is durable) and its outbound calls;
 //!   [`stations::discord`] — serenity's gateway on its own thread, the
 //!   ordered storing of its dispatches, REST through metro's queue;
-//!   [`stations::access`], [`stations::queue`] and [`stations::ids`], the
-//!   allowlist with pairing codes, the per-chat outbound queue and the id
-//!   map the chat stations share.
+//!   [`stations::queue`] and [`stations::ids`], the per-chat outbound
+//!   queue and the id map the chat stations share.
 //! - [`monitor`]: the read-only HTTP window for browsers on the webhook
 //!   listener — `/api/state`, the SSE stream `/api/tail` (a subscription
 //!   like any other) and the embedded page at `/`, behind a bearer token.
@@ -38,9 +44,14 @@
 //!   one stream of events, one claims map (off unless configured).
 //! - [`daemon`]: `metrod` — lock, open, serve, clean shutdown.
 //! - [`service`]: running under a service manager — systemd socket
-//!   activation and readiness notices, the live config and its reload.
+//!   activation and readiness notices, reloading the config.
 //! - [`client`]: `metroctl` — one file per command group.
-//! - [`config`]: the config file (station tokens, allowlists).
+//! - [`config`]: the config file (station tokens, allowlists) and
+//!   [`config::live`], the config in force.
+//!
+//! Dependencies run one way (docs/broker.md §1a; `scripts/module-cycles.py`
+//! checks it): `proto`, `line`, `config` ← `store` ← `broker` ← `station`
+//! ← `stations` ← `server` ← `daemon`.
 //! - [`paths`], [`clock`]: default locations, timestamps.
 
 pub mod broker;
@@ -55,5 +66,6 @@ pub mod paths;
 pub mod proto;
 pub mod server;
 pub mod service;
+pub mod station;
 pub mod stations;
 pub mod store;

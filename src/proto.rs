@@ -814,6 +814,23 @@ pub fn end_frame(sub_json: &[u8], offset: u64) -> Vec<u8> {
     out
 }
 
+/// Builds a JSON object from `key => value` pairs.
+#[macro_export]
+macro_rules! fields {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut m = serde_json::Map::new();
+        $( m.insert(String::from($k), serde_json::json!($v)); )*
+        m
+    }};
+}
+
+/// `from` of the events the daemon writes itself (`kind: "system"`).
+pub const DAEMON: &str = "metro://local/metrod";
+
+/// Identity used as `from` when an op names no actor.
+pub const ANONYMOUS: &str = "metro://local/anonymous";
+
 #[cfg(test)]
 mod tests {
     use super::*;

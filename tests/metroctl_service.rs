@@ -475,6 +475,14 @@ fn setup_is_picked_up_by_the_running_daemon() {
         ],
     ));
     assert!(text(&out).contains("metrod reloaded it"), "{}", text(&out));
+    // It says what metrod did with it: the telegram station now runs on
+    // the new token (its status, whatever Telegram answered).
+    assert!(
+        text(&out).contains("applied it: the telegram station is "),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(station_row(&d, "telegram")["enabled"], json!(true));
     assert_eq!(stats_config(&d)["telegram"]["token"], json!(true));
 }
 

@@ -1,5 +1,8 @@
 //! The broker: the daemon's shared state (log, claims, cursors, lines) and
 //! the live subscriptions fed from it.
+//!
+//! Must not import: `station`, `stations`, `server`, `service`, `daemon`
+//! (it knows no station; the registry of stations sits above it).
 
 pub mod outbox;
 pub mod predicate;
@@ -73,10 +76,19 @@ pub struct Startup {
     pub cursor_repairs: Vec<Repair>,
 }
 
+/// What the broker shows of this node's cluster membership (`stats.cluster`).
+/// A trait, so that the broker names no `cluster` module: the cluster sits
+/// above the broker and hands itself in after [`Broker::open`].
+pub trait ClusterView: Send + Sync {
+    /// The `stats.cluster` object; `log_end` is the log's end offset.
+    fn stats(&self, log_end: u64) -> serde_json::Value;
+}
+
 pub struct Broker {
     pub state_dir: PathBuf,
     pub opts: BrokerOptions,
-    pub log: Log,
+    /// Shared with the stations ([`crate::station::StationCtx`]).
+    pub log: Arc<Log>,
     pub claims: Claims,
     pub cursors: Arc<Cursors>,
     pub lines: Arc<Mutex<LineIndex>>,
@@ -86,22 +98,15 @@ pub struct Broker {
     pub dedupe: Dedupe,
     /// Who the loop guard already stopped (agent, line, answered event):
     /// one notice each; the newest 1024.
-    pub loop_notices: Mutex<crate::stations::Recent<String>>,
+    pub loop_notices: Mutex<crate::store::recent::Recent<String>>,
     pub started: Instant,
     pub connections: AtomicUsize,
-    /// The webhook station's endpoints, when the daemon runs it (it sets
-    /// this after [`Broker::open`]).
-    pub webhooks: Option<Arc<crate::stations::webhook::Webhooks>>,
-    /// The config in force (tokens, allowlists); stations subscribe to it
-    /// for reloads. The daemon sets it after [`Broker::open`].
-    pub config: Arc<crate::service::reload::LiveConfig>,
-    /// The Telegram station, when it has a token (set like `webhooks`).
-    pub telegram: Option<Arc<crate::stations::telegram::Telegram>>,
-    /// The Discord station, when it has a token (set like `webhooks`).
-    pub discord: Option<Arc<crate::stations::discord::Discord>>,
+    /// The config in force (tokens, allowlists): `stats.config`, the
+    /// monitor's token. The daemon sets it after [`Broker::open`].
+    pub config: Arc<crate::config::live::LiveConfig>,
     /// This node's cluster membership, when it has joined one (the daemon
     /// sets it after [`Broker::open`]).
-    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    pub cluster: std::sync::OnceLock<Arc<dyn ClusterView>>,
     next_conn: AtomicU64,
     subs: Mutex<BTreeMap<(u64, String), Arc<SubState>>>,
 }
@@ -137,21 +142,18 @@ impl Broker {
             Broker {
                 state_dir: state_dir.to_path_buf(),
                 opts,
-                log,
+                log: Arc::new(log),
                 claims,
                 cursors: Arc::new(cursors),
                 lines,
                 hops,
                 dedupe,
-                loop_notices: Mutex::new(crate::stations::Recent::new(LOOP_NOTICES)),
+                loop_notices: Mutex::new(crate::store::recent::Recent::new(LOOP_NOTICES)),
                 started: Instant::now(),
                 connections: AtomicUsize::new(0),
-                webhooks: None,
-                config: Arc::new(crate::service::reload::LiveConfig::unloaded(
+                config: Arc::new(crate::config::live::LiveConfig::unloaded(
                     crate::config::path(),
                 )),
-                telegram: None,
-                discord: None,
                 cluster: std::sync::OnceLock::new(),
                 next_conn: AtomicU64::new(1),
                 subs: Mutex::new(BTreeMap::new()),

@@ -494,7 +494,7 @@ pub fn run(socket: &Path, a: SetupArgs) -> Result<(), CliError> {
             out.push("notes", note);
         }
     }
-    let daemon = report_reload(socket, &path, before, new != old);
+    let daemon = report_reload(socket, &path, before, &changed_sections(&old, &new));
     if !daemon.1.is_empty() {
         out.say(&daemon.1);
     }
@@ -509,7 +509,7 @@ fn report_reload(
     socket: &Path,
     path: &Path,
     before: Option<Value>,
-    changed: bool,
+    changed: &[String],
 ) -> (&'static str, String) {
     let Some(before) = before else {
         return (
@@ -527,7 +527,7 @@ fn report_reload(
             ),
         );
     }
-    if !changed {
+    if changed.is_empty() {
         return ("unchanged", String::new());
     }
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -537,7 +537,8 @@ fn report_reload(
             break;
         };
         if now["reloads"] != before["reloads"] {
-            return ("reloaded", "metrod reloaded it.".into());
+            let settle = Instant::now() + Duration::from_secs(3);
+            return ("reloaded", applied(socket, changed, settle));
         }
         if now["error"] != before["error"] && !now["error"].is_null() {
             return (
@@ -555,6 +556,65 @@ fn report_reload(
          `systemctl --user reload metrod` or `kill -HUP <pid of metrod>` makes it read the file now."
             .into(),
     )
+}
+
+/// The config sections (`telegram`, `monitor` …) that differ between two
+/// configs.
+fn changed_sections(old: &Config, new: &Config) -> Vec<String> {
+    let table = |c: &Config| match toml::Table::try_from(c) {
+        Ok(t) => t,
+        Err(_) => toml::Table::new(),
+    };
+    let (a, b) = (table(old), table(new));
+    let mut names: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| a.get(n) != b.get(n));
+    names
+}
+
+/// What metrod did with a reloaded file, in one sentence: the status of
+/// each station whose section changed (it restarts such a station in
+/// place), once it is past restarting or `deadline` came.
+fn applied(socket: &Path, changed: &[String], deadline: Instant) -> String {
+    let mut rows: Vec<Value> = Vec::new();
+    loop {
+        if let Some(list) = Connection::open(socket)
+            .ok()
+            .and_then(|mut c| c.call(json!({"op": "stations"})).ok())
+        {
+            rows = list["stations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| changed.iter().any(|n| r["name"] == json!(n)))
+                .collect();
+        }
+        let settling = rows.iter().any(|r| {
+            let st = r["status"].as_str().unwrap_or("");
+            st.starts_with("restarting") || st.starts_with("starting")
+        });
+        if !settling || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let said: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "the {} station is {}",
+                r["name"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("unknown")
+            )
+        })
+        .collect();
+    if said.is_empty() {
+        "metrod reloaded it.".into()
+    } else {
+        format!("metrod reloaded it and applied it: {}.", said.join("; "))
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 //! refresh.
 
 pub mod claims;
-pub mod config;
 pub mod consume;
 pub mod names;
 pub mod publish;
@@ -32,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-pub use config::ClusterConfig;
+pub use crate::config::cluster::ClusterConfig;
 use status::Status;
 
 /// How long the stream keeps events: a node away longer misses the older
@@ -51,12 +50,14 @@ pub struct Cluster {
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Cluster {
+impl crate::broker::ClusterView for Cluster {
     /// `stats.cluster`.
-    pub fn stats(&self, log_end: u64) -> serde_json::Value {
+    fn stats(&self, log_end: u64) -> serde_json::Value {
         self.status.json(log_end)
     }
+}
 
+impl Cluster {
     /// Stops the tasks: the publisher writes its mark, the consumer stops
     /// between two events. Call before the log shuts down.
     pub async fn stop(&self) {

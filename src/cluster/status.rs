@@ -107,22 +107,7 @@ impl Status {
     }
 }
 
-/// The server URL(s) with any user name, password or token taken out.
-pub fn shown_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| {
-            let one = one.trim();
-            match one.split_once("://") {
-                Some((scheme, rest)) => {
-                    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-                    format!("{scheme}://{host}")
-                }
-                None => one.rsplit_once('@').map_or(one, |(_, h)| h).to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
+pub use crate::config::cluster::shown_url;
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::{error, json_response, param, Query};
 use crate::broker::Broker;
 use crate::server::ops::{claims, info};
+use crate::station::Registry;
 use crate::store::log::Meta;
 
 /// Events in one answer at most.
@@ -23,7 +24,7 @@ pub const MAX_LIMIT: usize = 500;
 /// Events in one answer unless `?limit=` says.
 pub const DEFAULT_LIMIT: usize = 50;
 
-pub async fn state(broker: &Arc<Broker>, q: &Query) -> Response {
+pub async fn state(broker: &Arc<Broker>, stations: &Registry, q: &Query) -> Response {
     let limit = match param(q, "limit") {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
@@ -68,7 +69,7 @@ pub async fn state(broker: &Arc<Broker>, q: &Query) -> Response {
     };
     let mut doc = Map::new();
     doc.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-    let mut stats = info::stats(broker).unwrap_or_default();
+    let mut stats = info::stats(broker, stations).unwrap_or_default();
     for key in [
         "uptimeMs",
         "logBytes",
@@ -90,7 +91,7 @@ pub async fn state(broker: &Arc<Broker>, q: &Query) -> Response {
     if let Ok(mut l) = info::lines(broker) {
         doc.insert("lines".into(), l.remove("lines").unwrap_or_default());
     }
-    if let Ok(mut s) = info::stations(broker) {
+    if let Ok(mut s) = info::stations(stations) {
         doc.insert("stations".into(), s.remove("stations").unwrap_or_default());
     }
     doc.insert("events".into(), Value::Array(events));

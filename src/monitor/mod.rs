@@ -15,6 +15,8 @@ pub mod api;
 pub mod page;
 pub mod sse;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -28,7 +30,32 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::station::Registry;
+use crate::stations::webhook::http::Mount;
 use crate::stations::webhook::verify;
+
+/// The monitor as mounted on the webhook listener by the daemon.
+pub struct Monitor {
+    pub broker: Arc<Broker>,
+    pub stations: Arc<Registry>,
+    /// Ends live streams when metrod stops.
+    pub shutdown: CancellationToken,
+}
+
+impl Mount for Monitor {
+    fn serves(&self, path: &str) -> bool {
+        serves(&self.broker, path)
+    }
+
+    fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send>> {
+        Box::pin(handle(
+            self.broker.clone(),
+            self.stations.clone(),
+            self.shutdown.clone(),
+            req,
+        ))
+    }
+}
 
 /// True when the monitor is on and `path` is one of its paths; the
 /// webhook listener hands such requests to [`handle`].
@@ -69,7 +96,12 @@ fn unauthorized() -> Response {
 
 /// Answers a request [`serves`] said is the monitor's. `shutdown` ends
 /// live streams when metrod stops.
-pub async fn handle(broker: Arc<Broker>, shutdown: CancellationToken, req: Request) -> Response {
+pub async fn handle(
+    broker: Arc<Broker>,
+    stations: Arc<Registry>,
+    shutdown: CancellationToken,
+    req: Request,
+) -> Response {
     let config = broker.config.current();
     let monitor = &config.monitor;
     let Some(token) = monitor.token() else {
@@ -129,7 +161,7 @@ pub async fn handle(broker: Arc<Broker>, shutdown: CancellationToken, req: Reque
             unauthorized()
         } else {
             match path {
-                "/api/state" => api::state(&broker, &query).await,
+                "/api/state" => api::state(&broker, &stations, &query).await,
                 "/api/tail" => sse::tail(broker.clone(), &query, &parts.headers, shutdown),
                 _ => error(
                     StatusCode::NOT_FOUND,

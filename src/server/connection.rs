@@ -27,6 +27,7 @@ use crate::broker::outbox::{Closed, Closer, Outbox, Outgoing};
 use crate::broker::subscription::SubState;
 use crate::broker::Broker;
 use crate::proto::{error_frame, ErrorCode, WireError};
+use crate::station::Registry;
 use crate::store::claims::ClaimOp;
 
 /// Requests of one connection waiting for their answers at once.
@@ -112,6 +113,8 @@ pub struct SubHandle {
 pub struct Conn {
     pub id: u64,
     pub broker: Arc<Broker>,
+    /// The stations, for the ops that go to one.
+    pub stations: Arc<Registry>,
     pub out: Outbox,
     /// Cancelled when the connection ends or the daemon stops.
     pub stop: CancellationToken,
@@ -194,7 +197,12 @@ enum Ended {
 }
 
 /// Serves one accepted connection to the end.
-pub async fn serve(broker: Arc<Broker>, stream: UnixStream, shutdown: CancellationToken) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    stations: Arc<Registry>,
+    stream: UnixStream,
+    shutdown: CancellationToken,
+) {
     let id = broker.next_connection_id();
     let peer_ok = match stream.peer_cred() {
         Ok(cred) => cred.uid() == nix::unistd::geteuid().as_raw(),
@@ -235,6 +243,7 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, shutdown: Cancellati
     let conn = Arc::new(Conn {
         id,
         broker: broker.clone(),
+        stations,
         out,
         stop: shutdown.child_token(),
         subs: Mutex::new(HashMap::new()),

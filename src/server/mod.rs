@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::station::Registry;
 
 /// Longest socket path the kernel accepts (`sun_path` less its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -68,6 +69,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// `tracker`.
 pub async fn accept_loop(
     broker: Arc<Broker>,
+    stations: Arc<Registry>,
     listener: UnixListener,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -84,7 +86,12 @@ pub async fn accept_loop(
                         tracing::info!("accepting connections again");
                         backoff = std::time::Duration::ZERO;
                     }
-                    tracker.spawn(connection::serve(broker.clone(), stream, shutdown.clone()));
+                    tracker.spawn(connection::serve(
+                        broker.clone(),
+                        stations.clone(),
+                        stream,
+                        shutdown.clone(),
+                    ));
                 }
                 Err(e) => {
                     if backoff.is_zero() {

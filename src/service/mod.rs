@@ -3,8 +3,8 @@
 //! - [`systemd`]: the listening socket from socket activation
 //!   (`LISTEN_FDS`), and `READY=1` / `RELOADING=1` / `STOPPING=1` through
 //!   `NOTIFY_SOCKET`.
-//! - [`reload`]: the config in force ([`reload::LiveConfig`], kept on the
-//!   broker for the stations) and its reload when the file changes or on
+//! - [`reload`]: reloading the config in force
+//!   ([`crate::config::live::LiveConfig`]) when the file changes or on
 //!   SIGHUP.
 //! - [`stdout`]: `--stdout`, every new event also written to standard
 //!   output for a parent process.

@@ -1,6 +1,8 @@
-//! Stations: where events come from and where outbound ops go.
+//! Stations: where events come from and where outbound ops go. Each is a
+//! folder behind the seam ([`crate::station`]): a kind the registry opens,
+//! a `Station` the server reaches only through the registry.
 //!
-//! - `local`: lines of local agents (`metro://claude/…`, `metro://codex/…`,
+//! - [`local`]: lines of local agents (`metro://claude/…`, `metro://codex/…`,
 //!   any station name that is not a platform). `send`, `edit` and `react` to
 //!   such a line append a `notify`, `edit` or `react` event addressed to it.
 //! - [`webhook`]: HTTP senders become `inbound` events on
@@ -11,171 +13,40 @@
 //! - [`discord`]: a Discord bot (gateway in, REST out); disabled without a
 //!   token, and then its ops answer `unavailable`.
 //!
-//! Shared by the chat stations: [`access`] (allowlist, pairing codes),
-//! [`queue`] (per-conversation turns, rate limits, `retry_after`), [`ids`]
-//! (metro ids ↔ platform message ids), [`text`] (splitting, buttons,
-//! files), and here: [`Status`], [`Backoff`], [`append_retrying`],
-//! [`Recent`], [`Sent`].
+//! Shared by the chat stations: [`queue`] (per-conversation turns, rate
+//! limits, `retry_after`), [`ids`] (metro ids ↔ platform message ids),
+//! [`text`] (splitting, buttons, files), and here: [`Status`],
+//! [`Backoff`], [`append_retrying`], [`Recent`]; the allowlist is the
+//! seam's ([`crate::station::access`]).
+//!
+//! Must not import: `broker`, `server`, `service`, `monitor`, `daemon`.
 
-pub mod access;
 pub mod discord;
 pub mod ids;
+pub mod local;
 pub mod queue;
 pub mod telegram;
 pub mod text;
 pub mod webhook;
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::proto::WireError;
+use crate::station::StationKind;
+pub use crate::store::recent::Recent;
 
-/// The rows of the `stations` answer, from the running stations.
-pub fn all(
-    webhook: Option<&webhook::Webhooks>,
-    telegram: Option<&telegram::Telegram>,
-    discord: Option<&discord::Discord>,
-) -> Vec<Value> {
-    let off = |name: &str, status: String| {
-        json!({
-            "name": name,
-            "enabled": false,
-            "status": status,
-            "capabilities": [],
-        })
-    };
+/// The kinds a stock metrod registers, in the order of the `stations`
+/// rows: `local`, `telegram`, `discord`, then `webhook` (whose options are
+/// metrod's flags, so the daemon builds it).
+pub fn builtin(webhook: webhook::kind::WebhookKind) -> Vec<Arc<dyn StationKind>> {
     vec![
-        json!({
-            "name": "local",
-            "enabled": true,
-            "status": "ok",
-            "capabilities": ["send", "edit", "react", "fetch"],
-        }),
-        match telegram {
-            Some(t) => t.station_row(),
-            None => off("telegram", no_token("telegram")),
-        },
-        match discord {
-            Some(d) => d.station_row(),
-            None => off("discord", no_token("discord")),
-        },
-        match webhook {
-            Some(w) => w.station_row(),
-            None => off(
-                "webhook",
-                "not available: this metrod runs no webhook listener".into(),
-            ),
-        },
+        Arc::new(local::LocalKind),
+        Arc::new(telegram::kind::TelegramKind),
+        Arc::new(discord::kind::DiscordKind),
+        Arc::new(webhook),
     ]
-}
-
-/// Applies reloaded configs to chat station `name` (its section: `pick`):
-/// the allowlist takes effect at once (`set_allow`); a token or URL that
-/// differs from what the station `started` with is said in the log, since
-/// it needs a restart.
-pub async fn follow_config(
-    name: &'static str,
-    pick: fn(&crate::config::Config) -> &crate::config::StationConfig,
-    started: crate::config::StationConfig,
-    set_allow: impl Fn(crate::config::Allow),
-    mut configs: tokio::sync::watch::Receiver<std::sync::Arc<crate::config::Config>>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            changed = configs.changed() => if changed.is_err() { return },
-            _ = stop.cancelled() => return,
-        }
-        let cfg = configs.borrow_and_update().clone();
-        let now = pick(&cfg);
-        set_allow(now.allow.clone());
-        if now.token != started.token
-            || now.api_url != started.api_url
-            || now.gateway_url != started.gateway_url
-        {
-            tracing::warn!(
-                "{name}: the reloaded config changes the token or a URL; restart metrod to use it (the allowlist is already in force)"
-            );
-        }
-    }
-}
-
-/// The status of a chat station that has no token.
-pub fn no_token(station: &str) -> String {
-    format!(
-        "disabled: no bot token (set METRO_{}_TOKEN, or token in the [{station}] section of {})",
-        station.to_uppercase(),
-        crate::config::path().display()
-    )
-}
-
-/// The answer to an op on a station this build does not run, or to an
-/// outbound op on a webhook line.
-pub fn unavailable(station: &str) -> WireError {
-    match station {
-        "webhook" => WireError::unavailable(
-            "webhook lines are inbound only: metro cannot send, edit, react or download on them",
-        ),
-        "telegram" | "discord" => {
-            WireError::unavailable(format!("the {station} station is {}", no_token(station)))
-        }
-        _ => WireError::unavailable(format!(
-            "the {station} station is not available in this metrod build"
-        )),
-    }
-}
-
-/// What a `send` put on a platform: its message ids, in order (several
-/// for a split text or an album), and the message it replied to.
-#[derive(Debug, Clone, Default)]
-pub struct Sent {
-    pub message_ids: Vec<String>,
-    pub reply_to: Option<String>,
-}
-
-/// A `send` that failed, with what had gone out before the failure.
-#[derive(Debug)]
-pub struct SendFailure {
-    pub error: WireError,
-    pub sent: Sent,
-}
-
-impl From<WireError> for SendFailure {
-    fn from(error: WireError) -> Self {
-        SendFailure {
-            error,
-            sent: Sent::default(),
-        }
-    }
-}
-
-/// `from` of the events the daemon writes itself (`kind: "system"`).
-pub const DAEMON: &str = "metro://local/metrod";
-
-/// Identity used as `from` when an op names no actor.
-pub const ANONYMOUS: &str = "metro://local/anonymous";
-
-/// Replaces a station's state file (`path`) with `value` as pretty JSON,
-/// atomically; a failure becomes an `internal` answer starting with
-/// `not_done` ("the endpoint was not added", …) and is logged.
-pub async fn persist_json<T: serde::Serialize>(
-    path: &std::path::Path,
-    value: &T,
-    fsync: bool,
-    not_done: &str,
-) -> Result<(), WireError> {
-    let body = serde_json::to_vec_pretty(value)
-        .map_err(|e| WireError::internal(format!("{not_done}: {e}")))?;
-    if let Err(e) = crate::store::write_atomic_async(path.to_path_buf(), body, fsync).await {
-        let why = format!("{not_done}: could not write {}: {e}", path.display());
-        tracing::error!("{why}");
-        return Err(WireError::internal(why));
-    }
-    Ok(())
 }
 
 /// Pauses between failed attempts: 1 s, doubling, at most 60 s.
@@ -294,63 +165,5 @@ pub async fn append_retrying(
                 }
             }
         }
-    }
-}
-
-/// The newest `cap` keys seen, to recognise an update or event the
-/// platform sends again.
-#[derive(Debug)]
-pub struct Recent<T> {
-    cap: usize,
-    set: HashSet<T>,
-    order: VecDeque<T>,
-}
-
-impl<T: Hash + Eq + Clone> Recent<T> {
-    pub fn new(cap: usize) -> Recent<T> {
-        Recent {
-            cap,
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    pub fn contains(&self, key: &T) -> bool {
-        self.set.contains(key)
-    }
-
-    pub fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
-    pub fn insert(&mut self, key: T) {
-        if self.set.insert(key.clone()) {
-            self.order.push_back(key);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_is_bounded() {
-        let mut r = Recent::new(100);
-        for i in 0..110u32 {
-            r.insert(i);
-        }
-        assert_eq!(r.len(), 100);
-        assert!(!r.contains(&0));
-        assert!(r.contains(&109));
     }
 }

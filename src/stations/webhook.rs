@@ -12,6 +12,7 @@
 //!   one route, `POST /hooks/<id>`; [`verify`] checks signatures.
 
 pub mod http;
+pub mod kind;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -333,7 +334,7 @@ impl Webhooks {
         let file = StoredFile {
             endpoints: next.values().cloned().collect(),
         };
-        super::persist_json(&self.path, &file, self.fsync, not_done).await?;
+        crate::store::persist_json(&self.path, &file, self.fsync, not_done).await?;
         self.endpoints.store(Arc::new(next));
         Ok(())
     }

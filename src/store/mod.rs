@@ -8,6 +8,7 @@ pub mod dedupe;
 pub mod hops;
 pub mod lines;
 pub mod log;
+pub mod recent;
 pub mod segments;
 
 use std::fs;
@@ -92,4 +93,23 @@ pub async fn write_atomic_async(path: PathBuf, body: Vec<u8>, fsync: bool) -> io
     tokio::task::spawn_blocking(move || write_atomic(&path, &body, fsync))
         .await
         .map_err(io::Error::other)?
+}
+
+/// Replaces a station's state file (`path`) with `value` as pretty JSON,
+/// atomically; a failure becomes an `internal` answer starting with
+/// `not_done` ("the endpoint was not added", …) and is logged.
+pub async fn persist_json<T: serde::Serialize>(
+    path: &std::path::Path,
+    value: &T,
+    fsync: bool,
+    not_done: &str,
+) -> Result<(), crate::proto::WireError> {
+    let body = serde_json::to_vec_pretty(value)
+        .map_err(|e| crate::proto::WireError::internal(format!("{not_done}: {e}")))?;
+    if let Err(e) = write_atomic_async(path.to_path_buf(), body, fsync).await {
+        let why = format!("{not_done}: could not write {}: {e}", path.display());
+        tracing::error!("{why}");
+        return Err(crate::proto::WireError::internal(why));
+    }
+    Ok(())
 }

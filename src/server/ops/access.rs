@@ -6,45 +6,52 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::OpResult;
-use crate::broker::Broker;
 use crate::fields;
 use crate::proto::{AllowCode, AllowListQuery, DenyUser, WireError};
-use crate::stations::access::{normalize_code, Access};
+use crate::station::access::{normalize_code, Access};
+use crate::station::{Registry, Station};
 
-/// The running chat stations' access lists, or only `station`'s.
-fn lists<'a>(broker: &'a Broker, station: Option<&str>) -> Result<Vec<&'a Access>, WireError> {
-    let running: Vec<&Access> = broker
-        .telegram
-        .iter()
-        .map(|t| &t.access)
-        .chain(broker.discord.iter().map(|d| &d.access))
+/// The running stations that keep an allowlist, or only `station`.
+fn lists(stations: &Registry, station: Option<&str>) -> Result<Vec<Arc<dyn Station>>, WireError> {
+    let running: Vec<Arc<dyn Station>> = stations
+        .running()
+        .into_iter()
+        .filter(|s| s.access().is_some())
         .collect();
     match station {
         None => Ok(running),
-        Some(name) => match running.into_iter().find(|a| a.station() == name) {
-            Some(a) => Ok(vec![a]),
-            None if name == "telegram" || name == "discord" => {
-                Err(crate::stations::unavailable(name))
-            }
-            None => Err(WireError::bad_request(format!(
-                "field `station`: {name:?} is not a chat station with an allowlist (telegram, discord)"
-            ))),
+        Some(name) => match running.into_iter().find(|s| s.name() == name) {
+            Some(s) => Ok(vec![s]),
+            None => match stations.why_off(name) {
+                Some(Err(off)) if stations.sections().contains(&name) => Err(off),
+                _ => Err(WireError::bad_request(format!(
+                    "field `station`: {name:?} is not a chat station with an allowlist ({})",
+                    stations.sections().join(", ")
+                ))),
+            },
         },
     }
 }
 
+/// The allowlist of a station [`lists`] returned.
+fn access(s: &Arc<dyn Station>) -> Result<&Access, WireError> {
+    s.access()
+        .ok_or_else(|| WireError::internal("a station without an allowlist was listed"))
+}
+
 /// Answer: `station`, `userId`, `name` of the person admitted.
-pub async fn allow(broker: Arc<Broker>, a: AllowCode) -> OpResult {
+pub async fn allow(stations: Arc<Registry>, a: AllowCode) -> OpResult {
     if normalize_code(&a.code).is_empty() {
         return Err(WireError::bad_request("field `code` is empty"));
     }
-    let lists = lists(&broker, a.station.as_deref())?;
+    let lists = lists(&stations, a.station.as_deref())?;
     if lists.is_empty() {
         return Err(WireError::unavailable(
             "no chat station is running, so there is nobody to admit",
         ));
     }
-    for list in lists {
+    for st in &lists {
+        let list = access(st)?;
         if let Some(p) = list.allow_code(&a.code).await? {
             tracing::info!(
                 "{}: admitted user {} ({:?}) with a pairing code",
@@ -67,7 +74,7 @@ pub async fn allow(broker: Arc<Broker>, a: AllowCode) -> OpResult {
 
 /// Answer: `station`, `userId`, `denied` (true), `wasAllowed` (they had
 /// been admitted with a code).
-pub async fn deny(broker: Arc<Broker>, d: DenyUser) -> OpResult {
+pub async fn deny(stations: Arc<Registry>, d: DenyUser) -> OpResult {
     let user = d.user_id.trim();
     if user.is_empty() || user.len() > 64 || user.chars().any(char::is_control) {
         return Err(WireError::bad_request(
@@ -75,9 +82,9 @@ pub async fn deny(broker: Arc<Broker>, d: DenyUser) -> OpResult {
         ));
     }
     let lists = match d.station.as_deref() {
-        Some(station) => lists(&broker, Some(station))?,
+        Some(station) => lists(&stations, Some(station))?,
         None => {
-            let running = lists(&broker, None)?;
+            let running = lists(&stations, None)?;
             match running.len() {
                 0 => {
                     return Err(WireError::unavailable(
@@ -94,7 +101,8 @@ pub async fn deny(broker: Arc<Broker>, d: DenyUser) -> OpResult {
         }
     };
     let mut out = fields! {};
-    for list in lists {
+    for st in &lists {
+        let list = access(st)?;
         let was = list.deny(user).await?;
         tracing::info!("{}: denied user {user}", list.station());
         out = fields! {
@@ -110,10 +118,10 @@ pub async fn deny(broker: Arc<Broker>, d: DenyUser) -> OpResult {
 /// Answer: `access`, one row per chat station: `station`, `everyone`,
 /// `config` (ids from the config), `allowed`, `denied`, `pending` (never
 /// the codes).
-pub fn list(broker: &Broker, q: AllowListQuery) -> OpResult {
-    let rows: Vec<Value> = lists(broker, q.station.as_deref())?
-        .into_iter()
-        .map(Access::list)
+pub fn list(stations: &Registry, q: AllowListQuery) -> OpResult {
+    let rows: Vec<Value> = lists(stations, q.station.as_deref())?
+        .iter()
+        .filter_map(|s| s.access().map(Access::list))
         .collect();
     Ok(fields! { "access" => rows })
 }

@@ -8,8 +8,9 @@ use serde_json::Value;
 use super::{guard, OpResult};
 use crate::broker::Broker;
 use crate::proto::{Event, Fetch, History, NewEvent, Publish, WireError};
+use crate::station::Registry;
 use crate::store::log::{AppendError, Meta};
-use crate::{clock, fields, line, stations};
+use crate::{clock, fields, line};
 
 /// History answers at most this many entries.
 pub const MAX_HISTORY: u64 = 1000;
@@ -55,7 +56,7 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
         .map(|f| line::identity(&f).map_err(|e| bad_line("event.from", e)))
         .transpose()?
         .flatten()
-        .unwrap_or_else(|| stations::ANONYMOUS.to_string());
+        .unwrap_or_else(|| crate::proto::ANONYMOUS.to_string());
     let to =
         n.to.map(|t| line::identity(&t).map_err(|e| bad_line("event.to", e)))
             .transpose()?
@@ -104,12 +105,13 @@ pub fn append_error(e: AppendError) -> WireError {
 
 /// Appends a prepared event: what people and services say has 0 hops; an
 /// agent's event is checked by the loop guard.
-pub async fn publish(broker: Arc<Broker>, mut event: Event) -> OpResult {
+pub async fn publish(broker: Arc<Broker>, stations: Arc<Registry>, mut event: Event) -> OpResult {
     if !guard::from_people(&event) {
         // Boxed: the check's future is large, and a publish's future is
         // held for every request in flight; most publishes never check.
         event.hops = Box::pin(guard::check(
             &broker,
+            &stations,
             &event.line,
             &event.from,
             event.reply_to.as_deref(),
@@ -335,7 +337,11 @@ pub async fn history(broker: Arc<Broker>, h: History) -> Result<Entries, WireErr
     scan_back(&broker, &q, limit as usize).await
 }
 
-pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Entries, WireError> {
+pub async fn fetch(
+    broker: Arc<Broker>,
+    stations: Arc<Registry>,
+    f: Fetch,
+) -> Result<Entries, WireError> {
     let line = line::uri(&f.line).map_err(|e| bad_line("line", e))?;
     let limit = f.limit.unwrap_or(20);
     if limit == 0 || limit > MAX_FETCH {
@@ -343,14 +349,10 @@ pub async fn fetch(broker: Arc<Broker>, f: Fetch) -> Result<Entries, WireError> 
             "field `limit` must be between 1 and {MAX_FETCH}"
         )));
     }
-    if line::station_of(&line) == "discord" {
-        // Discord keeps the channel's history: ask it (metro's log only
-        // has what arrived while metrod ran).
-        let Some(dc) = &broker.discord else {
-            return Err(stations::unavailable("discord"));
-        };
-        line::line(&line).map_err(|e| bad_line("line", e))?;
-        return dc.fetch(&line, limit).await.map(Entries::capped);
+    // A station that keeps the history (Discord) is asked: metro's log
+    // only has what arrived while metrod ran.
+    if let Some(fetched) = stations.fetch(&line, limit).await {
+        return fetched.map(Entries::capped);
     }
     let q = Query {
         line: Some(line),

@@ -20,43 +20,26 @@ use serde_json::json;
 
 use super::events::append_error;
 use crate::broker::Broker;
+use crate::line;
 use crate::proto::{ErrorCode, Event, WireError};
-use crate::{line, stations};
+use crate::station::Registry;
 
 /// The metro id of `named` on `line`: itself when it is one (`msg_…`), else
-/// the event of that platform message, from the station's id map.
-fn metro_id(broker: &Broker, line: &str, named: &str) -> Option<String> {
+/// the event of that platform message, from the line's station.
+fn metro_id(stations: &Registry, line: &str, named: &str) -> Option<String> {
     if named.starts_with("msg_") {
         return Some(named.to_string());
     }
-    match line::station_of(line) {
-        "telegram" => {
-            let (chat, _) = stations::telegram::parse_line(line)?;
-            let mid: i32 = named.parse().ok()?;
-            Some(broker.telegram.as_ref()?.ids.metro(chat, mid)?.id)
-        }
-        "discord" => {
-            let channel = stations::discord::parse_line(line)?;
-            Some(
-                broker
-                    .discord
-                    .as_ref()?
-                    .ids
-                    .metro(&channel.to_string(), named)?
-                    .id,
-            )
-        }
-        _ => None,
-    }
+    stations.route(line).ok()?.metro_id(line, named)
 }
 
 /// The hops of the event `named` (a `replyTo` or `messageId`) on `line`:
 /// 0 when absent or not known.
-pub fn named_hops(broker: &Broker, line: &str, named: Option<&str>) -> u32 {
+pub fn named_hops(broker: &Broker, stations: &Registry, line: &str, named: Option<&str>) -> u32 {
     let Some(named) = named.map(str::trim).filter(|n| !n.is_empty()) else {
         return 0;
     };
-    let Some(id) = metro_id(broker, line, named) else {
+    let Some(id) = metro_id(stations, line, named) else {
         return 0;
     };
     broker.hops.lock().map(|h| h.get(&id)).unwrap_or(0)
@@ -73,6 +56,7 @@ pub fn from_people(ev: &Event) -> bool {
 /// `loop` answer (after the notice on the line).
 pub async fn check(
     broker: &Broker,
+    stations: &Registry,
     line: &str,
     who: &str,
     named: Option<&str>,
@@ -81,7 +65,7 @@ pub async fn check(
     let named = named.map(str::trim).filter(|n| !n.is_empty());
     let hops = match named {
         None => 0,
-        Some(_) => named_hops(broker, line, named).saturating_add(step),
+        Some(_) => named_hops(broker, stations, line, named).saturating_add(step),
     };
     let max = broker.opts.max_hops;
     if hops <= max {
@@ -99,7 +83,7 @@ pub async fn check(
             station: line::station_of(line).to_string(),
             kind: "system".into(),
             line: line.to_string(),
-            from: stations::DAEMON.to_string(),
+            from: crate::proto::DAEMON.to_string(),
             to: line.to_string(),
             text: Some(why.clone()),
             hops,

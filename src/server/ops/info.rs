@@ -4,8 +4,9 @@ use serde_json::{json, Value};
 
 use super::OpResult;
 use crate::broker::Broker;
+use crate::fields;
 use crate::proto::{Hello, OPS, PROTOCOL_VERSION};
-use crate::{fields, stations};
+use crate::station::Registry;
 
 pub fn hello(broker: &Broker, conn: u64, h: Hello) -> OpResult {
     if let Some(client) = &h.client {
@@ -44,17 +45,11 @@ pub fn lines(broker: &Broker) -> OpResult {
     Ok(fields! { "lines" => rows })
 }
 
-pub fn stations(broker: &Broker) -> OpResult {
-    Ok(fields! {
-        "stations" => stations::all(
-            broker.webhooks.as_deref(),
-            broker.telegram.as_deref(),
-            broker.discord.as_deref(),
-        ),
-    })
+pub fn stations(stations: &Registry) -> OpResult {
+    Ok(fields! { "stations" => stations.rows() })
 }
 
-pub fn stats(broker: &Broker) -> OpResult {
+pub fn stats(broker: &Broker, stations: &Registry) -> OpResult {
     let end = broker.log.end();
     let subs: Vec<Value> = broker
         .subscriptions()
@@ -105,7 +100,7 @@ pub fn stats(broker: &Broker) -> OpResult {
         "subscriptions" => subs,
         "cursors" => cursors,
         "config" => broker.config.summary(),
-        "stations" => station_stats(broker),
+        "stations" => stations.stats(),
         "claimsFile" => broker.claims.file_summary(),
         "foreignWriter" => foreign_writer(broker),
         "cluster" => broker.cluster.get().map(|c| c.stats(end)),
@@ -116,17 +111,4 @@ pub fn stats(broker: &Broker) -> OpResult {
 fn foreign_writer(broker: &Broker) -> Value {
     let (adopted, ended) = broker.log.foreign_stats();
     json!({"adoptedLines": adopted, "endedTails": ended})
-}
-
-/// Per-station counters (`telegram`: received, blocked, …), for the
-/// stations that run.
-fn station_stats(broker: &Broker) -> Value {
-    let mut m = serde_json::Map::new();
-    if let Some(d) = &broker.discord {
-        m.insert("discord".into(), d.stats());
-    }
-    if let Some(t) = &broker.telegram {
-        m.insert("telegram".into(), t.stats());
-    }
-    Value::Object(m)
 }

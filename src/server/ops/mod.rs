@@ -83,39 +83,31 @@ where
     }))
 }
 
-/// Builds a JSON object from `key => value` pairs.
-#[macro_export]
-macro_rules! fields {
-    ($($k:expr => $v:expr),* $(,)?) => {{
-        #[allow(unused_mut)]
-        let mut m = serde_json::Map::new();
-        $( m.insert(String::from($k), serde_json::json!($v)); )*
-        m
-    }};
-}
-
 pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
     let (req, request) = match parse_request(line) {
         Ok(r) => r,
         Err(fail) => return Reply::Now(error_frame(fail.req.as_ref(), &fail.error)),
     };
     let broker = conn.broker.clone();
+    let stations = conn.stations.clone();
     match request {
         Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
         Request::Publish(p) => match events::prepare_publish(p) {
             // The hot path: without a key, nothing is copied or wrapped.
             Ok(event) => match event.idempotency_key.clone() {
-                None => later(req, events::publish(broker, event)),
+                None => later(req, events::publish(broker, stations, event)),
                 key => {
                     let who = event.from.clone();
-                    let op = events::publish(broker.clone(), event);
+                    let op = events::publish(broker.clone(), stations, event);
                     later(req, once::once(broker, who, key, Box::pin(op)))
                 }
             },
             Err(e) => now(req, Err(e)),
         },
         Request::History(h) => later_entries(conn, req, "entries", events::history(broker, h)),
-        Request::Fetch(f) => later_entries(conn, req, "messages", events::fetch(broker, f)),
+        Request::Fetch(f) => {
+            later_entries(conn, req, "messages", events::fetch(broker, stations, f))
+        }
         Request::Subscribe(s) => subscribe::subscribe(conn, req, s).await,
         Request::Ack(a) => now(req, subscribe::ack(conn, a)),
         Request::Unsubscribe(u) => now(req, subscribe::unsubscribe(conn, u)),
@@ -125,28 +117,28 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::Claims => now(req, claims::list(&broker)),
         Request::Send(s) => {
             let (who, key) = (once::identity(s.from.as_deref()), s.idempotency_key.clone());
-            let op = outbound::send(broker.clone(), s);
+            let op = outbound::send(broker.clone(), stations, s);
             later(req, once::once(broker, who, key, Box::pin(op)))
         }
         Request::Edit(e) => {
             let (who, key) = (once::identity(e.from.as_deref()), e.idempotency_key.clone());
-            let op = outbound::edit(broker.clone(), e);
+            let op = outbound::edit(broker.clone(), stations, e);
             later(req, once::once(broker, who, key, Box::pin(op)))
         }
         Request::React(r) => {
             let (who, key) = (once::identity(r.from.as_deref()), r.idempotency_key.clone());
-            let op = outbound::react(broker.clone(), r);
+            let op = outbound::react(broker.clone(), stations, r);
             later(req, once::once(broker, who, key, Box::pin(op)))
         }
-        Request::Download(d) => later(req, outbound::download(broker, d)),
+        Request::Download(d) => later(req, outbound::download(stations, d)),
         Request::Lines => now(req, info::lines(&broker)),
-        Request::Stations => now(req, info::stations(&broker)),
-        Request::Stats => now(req, info::stats(&broker)),
-        Request::WebhookAdd(a) => later(req, webhooks::add(broker, a)),
-        Request::WebhookList => now(req, webhooks::list(&broker)),
-        Request::WebhookRemove(r) => later(req, webhooks::remove(broker, r)),
-        Request::Allow(a) => later(req, access::allow(broker, a)),
-        Request::Deny(d) => later(req, access::deny(broker, d)),
-        Request::AllowList(q) => now(req, access::list(&broker, q)),
+        Request::Stations => now(req, info::stations(&stations)),
+        Request::Stats => now(req, info::stats(&broker, &stations)),
+        Request::WebhookAdd(a) => later(req, webhooks::add(stations, a)),
+        Request::WebhookList => now(req, webhooks::list(&stations)),
+        Request::WebhookRemove(r) => later(req, webhooks::remove(stations, r)),
+        Request::Allow(a) => later(req, access::allow(stations, a)),
+        Request::Deny(d) => later(req, access::deny(stations, d)),
+        Request::AllowList(q) => now(req, access::list(&stations, q)),
     }
 }

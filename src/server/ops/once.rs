@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use super::OpResult;
 use crate::broker::Broker;
+use crate::fields;
 use crate::proto::WireError;
 use crate::store::dedupe::{self, Begin, First};
-use crate::{fields, stations};
 
 /// Checks a client's key: 1 to [`dedupe::MAX_KEY`] bytes.
 pub fn check_key(key: Option<&str>) -> Result<(), WireError> {
@@ -34,7 +34,7 @@ pub fn identity(from: Option<&str>) -> String {
     super::outbound::actor(from)
         .ok()
         .flatten()
-        .unwrap_or_else(|| stations::ANONYMOUS.to_string())
+        .unwrap_or_else(|| crate::proto::ANONYMOUS.to_string())
 }
 
 /// Runs `op` once per (`identity`, `key`) within the window: a duplicate

@@ -1,11 +1,13 @@
 //! `send`, `edit`, `react`, `download`: outbound ops and the auto-claim rule.
 //!
-//! To a local agent line, `send` appends a `notify` event addressed to that
-//! line (`to` = line), `edit` an `edit` event and `react` a `react` event.
-//! On a telegram or discord line the station acts first (the message is in
-//! the chat) and the op is then logged as its own event: `outbound`, `edit`
-//! or `react`, with the platform's message id. Lines of stations that do not run
-//! answer `unavailable`. The auto-claim rule is applied after the append; a
+//! The line's station comes from the registry ([`crate::station`]); this
+//! file never names one. When the station has no platform (`local`),
+//! `send` appends a `notify` event addressed to the line (`to` = line),
+//! `edit` an `edit` event and `react` a `react` event. On a platform
+//! (Telegram, Discord) the station acts first (the message is in the chat)
+//! and the op is then logged as its own event: `outbound`, `edit` or
+//! `react`, with the platform's message id. Lines of stations that do not
+//! run, or do not serve the op, answer before the loop guard. The auto-claim rule is applied after the append; a
 //! local line is never auto-claimed (`claim: "off"`): it belongs to the agent
 //! it names, and the event's `to` reaches that agent directly. Before
 //! anything is sent, the loop guard ([`super::guard`]) gives the op's
@@ -19,25 +21,14 @@ use super::events::append_error;
 use super::{guard, OpResult};
 use crate::broker::Broker;
 use crate::proto::{Download, Edit, Event, React, Send, WireError};
-use crate::stations::discord::Discord;
-use crate::stations::telegram::{ids::Rec, Telegram};
-use crate::stations::{SendFailure, Sent};
+use crate::station::{Op, Registry, SendFailure, Sent, Station};
 use crate::store::claims::{ClaimOp, ClaimOutcome};
-use crate::{fields, line, stations};
+use crate::{fields, line};
 
-/// Where an outbound op goes.
-enum Target {
-    Local(String),
-    Telegram(String, Arc<Telegram>),
-    Discord(String, Arc<Discord>),
-}
-
-impl Target {
-    fn line(&self) -> &str {
-        match self {
-            Target::Local(l) | Target::Telegram(l, _) | Target::Discord(l, _) => l,
-        }
-    }
+/// Where an outbound op goes: its line and that line's station.
+struct Target {
+    line: String,
+    station: Arc<dyn Station>,
 }
 
 /// Who writes an op's event: its actor, the hops the loop guard gave it,
@@ -53,14 +44,15 @@ impl Author {
     /// hops after `named` on `target`'s line.
     async fn of(
         broker: &Broker,
+        stations: &Registry,
         from: Option<&str>,
-        target: &Target,
+        line: &str,
         (named, step): (Option<&str>, u32),
         key: &Option<String>,
     ) -> Result<Author, WireError> {
         let from = actor(from)?;
-        let who = from.as_deref().unwrap_or(stations::ANONYMOUS);
-        let hops = guard::check(broker, target.line(), who, named, step).await?;
+        let who = from.as_deref().unwrap_or(crate::proto::ANONYMOUS);
+        let hops = guard::check(broker, stations, line, who, named, step).await?;
         Ok(Author {
             from,
             hops,
@@ -69,25 +61,16 @@ impl Author {
     }
 }
 
-/// Validates the target line; platform stations that do not run (and
-/// webhook lines, inbound only) answer `unavailable`.
-fn target(broker: &Broker, raw: &str) -> Result<Target, WireError> {
+/// Validates the target line and finds its station; a station that does
+/// not run (or does not serve `op`: webhook lines are inbound only)
+/// answers here, before the loop guard.
+fn target(stations: &Registry, raw: &str, op: Op) -> Result<Target, WireError> {
     let line = line::line(raw).map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
-    let station = line::station_of(&line);
-    if station == "telegram" {
-        if let Some(t) = &broker.telegram {
-            return Ok(Target::Telegram(line, t.clone()));
-        }
+    let station = stations.route(&line)?;
+    if !station.supports(op) {
+        return Err(station.refuse(op, &line));
     }
-    if station == "discord" {
-        if let Some(d) = &broker.discord {
-            return Ok(Target::Discord(line, d.clone()));
-        }
-    }
-    if line::is_platform(station) {
-        return Err(stations::unavailable(station));
-    }
-    Ok(Target::Local(line))
+    Ok(Target { line, station })
 }
 
 /// The actor of an op: its `from`, checked and in full form;
@@ -139,7 +122,7 @@ fn event(kind: &str, line: &str, author: &Author) -> Event {
         from: author
             .from
             .clone()
-            .unwrap_or_else(|| stations::ANONYMOUS.to_string()),
+            .unwrap_or_else(|| crate::proto::ANONYMOUS.to_string()),
         to: line.to_string(),
         hops: author.hops,
         idempotency_key: author.key.clone(),
@@ -161,45 +144,24 @@ fn attachments(s: &Send) -> Option<Vec<Value>> {
     (!v.is_empty()).then_some(v)
 }
 
-pub async fn send(broker: Arc<Broker>, s: Send) -> OpResult {
-    let target = target(&broker, &s.line)?;
+pub async fn send(broker: Arc<Broker>, stations: Arc<Registry>, s: Send) -> OpResult {
+    let Target { line, station } = target(&stations, &s.line, Op::Send)?;
     let author = Author::of(
         &broker,
+        &stations,
         s.from.as_deref(),
-        &target,
+        &line,
         (s.reply_to.as_deref(), 1),
         &s.idempotency_key,
     )
     .await?;
-    let line = match target {
-        Target::Local(line) => line,
-        Target::Telegram(line, tg) => {
-            let r = tg.send(&broker.log, &line, &s).await;
-            let record = |id: &str, ids: &Sent| {
-                tg.ids.record(Rec {
-                    id: id.to_string(),
-                    line: line.clone(),
-                    message_ids: ids
-                        .message_ids
-                        .iter()
-                        .filter_map(|m| m.parse().ok())
-                        .collect(),
-                })
-            };
-            return send_platform(&broker, &line, author, s, "Telegram", r, record).await;
-        }
-        Target::Discord(line, dc) => {
-            let r = dc.send(&broker.log, &line, &s).await;
-            let record = |id: &str, ids: &Sent| {
-                dc.record(crate::stations::ids::Rec {
-                    id: id.to_string(),
-                    line: line.clone(),
-                    message_ids: ids.message_ids.clone(),
-                })
-            };
-            return send_platform(&broker, &line, author, s, "Discord", r, record).await;
-        }
-    };
+    if let Some(platform) = station.platform() {
+        let r = station.send(&line, &s).await;
+        let record = |id: &str, ids: &Sent| station.record(id, &line, ids);
+        return send_platform(&broker, &line, author, s, platform, r, record).await;
+    }
+    // The event is the message (a local line): nothing was sent anywhere.
+    station.send(&line, &s).await.map_err(|f| f.error)?;
     let mut ev = event("notify", &line, &author);
     ev.text = Some(s.text.clone());
     ev.reply_to = s.reply_to.clone();
@@ -282,20 +244,6 @@ async fn send_platform(
     Ok(out)
 }
 
-/// The metro id of a Telegram message, when known (`originalId`).
-fn original(tg: &Telegram, line: &str, mid: i32) -> Option<String> {
-    let (chat, _) = crate::stations::telegram::parse_line(line)?;
-    tg.ids.metro(chat, mid).map(|r| r.id)
-}
-
-/// The metro id of a Discord message, when known (`originalId`).
-fn original_dc(dc: &Discord, line: &str, mid: u64) -> Option<String> {
-    let channel = crate::stations::discord::parse_line(line)?;
-    dc.ids
-        .metro(&channel.to_string(), &mid.to_string())
-        .map(|r| r.id)
-}
-
 /// What an `edit` or `react` did: on which line, the message id for the
 /// event, the metro id of the original (when known), and what the
 /// platform already shows (for an error after the fact).
@@ -303,16 +251,26 @@ struct Done {
     line: String,
     message_id: String,
     original: Option<String>,
-    shown: Option<&'static str>,
+    shown: Option<String>,
 }
 
 impl Done {
-    fn local(line: String, message_id: &str) -> Done {
-        Done {
-            line,
-            message_id: message_id.to_string(),
-            original: None,
-            shown: None,
+    /// What `station` answered for an edit or react (`message_id`: the
+    /// platform's id of the message); `what`: "edit", "reaction".
+    fn of(station: &dyn Station, line: String, message_id: String, what: &str) -> Done {
+        match station.platform() {
+            Some(platform) => Done {
+                original: station.metro_id(&line, &message_id),
+                shown: Some(format!("{platform} shows the {what}")),
+                message_id,
+                line,
+            },
+            None => Done {
+                line,
+                message_id,
+                original: None,
+                shown: None,
+            },
         }
     }
 
@@ -326,51 +284,28 @@ impl Done {
     }
 }
 
-pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
+pub async fn edit(broker: Arc<Broker>, stations: Arc<Registry>, e: Edit) -> OpResult {
     if e.message_id.is_empty() {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
-    let target = target(&broker, &e.line)?;
+    let Target { line, station } = target(&stations, &e.line, Op::Edit)?;
     // An edit revises the message: its hops, not one more.
     let named = (Some(e.message_id.as_str()), 0);
     let author = Author::of(
         &broker,
+        &stations,
         e.from.as_deref(),
-        &target,
+        &line,
         named,
         &e.idempotency_key,
     )
     .await?;
-    let buttons = e.buttons.as_ref();
-    let done = match target {
-        Target::Local(line) => Done::local(line, &e.message_id),
-        Target::Telegram(line, tg) => {
-            let mid = tg
-                .edit(&broker.log, &line, &e.message_id, &e.text, buttons)
-                .await?;
-            Done {
-                original: original(&tg, &line, mid),
-                message_id: mid.to_string(),
-                line,
-                shown: Some("Telegram shows the edit"),
-            }
-        }
-        Target::Discord(line, dc) => {
-            let mid = dc
-                .edit(&broker.log, &line, &e.message_id, &e.text, buttons)
-                .await?;
-            Done {
-                original: original_dc(&dc, &line, mid),
-                message_id: mid.to_string(),
-                line,
-                shown: Some("Discord shows the edit"),
-            }
-        }
-    };
+    let mid = station.edit(&line, &e).await?;
+    let done = Done::of(station.as_ref(), line, mid, "edit");
     let mut ev = done.event("edit", &author);
     ev.text = Some(e.text.clone());
     ev.buttons = e.buttons.clone();
-    let a = append_sent(&broker, ev, done.shown.map(str::to_string)).await?;
+    let a = append_sent(&broker, ev, done.shown.clone()).await?;
     let claim = auto_claim(
         &broker,
         &done.line,
@@ -381,48 +316,26 @@ pub async fn edit(broker: Arc<Broker>, e: Edit) -> OpResult {
     Ok(fields! { "id" => a.id, "offset" => a.offset, "claim" => claim })
 }
 
-pub async fn react(broker: Arc<Broker>, r: React) -> OpResult {
+pub async fn react(broker: Arc<Broker>, stations: Arc<Registry>, r: React) -> OpResult {
     if r.message_id.is_empty() {
         return Err(WireError::bad_request("field `messageId` is empty"));
     }
-    let target = target(&broker, &r.line)?;
+    let Target { line, station } = target(&stations, &r.line, Op::React)?;
     let named = (Some(r.message_id.as_str()), 1);
     let author = Author::of(
         &broker,
+        &stations,
         r.from.as_deref(),
-        &target,
+        &line,
         named,
         &r.idempotency_key,
     )
     .await?;
-    let done = match target {
-        Target::Local(line) => Done::local(line, &r.message_id),
-        Target::Telegram(line, tg) => {
-            let mid = tg
-                .react(&broker.log, &line, &r.message_id, &r.emoji)
-                .await?;
-            Done {
-                original: original(&tg, &line, mid),
-                message_id: mid.to_string(),
-                line,
-                shown: Some("Telegram shows the reaction"),
-            }
-        }
-        Target::Discord(line, dc) => {
-            let mid = dc
-                .react(&broker.log, &line, &r.message_id, &r.emoji)
-                .await?;
-            Done {
-                original: original_dc(&dc, &line, mid),
-                message_id: mid.to_string(),
-                line,
-                shown: Some("Discord shows the reaction"),
-            }
-        }
-    };
+    let mid = station.react(&line, &r).await?;
+    let done = Done::of(station.as_ref(), line, mid, "reaction");
     let mut ev = done.event("react", &author);
     ev.emoji = Some(r.emoji.clone());
-    let a = append_sent(&broker, ev, done.shown.map(str::to_string)).await?;
+    let a = append_sent(&broker, ev, done.shown.clone()).await?;
     let claim = auto_claim(
         &broker,
         &done.line,
@@ -435,22 +348,8 @@ pub async fn react(broker: Arc<Broker>, r: React) -> OpResult {
 
 /// `download`: the files of a platform message into `outDir`. Answer:
 /// `files` (the saved paths).
-pub async fn download(broker: Arc<Broker>, d: Download) -> OpResult {
-    match target(&broker, &d.line)? {
-        Target::Telegram(line, tg) => {
-            let files = tg
-                .download(&broker.log, &line, &d.message_id, &d.out_dir)
-                .await?;
-            Ok(fields! { "files" => files })
-        }
-        Target::Discord(line, dc) => {
-            let files = dc
-                .download(&broker.log, &line, &d.message_id, &d.out_dir)
-                .await?;
-            Ok(fields! { "files" => files })
-        }
-        Target::Local(line) => Err(WireError::bad_request(format!(
-            "{line} is a local agent line: it carries no platform files to download"
-        ))),
-    }
+pub async fn download(stations: Arc<Registry>, d: Download) -> OpResult {
+    let Target { line, station } = target(&stations, &d.line, Op::Download)?;
+    let files = station.download(&line, &d).await?;
+    Ok(fields! { "files" => files })
 }

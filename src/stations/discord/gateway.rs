@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbound::Feed;
 use super::{bump, Discord};
-use crate::broker::Broker;
 use crate::stations::Backoff;
+use crate::store::log::Log;
 
 /// Dispatches waiting to be stored.
 pub const QUEUE: usize = 10_000;
@@ -63,7 +63,7 @@ pub fn intents() -> GatewayIntents {
 
 /// Runs the station until shutdown: who the bot is, then the gateway
 /// thread and the storing of its dispatches.
-pub async fn run(broker: Arc<Broker>, dc: Arc<Discord>, shutdown: CancellationToken) {
+pub async fn run(log: Arc<Log>, dc: Arc<Discord>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new();
     loop {
         let req = dc.req(Method::GET, Route::UserMe);
@@ -113,7 +113,7 @@ pub async fn run(broker: Arc<Broker>, dc: Arc<Discord>, shutdown: CancellationTo
             return;
         }
     };
-    super::inbound::consume(&broker, &dc, rx, &shutdown).await;
+    super::inbound::consume(&log, &dc, rx, &shutdown).await;
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 }
 

@@ -22,8 +22,11 @@
 //! `METRO_DISCORD_API_URL`, `METRO_DISCORD_GATEWAY_URL` and
 //! `METRO_DISCORD_ALLOW` (see [`crate::config`]).
 
+mod catch_up;
 pub mod gateway;
 pub mod inbound;
+pub mod kind;
+pub mod map;
 pub mod outbound;
 pub mod rest;
 
@@ -38,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::StationConfig;
-use crate::stations::access::Access;
+use crate::station::access::Access;
 use crate::stations::ids::Ids;
 use crate::stations::queue::{Limits, Queue, Rate};
 use crate::stations::{Recent, Status};
@@ -102,6 +105,11 @@ pub(crate) fn bump(c: &AtomicU64) {
 
 /// The running station.
 pub struct Discord {
+    /// The log its events go to.
+    pub(crate) log: Arc<Log>,
+    /// The config section it was opened with (a change of token or URL
+    /// restarts it).
+    pub(crate) opened: StationConfig,
     /// `Bot <token>`, the Authorization header.
     pub(crate) auth: String,
     api_url: String,
@@ -134,7 +142,7 @@ fn bare_token(t: &str) -> &str {
 /// recent message keys from the end of `log`. `None` without a token.
 pub fn open(
     state_dir: &Path,
-    log: &Log,
+    log: &Arc<Log>,
     cfg: &StationConfig,
     fsync: bool,
 ) -> io::Result<Option<Arc<Discord>>> {
@@ -178,6 +186,8 @@ pub fn open(
     let ids = Ids::open(state_dir, IDS_FILE, channel_scope)?;
     let (recent, newest) = seed(log)?;
     Ok(Some(Arc::new(Discord {
+        log: log.clone(),
+        opened: cfg.clone(),
         auth: format!("Bot {token}"),
         api_url,
         gateway_url: cfg.gateway_url.clone(),
@@ -203,7 +213,7 @@ pub fn open(
 }
 
 /// From the discord events in the last [`SEED_BYTES`] of the log: the
-/// keys ([`inbound::key_of`]) of what came from Discord, and the newest
+/// keys ([`map::key_of`]) of what came from Discord, and the newest
 /// message per channel.
 fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
     #[derive(Deserialize)]
@@ -235,8 +245,7 @@ fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
         }
         // Only what came from Discord (agents' own sends are not).
         if s.from.starts_with("metro://discord/") {
-            if let Some(key) =
-                inbound::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
+            if let Some(key) = map::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
             {
                 recent.insert(key);
             }

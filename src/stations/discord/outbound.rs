@@ -24,10 +24,10 @@ use serenity::http::Route;
 use super::rest::{decode, Body, Upload};
 use super::{parse_line, Discord};
 use crate::proto::{Send, WireError};
+use crate::station::{SendFailure, Sent};
 use crate::stations::text::{
     button_rows, check_send, create_new, existing_file, safe_name, split, units,
 };
-use crate::stations::{SendFailure, Sent};
 use crate::store::log::Log;
 
 /// Longest message, in characters.
@@ -449,7 +449,7 @@ impl Discord {
         messages.sort_by_key(|m| m.id);
         let mut out = Vec::with_capacity(messages.len());
         for m in &messages {
-            let mut ev = super::inbound::message_event("inbound", m);
+            let mut ev = super::map::message_event("inbound", m);
             if m.author.id.get() == self.bot_id() {
                 ev.kind = "outbound".into();
             }

@@ -1,4 +1,4 @@
-//! Telegram's side of access control ([`crate::stations::access`] holds
+//! Telegram's side of access control ([`crate::station::access`] holds
 //! the lists): what happens to an update whose sender is not admitted.
 //!
 //! It is not appended to the log, so no agent ever sees it, but it does
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use teloxide::payloads::AnswerCallbackQuerySetters;
 use teloxide::requests::Requester;
 
-use super::inbound::Inbound;
+use super::map::Inbound;
 use super::{bump, Telegram};
-use crate::stations::access::{pairing_text, Gate};
+use crate::station::access::{pairing_text, Gate};
 
 /// Counts, logs and (for a stranger in private) answers a blocked update.
 pub async fn blocked(tg: &Arc<Telegram>, inbound: &Inbound, gate: Gate) {

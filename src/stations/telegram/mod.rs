@@ -14,7 +14,7 @@
 //! - [`ids`]: metro event ids ↔ Telegram message ids, kept in
 //!   `telegram-ids.jsonl`, so `messageId`/`replyTo` accept either.
 //! - [`access`]: who gets through (the allowlist, pairing codes), on top of
-//!   the generic [`crate::stations::access`].
+//!   the generic [`crate::station::access`].
 //!
 //! Configured by `METRO_TELEGRAM_TOKEN` / `[telegram] token` (no token: the
 //! station is disabled and telegram ops answer `unavailable`),
@@ -24,6 +24,8 @@
 pub mod access;
 pub mod ids;
 pub mod inbound;
+pub mod kind;
+pub mod map;
 pub mod me;
 pub mod outbound;
 
@@ -38,7 +40,7 @@ use serde_json::{json, Value};
 use teloxide::Bot;
 
 use crate::config::StationConfig;
-use crate::stations::access::Access;
+use crate::station::access::Access;
 use crate::stations::queue::{Limits, Queue, Rate};
 use crate::stations::{Recent, Status};
 use crate::store::log::Log;
@@ -95,6 +97,11 @@ fn bump(c: &AtomicU64) {
 
 /// The running station.
 pub struct Telegram {
+    /// The log its events go to.
+    pub(crate) log: Arc<Log>,
+    /// The config section it was opened with (a change of token or URL
+    /// restarts it).
+    pub(crate) opened: StationConfig,
     pub(crate) bot: Bot,
     api_url: String,
     pub access: Access,
@@ -111,7 +118,7 @@ pub struct Telegram {
 /// recent update ids from the end of `log`. `None` without a token.
 pub fn open(
     state_dir: &Path,
-    log: &Log,
+    log: &Arc<Log>,
     cfg: &StationConfig,
     fsync: bool,
 ) -> io::Result<Option<Arc<Telegram>>> {
@@ -137,6 +144,8 @@ pub fn open(
     let ids = ids::Ids::open(state_dir)?;
     let recent = seed_recent(log)?;
     Ok(Some(Arc::new(Telegram {
+        log: log.clone(),
+        opened: cfg.clone(),
         bot,
         api_url: api_url.trim_end_matches('/').to_string(),
         access,

@@ -36,10 +36,10 @@ use teloxide::{ApiError, RequestError};
 
 use super::{bump, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
 use crate::proto::{ErrorCode, Send, WireError};
+use crate::station::{SendFailure, Sent};
 use crate::stations::queue::{Failure, Rate, Turn};
 use crate::stations::text::{button_rows, check_send, create_new, existing_file, safe_name};
 pub use crate::stations::text::{find_in_log, split, units};
-use crate::stations::{SendFailure, Sent};
 use crate::store::log::Log;
 
 /// Telegram's legacy Markdown: lenient with what agents write (MarkdownV2

@@ -20,6 +20,8 @@
 //! sends no next request), its body within `body_timeout` (else 408); an
 //! accept error such as EMFILE backs off instead of spinning.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -39,9 +41,9 @@ use tokio_util::task::TaskTracker;
 
 use super::verify::{self, SIGNATURE_HEADER};
 use super::{Delivery, Webhooks};
-use crate::broker::Broker;
 use crate::proto::Event;
 use crate::store::log::AppendError;
+use crate::store::log::Log;
 
 /// Headers copied into the event's `headers`: content type, sender, event
 /// type and delivery id. Never `Authorization` or a signature.
@@ -110,22 +112,30 @@ impl Default for Limits {
     }
 }
 
+/// Other routes the listener serves beside `/hooks/` (the monitor,
+/// mounted by the daemon): the station hands a request over when
+/// [`Mount::serves`] its path, and knows nothing else of it.
+pub trait Mount: Send + Sync + 'static {
+    fn serves(&self, path: &str) -> bool;
+    fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + Send>>;
+}
+
 #[derive(Clone)]
 struct App {
-    broker: Arc<Broker>,
+    log: Arc<Log>,
     hooks: Arc<Webhooks>,
     body_timeout: Duration,
-    /// Ends the monitor's live streams (crate::monitor) when metrod stops.
-    shutdown: CancellationToken,
+    mount: Option<Arc<dyn Mount>>,
 }
 
 /// Serves `listener` until `shutdown`, then lets requests in flight finish
 /// (for at most a few seconds).
 pub async fn serve(
-    broker: Arc<Broker>,
+    log: Arc<Log>,
     hooks: Arc<Webhooks>,
     listener: std::net::TcpListener,
     limits: Limits,
+    mount: Option<Arc<dyn Mount>>,
     shutdown: CancellationToken,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -139,10 +149,10 @@ pub async fn serve(
         tracing::info!("webhook listener on http://{a}/hooks/<id>");
     }
     let app = Router::new().fallback(handle).with_state(App {
-        broker,
+        log,
         hooks,
         body_timeout: limits.body_timeout,
-        shutdown: shutdown.clone(),
+        mount,
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let conns = TaskTracker::new();
@@ -208,8 +218,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 async fn handle(State(app): State<App>, req: Request) -> Response {
     // `/` and `/api/…` are the monitor's when it is on (docs/monitor.md).
-    if crate::monitor::serves(&app.broker, req.uri().path()) {
-        return crate::monitor::handle(app.broker.clone(), app.shutdown.clone(), req).await;
+    if let Some(mount) = app.mount.as_ref().filter(|m| m.serves(req.uri().path())) {
+        return mount.handle(req).await;
     }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
@@ -451,7 +461,7 @@ async fn store(app: App, endpoint: String, delivery: Option<String>, event: Even
                 }
             },
         };
-        let appended = app.broker.log.append(event).await;
+        let appended = app.log.append(event).await;
         if let (Some(d), Some(done)) = (&delivery, mine) {
             let id = appended.as_ref().ok().map(|a| a.id.as_str());
             app.hooks.finish_delivery(&endpoint, d, id, done);

@@ -353,7 +353,7 @@ impl Access {
 
     /// Writes `next`, then makes it current. `not_done` empty: best effort.
     async fn store(&self, next: Stored, not_done: &str) -> Result<(), WireError> {
-        super::persist_json(&self.path, &next, self.fsync, not_done).await?;
+        crate::store::persist_json(&self.path, &next, self.fsync, not_done).await?;
         *self
             .state
             .lock()

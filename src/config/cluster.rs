@@ -51,7 +51,7 @@ pub struct ClusterConfig {
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConfig")
-            .field("url", &self.url.as_deref().map(super::status::shown_url))
+            .field("url", &self.url.as_deref().map(shown_url))
             .field("node", &self.node)
             .field("token", &self.token.as_ref().map(|_| "(set)"))
             .field("user", &self.user)
@@ -153,6 +153,23 @@ impl ClusterConfig {
         }
         Ok(o)
     }
+}
+
+/// The server URL(s) with any user name, password or token taken out.
+pub fn shown_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            match one.split_once("://") {
+                Some((scheme, rest)) => {
+                    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                    format!("{scheme}://{host}")
+                }
+                None => one.rsplit_once('@').map_or(one, |(_, h)| h).to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

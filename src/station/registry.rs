@@ -1,0 +1,353 @@
+//! The registry: the station kinds metrod runs, in the order they were
+//! registered (the order of the `stations` rows), each with the station
+//! running for it or the reason none runs.
+//!
+//! - A line goes to the kind of its name, else to the kind that
+//!   [catches all](super::StationKind::catches_all) (`local`).
+//! - One station can be started, stopped or restarted at runtime
+//!   ([`Registry::start`], [`Registry::stop`], [`Registry::restart`]);
+//!   [`Registry::follow`] does it when the config in force changes, so a new
+//!   token restarts only that station, in place: the others, the
+//!   connections and the subscriptions are not touched.
+//!
+//! Locking: each slot's state is a `std::sync::Mutex`, held only to read
+//! or swap the running station (never across an `.await`); a
+//! `tokio::sync::Mutex` per slot serializes its start and stop, which do
+//! wait (for the old inbound task to end).
+//!
+//! Owns: the slots. Must not import: `server`, `daemon`, `stations`.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{off_row, Reconfigured, Station, StationCtx, StationKind};
+use crate::config::Config;
+use crate::line;
+use crate::proto::WireError;
+
+/// How long a stopping station's inbound task may take to finish what it
+/// is storing before it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A line's station, or why the op cannot go there.
+pub type Route = Result<Arc<dyn Station>, WireError>;
+
+struct Running {
+    station: Arc<dyn Station>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Slot {
+    kind: Arc<dyn StationKind>,
+    /// The running station, or the status of its row when none runs.
+    state: Mutex<Result<Arc<dyn Station>, String>>,
+    /// The inbound task of the running station (taken by a stop).
+    running: Mutex<Option<Running>>,
+    /// One start or stop of this slot at a time.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn station(&self) -> Result<Arc<dyn Station>, String> {
+        match self.state.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => Err("down: its state lock was poisoned".into()),
+        }
+    }
+
+    fn set(&self, state: Result<Arc<dyn Station>, String>) {
+        match self.state.lock() {
+            Ok(mut s) => *s = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+}
+
+/// The stations of one metrod.
+pub struct Registry {
+    ctx: StationCtx,
+    slots: Vec<Slot>,
+    /// Parent of every station's stop token: metrod's shutdown.
+    shutdown: CancellationToken,
+}
+
+impl Registry {
+    /// A registry of `kinds` (none started yet); each station gets a clone
+    /// of `ctx` and stops at the latest with `shutdown`.
+    pub fn new(
+        ctx: StationCtx,
+        kinds: Vec<Arc<dyn StationKind>>,
+        shutdown: CancellationToken,
+    ) -> Registry {
+        let slots = kinds
+            .into_iter()
+            .map(|kind| Slot {
+                kind,
+                state: Mutex::new(Err("not started".into())),
+                running: Mutex::new(None),
+                turn: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        Registry {
+            ctx,
+            slots,
+            shutdown,
+        }
+    }
+
+    /// The registered kinds' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.slots.iter().map(|s| s.kind.name()).collect()
+    }
+
+    /// The config sections the registered kinds read.
+    pub fn sections(&self) -> Vec<&'static str> {
+        self.slots.iter().filter_map(|s| s.kind.section()).collect()
+    }
+
+    fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.kind.name() == name)
+    }
+
+    /// Opens and starts every station its config enables (startup: an
+    /// error names the station and stops metrod).
+    pub async fn start_all(&self) -> io::Result<()> {
+        for slot in &self.slots {
+            let _turn = slot.turn.lock().await;
+            self.open(slot).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open the {} station: {e}", slot.kind.name()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts station `name` if its config enables it and it does not run;
+    /// true when it runs afterwards. An open that fails leaves it down
+    /// (its row says why).
+    pub async fn start(&self, name: &str) -> bool {
+        let Some(slot) = self.slot(name) else {
+            return false;
+        };
+        let _turn = slot.turn.lock().await;
+        self.start_slot(slot)
+    }
+
+    /// Stops station `name` (its inbound task ends; ops on its lines answer
+    /// `unavailable` until it is started again). True if it ran.
+    pub async fn stop(&self, name: &str) -> bool {
+        let Some(slot) = self.slot(name) else {
+            return false;
+        };
+        let _turn = slot.turn.lock().await;
+        stop_slot(slot, "stopped").await
+    }
+
+    /// Stops station `name` and opens it again with the config in force.
+    pub async fn restart(&self, name: &str) -> bool {
+        let Some(slot) = self.slot(name) else {
+            return false;
+        };
+        let _turn = slot.turn.lock().await;
+        stop_slot(slot, "restarting").await;
+        self.start_slot(slot)
+    }
+
+    fn start_slot(&self, slot: &Slot) -> bool {
+        if slot.station().is_ok() {
+            return true;
+        }
+        match self.open(slot) {
+            Ok(running) => running,
+            Err(e) => {
+                let why = format!("down: cannot open it: {e}");
+                tracing::error!("{} station {why}", slot.kind.name());
+                slot.set(Err(why));
+                false
+            }
+        }
+    }
+
+    /// Opens the slot's station when the config in force enables it and
+    /// spawns its inbound task; Ok(false): disabled (the status says why).
+    fn open(&self, slot: &Slot) -> io::Result<bool> {
+        let config = self.ctx.current();
+        if let Err(why) = slot.kind.enabled(&config) {
+            slot.set(Err(why));
+            return Ok(false);
+        }
+        let station = slot.kind.open(&self.ctx)?;
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(station.clone().run(stop.clone()));
+        if let Ok(mut r) = slot.running.lock() {
+            *r = Some(Running {
+                station: station.clone(),
+                stop,
+                task,
+            });
+        }
+        slot.set(Ok(station));
+        Ok(true)
+    }
+
+    /// The station of `line` (already a valid line URI).
+    pub fn route(&self, line: &str) -> Route {
+        let name = line::station_of(line);
+        let slot = self
+            .slot(name)
+            .or_else(|| self.slots.iter().find(|s| s.kind.catches_all()));
+        let Some(slot) = slot else {
+            return Err(WireError::unavailable(format!(
+                "the {name} station is not available in this metrod build"
+            )));
+        };
+        slot.kind
+            .check_line(line)
+            .map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
+        slot.station().map_err(|why| slot.kind.unavailable(&why))
+    }
+
+    /// `fetch` on `line` from its platform, when its kind
+    /// [fetches](StationKind::fetches); `None`: metro's log answers.
+    pub async fn fetch(&self, line: &str, limit: u64) -> Option<Result<Vec<Bytes>, WireError>> {
+        let slot = self.slot(line::station_of(line))?;
+        if !slot.kind.fetches() {
+            return None;
+        }
+        let st = match slot.station() {
+            Ok(st) => st,
+            Err(why) => return Some(Err(slot.kind.unavailable(&why))),
+        };
+        if let Err(e) = line::line(line) {
+            return Some(Err(WireError::bad_request(format!("field `line`: {e}"))));
+        }
+        st.fetch(line, limit).await
+    }
+
+    /// The running station `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Station>> {
+        self.slot(name)?.station().ok()
+    }
+
+    /// The running stations, in order.
+    pub fn running(&self) -> Vec<Arc<dyn Station>> {
+        self.slots.iter().filter_map(|s| s.station().ok()).collect()
+    }
+
+    /// Whether `name` is a registered kind, and the status of its row when
+    /// it does not run.
+    pub fn why_off(&self, name: &str) -> Option<Result<(), WireError>> {
+        let slot = self.slot(name)?;
+        Some(
+            slot.station()
+                .map(|_| ())
+                .map_err(|why| slot.kind.unavailable(&why)),
+        )
+    }
+
+    /// The rows of the `stations` answer.
+    pub fn rows(&self) -> Vec<Value> {
+        self.slots
+            .iter()
+            .map(|s| match s.station() {
+                Ok(st) => st.row(),
+                Err(why) => off_row(s.kind.name(), &why),
+            })
+            .collect()
+    }
+
+    /// `stats.stations`: the counters of the running stations that count.
+    pub fn stats(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for st in self.running() {
+            if let Some(v) = st.stats() {
+                m.insert(st.name().to_string(), v);
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// Applies each config put in force to the stations, until shutdown:
+    /// a station that can take it in place does; one that needs to be
+    /// opened again (a token, a URL) is restarted alone; one the new
+    /// config enables is started, one it disables is stopped.
+    pub async fn follow(self: Arc<Self>) {
+        let mut configs = self.ctx.config.clone();
+        loop {
+            tokio::select! {
+                changed = configs.changed() => if changed.is_err() { return },
+                _ = self.shutdown.cancelled() => return,
+            }
+            let config = configs.borrow_and_update().clone();
+            for slot in &self.slots {
+                self.apply(slot, &config).await;
+            }
+        }
+    }
+
+    async fn apply(&self, slot: &Slot, config: &Config) {
+        let _turn = slot.turn.lock().await;
+        let name = slot.kind.name();
+        match (slot.station(), slot.kind.enabled(config)) {
+            (Ok(st), Ok(())) => {
+                if st.reconfigure(config) == Reconfigured::Restart {
+                    tracing::info!("{name} station: the config changed; restarting it");
+                    stop_slot(slot, "restarting").await;
+                    self.start_slot(slot);
+                }
+            }
+            (Ok(_), Err(why)) => {
+                tracing::info!("{name} station: the config disables it; stopping it");
+                stop_slot(slot, &why).await;
+            }
+            (Err(_), Ok(())) => {
+                tracing::info!("{name} station: the config enables it; starting it");
+                self.start_slot(slot);
+            }
+            (Err(_), Err(why)) => slot.set(Err(why)),
+        }
+    }
+
+    /// Stops every station (metrod's shutdown has been signalled), each
+    /// given [`STOP_GRACE`] to finish what it is storing.
+    pub async fn shutdown(&self) {
+        for slot in &self.slots {
+            let _turn = slot.turn.lock().await;
+            stop_slot(slot, "stopped").await;
+        }
+    }
+}
+
+/// Stops the slot's station: cancels its inbound task and waits for it.
+async fn stop_slot(slot: &Slot, why: &str) -> bool {
+    slot.set(Err(why.to_string()));
+    let running = slot.running.lock().ok().and_then(|mut r| r.take());
+    let Some(Running {
+        station,
+        stop,
+        task,
+    }) = running
+    else {
+        return false;
+    };
+    stop.cancel();
+    let abort = task.abort_handle();
+    if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
+        tracing::warn!(
+            "{} station did not stop within {} s; aborted",
+            station.name(),
+            STOP_GRACE.as_secs()
+        );
+        abort.abort();
+    }
+    true
+}

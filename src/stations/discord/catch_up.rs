@@ -1,0 +1,114 @@
+//! The read-back after READY: Discord does not dispatch again what was
+//! said while metro had no session, so the channels metro knows are read
+//! back first (the newest stored message on) and what is new goes through
+//! the same checks and into the log, oldest first, before any live
+//! dispatch that followed READY.
+//!
+//! Must not import: `broker`, `server`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::json;
+use serenity::all::Message;
+use serenity::http::Route;
+use tokio_util::sync::CancellationToken;
+
+use super::inbound::store;
+use super::map::created;
+use super::{bump, Discord};
+use crate::store::log::Log;
+
+/// Messages read back per request, and requests per channel.
+pub const CATCH_UP_PAGE: usize = 100;
+pub const CATCH_UP_PAGES: usize = 10;
+/// Channels read back after a new session (the most recently active).
+pub const CATCH_UP_CHANNELS: usize = 50;
+
+/// After a new session (metrod started, or Discord could not resume):
+/// Discord does not send again what was said meanwhile, so the channels
+/// metro has stored messages of are read back from the newest stored one
+/// on (the [`CATCH_UP_CHANNELS`] most recently active, up to
+/// [`CATCH_UP_PAGES`] × [`CATCH_UP_PAGE`] messages each), and what is new
+/// goes through the same checks and into the log, oldest first, marked
+/// `caughtUp: true`, before any live dispatch that followed READY. What
+/// the live stream then brings again is recognised and not stored twice.
+/// False only at shutdown.
+pub(super) async fn catch_up(log: &Log, dc: &Arc<Discord>, shutdown: &CancellationToken) -> bool {
+    for (channel, newest) in dc.newest_per_channel().into_iter().take(CATCH_UP_CHANNELS) {
+        let mut after = newest;
+        for page in 1..=CATCH_UP_PAGES {
+            let Some(messages) = read_after(dc, channel, after, shutdown).await else {
+                return false;
+            };
+            let Ok(messages) = messages else {
+                break;
+            };
+            let full = messages.len() >= CATCH_UP_PAGE;
+            let from = after;
+            for m in messages.iter().filter(|m| m.id.get() > from) {
+                after = after.max(m.id.get());
+                let Some(mut inbound) = created(m) else {
+                    continue;
+                };
+                // Old news: no pairing reply to a message from before.
+                inbound.message = false;
+                inbound.event.extra.insert("caughtUp".into(), json!(true));
+                let before = dc.counters.received.load(Ordering::Relaxed);
+                if !store(log, dc, inbound, shutdown).await {
+                    return false;
+                }
+                if dc.counters.received.load(Ordering::Relaxed) > before {
+                    bump(&dc.counters.caught_up);
+                }
+            }
+            if !full {
+                break;
+            }
+            if page == CATCH_UP_PAGES {
+                tracing::warn!(
+                    "discord: channel {channel} had more than {} messages while metro was not connected; the newer ones are not stored (fetch reads them)",
+                    CATCH_UP_PAGE * CATCH_UP_PAGES
+                );
+            }
+        }
+    }
+    true
+}
+
+/// The messages of `channel` after `after`, oldest first; `None` at
+/// shutdown, `Err` when Discord would not say (logged).
+async fn read_after(
+    dc: &Discord,
+    channel: u64,
+    after: u64,
+    shutdown: &CancellationToken,
+) -> Option<Result<Vec<Message>, ()>> {
+    let mut req = dc.req(
+        Method::GET,
+        Route::ChannelMessages {
+            channel_id: channel.into(),
+        },
+    );
+    req.query.push(("after", after.to_string()));
+    req.query.push(("limit", CATCH_UP_PAGE.to_string()));
+    let conversation = channel.to_string();
+    let got = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        r = dc.call_json::<Vec<Message>>(&conversation, &req) => r,
+    };
+    Some(match got {
+        Ok(mut m) => {
+            m.sort_by_key(|m| m.id);
+            Ok(m)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "discord: could not read back channel {channel} after a new session: {}",
+                e.message
+            );
+            Err(())
+        }
+    })
+}

@@ -1,0 +1,138 @@
+//! The Telegram station behind the seam: [`TelegramKind`] (opened when the
+//! config in force has a `[telegram]` token) and `impl Station for
+//! Telegram` (the poller as its inbound task; send, edit, react, download
+//! through [`super::outbound`]).
+//!
+//! Owns: the mapping of the seam's calls onto the station. Must not
+//! import: `broker`, `server`, `daemon`.
+
+use std::any::Any;
+use std::io;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{ids::Rec, parse_line, Telegram};
+use crate::config::Config;
+use crate::proto::{self, Download, Edit, React, WireError};
+use crate::station::access::Access;
+use crate::station::{
+    no_token, Op, Reconfigured, SendFailure, Sent, Station, StationCtx, StationKind,
+};
+
+/// Opens the Telegram station.
+pub struct TelegramKind;
+
+impl StationKind for TelegramKind {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn section(&self) -> Option<&'static str> {
+        Some("telegram")
+    }
+
+    fn enabled(&self, config: &Config) -> Result<(), String> {
+        match &config.telegram.token {
+            Some(t) if !t.trim().is_empty() => Ok(()),
+            _ => Err(no_token("telegram")),
+        }
+    }
+
+    fn open(&self, ctx: &StationCtx) -> io::Result<Arc<dyn Station>> {
+        let config = ctx.current();
+        match super::open(&ctx.state_dir, &ctx.log, &config.telegram, ctx.fsync)? {
+            Some(t) => Ok(t),
+            None => Err(io::Error::other(no_token("telegram"))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Station for Telegram {
+    fn name(&self) -> &str {
+        "telegram"
+    }
+
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        super::inbound::run(self.log.clone(), self, stop).await;
+    }
+
+    fn platform(&self) -> Option<&'static str> {
+        Some("Telegram")
+    }
+
+    fn supports(&self, _op: Op) -> bool {
+        true
+    }
+
+    async fn send(&self, line: &str, s: &proto::Send) -> Result<Sent, SendFailure> {
+        Telegram::send(self, &self.log, line, s).await
+    }
+
+    async fn edit(&self, line: &str, e: &Edit) -> Result<String, WireError> {
+        let mid = Telegram::edit(
+            self,
+            &self.log,
+            line,
+            &e.message_id,
+            &e.text,
+            e.buttons.as_ref(),
+        )
+        .await?;
+        Ok(mid.to_string())
+    }
+
+    async fn react(&self, line: &str, r: &React) -> Result<String, WireError> {
+        let mid = Telegram::react(self, &self.log, line, &r.message_id, &r.emoji).await?;
+        Ok(mid.to_string())
+    }
+
+    async fn download(&self, line: &str, d: &Download) -> Result<Vec<String>, WireError> {
+        Telegram::download(self, &self.log, line, &d.message_id, &d.out_dir).await
+    }
+
+    fn record(&self, id: &str, line: &str, sent: &Sent) {
+        self.ids.record(Rec {
+            id: id.to_string(),
+            line: line.to_string(),
+            message_ids: sent
+                .message_ids
+                .iter()
+                .filter_map(|m| m.parse().ok())
+                .collect(),
+        })
+    }
+
+    fn metro_id(&self, line: &str, message_id: &str) -> Option<String> {
+        let (chat, _) = parse_line(line)?;
+        let mid: i32 = message_id.parse().ok()?;
+        Some(self.ids.metro(chat, mid)?.id)
+    }
+
+    fn row(&self) -> Value {
+        self.station_row()
+    }
+
+    fn stats(&self) -> Option<Value> {
+        Some(Telegram::stats(self))
+    }
+
+    fn access(&self) -> Option<&Access> {
+        Some(&self.access)
+    }
+
+    fn reconfigure(&self, config: &Config) -> Reconfigured {
+        let now = &config.telegram;
+        if now.token != self.opened.token || now.api_url != self.opened.api_url {
+            return Reconfigured::Restart;
+        }
+        self.access.set_config_allow(now.allow.clone());
+        Reconfigured::InPlace
+    }
+
+    fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}

@@ -1,0 +1,117 @@
+//! The webhook station behind the seam: [`WebhookKind`] (always opened:
+//! its options are metrod's flags, not the config file) and
+//! [`WebhookStation`] (the HTTP listener as its inbound task; outbound ops
+//! on its lines are refused: webhook lines are inbound only).
+//!
+//! The listener also serves other routes the daemon mounts on it (the
+//! monitor, through [`Mount`]): the station does not know what they are.
+//!
+//! Owns: the mapping of the seam's calls onto the station. Must not
+//! import: `broker`, `server`, `daemon`, `monitor`.
+
+use std::any::Any;
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{self, Limits, Mount};
+use super::{Config as HookConfig, Webhooks};
+use crate::proto::WireError;
+use crate::station::{Op, Station, StationCtx, StationKind};
+use crate::store::log::Log;
+
+/// Where the daemon puts what else the listener serves (set once, before
+/// the station starts).
+pub type MountSlot = Arc<OnceLock<Arc<dyn Mount>>>;
+
+/// Opens the webhook station.
+pub struct WebhookKind {
+    config: HookConfig,
+    limits: Limits,
+    mount: MountSlot,
+}
+
+impl WebhookKind {
+    /// The kind, and the slot for the routes mounted beside `/hooks/`.
+    pub fn new(config: HookConfig, limits: Limits) -> (WebhookKind, MountSlot) {
+        let mount = MountSlot::default();
+        (
+            WebhookKind {
+                config,
+                limits,
+                mount: mount.clone(),
+            },
+            mount,
+        )
+    }
+}
+
+impl StationKind for WebhookKind {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn open(&self, ctx: &StationCtx) -> io::Result<Arc<dyn Station>> {
+        let (hooks, listener) = Webhooks::open(&ctx.state_dir, &ctx.log, &self.config)?;
+        Ok(Arc::new(WebhookStation {
+            hooks: Arc::new(hooks),
+            listener: Mutex::new(listener),
+            log: ctx.log.clone(),
+            limits: self.limits,
+            mount: self.mount.clone(),
+        }))
+    }
+}
+
+/// The running webhook station.
+pub struct WebhookStation {
+    /// The endpoints (`webhookAdd` … reach them here).
+    pub hooks: Arc<Webhooks>,
+    /// The bound listener until the inbound task takes it.
+    listener: Mutex<Option<std::net::TcpListener>>,
+    log: Arc<Log>,
+    limits: Limits,
+    mount: MountSlot,
+}
+
+#[async_trait::async_trait]
+impl Station for WebhookStation {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let listener = self.listener.lock().ok().and_then(|mut l| l.take());
+        match listener {
+            Some(l) => {
+                let mount = self.mount.get().cloned();
+                http::serve(
+                    self.log.clone(),
+                    self.hooks.clone(),
+                    l,
+                    self.limits,
+                    mount,
+                    stop,
+                )
+                .await
+            }
+            None => stop.cancelled().await,
+        }
+    }
+
+    fn refuse(&self, _op: Op, _line: &str) -> WireError {
+        WireError::unavailable(
+            "webhook lines are inbound only: metro cannot send, edit, react or download on them",
+        )
+    }
+
+    fn row(&self) -> Value {
+        self.hooks.station_row()
+    }
+
+    fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}

@@ -1,0 +1,307 @@
+//! Proves the station seam: a station written only in this file (an
+//! in-memory "loopback" platform) is registered with metrod and sends,
+//! edits and receives through it, with nothing changed outside this file
+//! but the registration call (`metro::daemon::run_with`).
+//!
+//! How the station gets into a metrod: a test crate cannot add a kind to
+//! the `metrod` binary, so this test runs the daemon in-process through
+//! the library — the same `daemon::run_with` that `metrod`'s `main` calls
+//! (`run` is `run_with` with no extra kind) — on its own runtime thread,
+//! with a temp state dir, and talks to it only over the real Unix socket
+//! with the same `Client` as every other test. What differs from the
+//! binary is only the process: no `main` (so no tracing setup and no
+//! systemd activation), and it is stopped through `run_with`'s stop token
+//! instead of SIGTERM.
+
+mod common;
+
+use std::any::Any;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use common::{publish, Client, PATIENCE};
+use metro::proto::{self, Edit, Event, WireError};
+use metro::station::{Op, SendFailure, Sent, Station, StationCtx, StationKind};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The platform: rooms of messages, and what people post to the bot.
+#[derive(Default)]
+struct Platform {
+    /// (room, message id, text), in order.
+    messages: Mutex<Vec<(String, u64, String)>>,
+    /// People's posts, for the station's inbound task.
+    posts: Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+}
+
+impl Platform {
+    fn new() -> Arc<Platform> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Arc::new(Platform {
+            posts: Mutex::new(Some(tx)),
+            inbox: Mutex::new(Some(rx)),
+            ..Platform::default()
+        })
+    }
+
+    /// A person posts `text` in `room`.
+    fn post(&self, room: &str, text: &str) {
+        let tx = self.posts.lock().unwrap();
+        tx.as_ref()
+            .unwrap()
+            .send((room.to_string(), text.to_string()))
+            .unwrap();
+    }
+
+    fn text_of(&self, id: u64) -> Option<String> {
+        let m = self.messages.lock().unwrap();
+        m.iter()
+            .find(|(_, i, _)| *i == id)
+            .map(|(_, _, t)| t.clone())
+    }
+}
+
+struct LoopbackKind(Arc<Platform>);
+
+impl StationKind for LoopbackKind {
+    fn name(&self) -> &'static str {
+        "loopback"
+    }
+
+    fn check_line(&self, line: &str) -> Result<(), String> {
+        let room = line.strip_prefix("metro://loopback/").unwrap_or("");
+        if room.is_empty() || room.contains('/') {
+            return Err("loopback lines are metro://loopback/<room>".into());
+        }
+        Ok(())
+    }
+
+    fn open(&self, ctx: &StationCtx) -> io::Result<Arc<dyn Station>> {
+        Ok(Arc::new(Loopback {
+            platform: self.0.clone(),
+            ctx: ctx.clone(),
+        }))
+    }
+}
+
+struct Loopback {
+    platform: Arc<Platform>,
+    ctx: StationCtx,
+}
+
+fn room(line: &str) -> String {
+    line.trim_start_matches("metro://loopback/").to_string()
+}
+
+#[async_trait::async_trait]
+impl Station for Loopback {
+    fn name(&self) -> &str {
+        "loopback"
+    }
+
+    /// Each post becomes one `inbound` event in the log.
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let Some(mut inbox) = self.platform.inbox.lock().unwrap().take() else {
+            return;
+        };
+        loop {
+            let (room, text) = tokio::select! {
+                _ = stop.cancelled() => return,
+                p = inbox.recv() => match p { Some(p) => p, None => return },
+            };
+            let line = format!("metro://loopback/{room}");
+            let ev = Event {
+                station: "loopback".into(),
+                kind: "inbound".into(),
+                line: line.clone(),
+                from: "metro://loopback/user/ann".into(),
+                to: line,
+                text: Some(text),
+                ..Event::default()
+            };
+            self.ctx.log.append(ev).await.expect("append");
+        }
+    }
+
+    fn platform(&self) -> Option<&'static str> {
+        Some("Loopback")
+    }
+
+    fn supports(&self, op: Op) -> bool {
+        matches!(op, Op::Send | Op::Edit)
+    }
+
+    async fn send(&self, line: &str, s: &proto::Send) -> Result<Sent, SendFailure> {
+        let mut m = self.platform.messages.lock().unwrap();
+        let id = m.len() as u64 + 1;
+        m.push((room(line), id, s.text.clone()));
+        Ok(Sent {
+            message_ids: vec![id.to_string()],
+            reply_to: s.reply_to.clone(),
+        })
+    }
+
+    async fn edit(&self, line: &str, e: &Edit) -> Result<String, WireError> {
+        let mut m = self.platform.messages.lock().unwrap();
+        let msg = m
+            .iter_mut()
+            .find(|(r, i, _)| *r == room(line) && i.to_string() == e.message_id)
+            .ok_or_else(|| WireError::not_found("no such loopback message"))?;
+        msg.2 = e.text.clone();
+        Ok(msg.1.to_string())
+    }
+
+    fn row(&self) -> Value {
+        json!({
+            "name": "loopback",
+            "enabled": true,
+            "status": "ok",
+            "capabilities": ["inbound", "send", "edit"],
+        })
+    }
+
+    fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// metrod in this process, with the loopback kind registered.
+struct InProcess {
+    socket: std::path::PathBuf,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl InProcess {
+    fn start(platform: Arc<Platform>) -> InProcess {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let socket = state.join("metro.sock");
+        let args = metro::daemon::Args::parse_from([
+            "metrod",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--config",
+            tmp.path().join("no-config.toml").to_str().unwrap(),
+            "--no-config-watch",
+        ]);
+        let stop = CancellationToken::new();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let kinds: Vec<Arc<dyn StationKind>> = vec![Arc::new(LoopbackKind(platform))];
+                rt.block_on(metro::daemon::run_with(args, kinds, stop))
+                    .expect("metrod in process");
+            })
+        };
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while Client::try_connect(&socket).is_err() {
+            assert!(std::time::Instant::now() < deadline, "metrod not ready");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        InProcess {
+            socket,
+            stop,
+            thread: Some(thread),
+            _tmp: tmp,
+        }
+    }
+
+    fn connect(&self) -> Client {
+        Client::connect(&self.socket)
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const LINE: &str = "metro://loopback/lobby";
+const AGENT: &str = "metro://claude/user/a";
+
+#[test]
+fn a_station_written_outside_the_crate_sends_edits_and_receives() {
+    let platform = Platform::new();
+    let d = InProcess::start(platform.clone());
+    let mut c = d.connect();
+
+    // Listed like the built-in stations, after them.
+    let rows = c.ok(json!({"op": "stations"}))["stations"].clone();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["local", "telegram", "discord", "webhook", "loopback"]
+    );
+
+    let mut sub = d.connect();
+    let s = sub.subscribe(json!({"follow": true, "since": "tail"}));
+
+    // Receive: a person's post is one inbound event on its line.
+    platform.post("lobby", "hello agents");
+    let f = sub.frame();
+    assert_eq!(f["sub"], json!(s));
+    assert_eq!(f["event"]["kind"], json!("inbound"));
+    assert_eq!(f["event"]["station"], json!("loopback"));
+    assert_eq!(f["event"]["line"], json!(LINE));
+    assert_eq!(f["event"]["text"], json!("hello agents"));
+
+    // Send: on the platform first, then logged as `outbound` with its id.
+    let a = c.ok(json!({"op": "send", "line": LINE, "text": "hi Ann", "from": AGENT}));
+    assert_eq!(a["messageId"], json!("1"));
+    assert_eq!(platform.text_of(1).as_deref(), Some("hi Ann"));
+    let f = sub.frame();
+    assert_eq!(f["event"]["kind"], json!("outbound"));
+    assert_eq!(f["event"]["messageId"], json!("1"));
+    assert_eq!(f["event"]["id"], a["id"]);
+    assert_eq!(f["event"]["from"], json!(AGENT));
+
+    // Edit: by platform id; the event names the original's metro id only
+    // when the station knows it (this one keeps no id map).
+    c.ok(json!({"op": "edit", "line": LINE, "messageId": "1", "text": "hi Ann!", "from": AGENT}));
+    assert_eq!(platform.text_of(1).as_deref(), Some("hi Ann!"));
+    let f = sub.frame();
+    assert_eq!(f["event"]["kind"], json!("edit"));
+    assert_eq!(f["event"]["messageId"], json!("1"));
+    assert_eq!(f["event"]["text"], json!("hi Ann!"));
+    // The station's own error goes to the client as is.
+    c.err(
+        json!({"op": "edit", "line": LINE, "messageId": "9", "text": "x", "from": AGENT}),
+        "not_found",
+    );
+
+    // What it does not support is refused before anything is logged.
+    let e = c.err(
+        json!({"op": "react", "line": LINE, "messageId": "1", "emoji": "👍", "from": AGENT}),
+        "unavailable",
+    );
+    assert!(e["message"].as_str().unwrap().contains("loopback"), "{e}");
+    // Its line check is applied to its lines.
+    c.err(
+        json!({"op": "send", "line": "metro://loopback/a/b", "text": "x"}),
+        "bad_request",
+    );
+
+    // Nothing else reached the log in between: the next frame is this one.
+    publish(&mut c, json!({"line": AGENT, "text": "marker"}));
+    assert_eq!(sub.frame()["event"]["text"], json!("marker"));
+}
