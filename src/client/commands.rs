@@ -1,16 +1,21 @@
-//! Every `metroctl` command but `tail`: build the request, call, print.
+//! Every `metroctl` command that is one request and one answer and has no
+//! file of its own (`hello`, `claim`, `release`, `claims`, `history`,
+//! `lines`, `stations`, `stats`, `cursor`, `publish`), and the dispatch of
+//! all the others to their files.
 
-use std::io::Read;
 use std::path::Path;
 
 use clap::Args;
 use serde_json::{json, Value};
 
+use super::args::{line_arg, text_arg, uri_arg};
 use super::conn::{self, Connection};
+use super::output::{fields_only, print_json};
 use super::{
     doctor, identity, mcp, messages, output, service, setup, tail, tunnel, webhook, CliError,
     Command,
 };
+use crate::proto::{self, Request};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -35,41 +40,6 @@ pub struct HistoryArgs {
     pub json: bool,
 }
 
-fn usage<E: std::fmt::Display>(e: E) -> CliError {
-    CliError::Usage(e.to_string())
-}
-
-pub(super) fn line_arg(l: &str) -> Result<String, CliError> {
-    crate::line::line(l).map_err(usage)
-}
-
-fn uri_arg(u: &str) -> Result<String, CliError> {
-    crate::line::uri(u).map_err(usage)
-}
-
-pub(super) fn read_stdin() -> Result<String, CliError> {
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(CliError::Io)?;
-    Ok(s)
-}
-
-pub(super) fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string(v).unwrap_or_default());
-}
-
-pub(super) fn no_claim(flag: bool) -> bool {
-    flag || std::env::var("METRO_NO_AUTO_CLAIM").is_ok_and(|v| v == "1" || v == "true")
-}
-
-/// The actor of an outbound op: `--from`, else the identity.
-pub(super) fn actor(from: Option<String>) -> Result<Option<String>, CliError> {
-    identity::resolve(from.as_deref())
-        .map(|a| uri_arg(&a))
-        .transpose()
-}
-
 pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
     let command = match command {
         Command::Tail(args) => return tail::run(socket, args),
@@ -85,7 +55,10 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
             clap_complete::generate(shell, &mut cmd, "metroctl", &mut std::io::stdout());
             return Ok(());
         }
+        Command::Send(args) => return messages::send(socket, args),
         Command::Reply(args) => return messages::reply(socket, args),
+        Command::Edit(args) => return messages::edit(socket, args),
+        Command::React(args) => return messages::react(socket, args),
         Command::Download(args) => return messages::download(socket, args),
         Command::Fetch(args) => return messages::fetch(socket, args),
         Command::Allow(args) => return messages::allow(socket, args),
@@ -93,67 +66,24 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         other => other,
     };
     let (request, printer) = build(command)?;
-    // Writes carry an idempotency key and survive one dropped connection.
-    let answer = if matches!(
-        request["op"].as_str(),
-        Some("send" | "edit" | "react" | "publish")
-    ) {
-        conn::call_once(socket, request.clone())?
+    // A publish carries an idempotency key and survives one dropped
+    // connection.
+    let answer = if matches!(request, Request::Publish(_)) {
+        conn::call_once(socket, request)?
     } else {
-        Connection::open(socket)?.call(request.clone())?
+        Connection::open(socket)?.call(&request)?
     };
     printer(&answer);
-    report_skipped_claim(socket, &request, &answer);
     Ok(())
 }
 
-/// After a `send`, `edit` or `react` whose auto-claim was skipped, says on
-/// stderr who owns the line (as the TypeScript metro did).
-pub(super) fn report_skipped_claim(socket: &Path, request: &Value, answer: &Value) {
-    if answer["claim"] != json!("skipped") {
-        return;
-    }
-    let line = request["line"].as_str().unwrap_or_default();
-    let owner = match answer["owner"].as_str() {
-        Some(o) => Some(o.to_string()),
-        None => Connection::open(socket)
-            .and_then(|mut c| c.call(json!({"op": "claims"})))
-            .ok()
-            .and_then(|c| c["claims"][line].as_str().map(String::from)),
-    };
-    eprintln!(
-        "auto-claim skipped: line owned by {}",
-        owner.as_deref().unwrap_or("someone else")
-    );
-}
-
-/// `send` on a terminal: `notified L`, as the TypeScript metro said it.
-pub(super) fn sent_printer(line: String) -> Printer {
-    Box::new(move |a| {
-        if output::json_mode(false) {
-            print_json(&fields_only(a));
-        } else {
-            println!("notified {line}");
-        }
-    })
-}
-
-pub(super) type Printer = Box<dyn Fn(&Value)>;
-
-pub(super) fn fields_only(a: &Value) -> Value {
-    let mut a = a.clone();
-    if let Some(m) = a.as_object_mut() {
-        m.remove("req");
-        m.remove("ok");
-    }
-    a
-}
+type Printer = Box<dyn Fn(&Value)>;
 
 fn plain() -> Printer {
     Box::new(|a| print_json(&fields_only(a)))
 }
 
-fn build(command: Command) -> Result<(Value, Printer), CliError> {
+fn build(command: Command) -> Result<(Request, Printer), CliError> {
     Ok(match command {
         Command::Tail(_)
         | Command::Top(_)
@@ -164,14 +94,22 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
         | Command::Service(_)
         | Command::Setup(_)
         | Command::Completions { .. }
+        | Command::Send(_)
         | Command::Reply(_)
+        | Command::Edit(_)
+        | Command::React(_)
         | Command::Download(_)
         | Command::Fetch(_)
         | Command::Allow(_)
         | Command::Deny(_) => {
             unreachable!("handled by run")
         }
-        Command::Hello => (json!({"op": "hello", "client": "metroctl"}), plain()),
+        Command::Hello => (
+            Request::Hello(proto::Hello {
+                client: Some("metroctl".into()),
+            }),
+            plain(),
+        ),
         Command::Claim { line, who, if_free } => {
             let who = identity::resolve(who.as_.as_deref()).ok_or_else(|| {
                 CliError::Usage(
@@ -179,7 +117,12 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
                 )
             })?;
             (
-                json!({"op": "claim", "line": line_arg(&line)?, "as": uri_arg(&who)?, "ifFree": if_free}),
+                Request::Claim(proto::Claim {
+                    line: line_arg(&line)?,
+                    as_: uri_arg(&who)?,
+                    if_free: Some(if_free),
+                    ephemeral: None,
+                }),
                 Box::new(|a| {
                     if output::json_mode(false) {
                         print_json(&fields_only(a));
@@ -194,7 +137,9 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             )
         }
         Command::Release { line } => (
-            json!({"op": "release", "line": line_arg(&line)?}),
+            Request::Release(proto::Release {
+                line: line_arg(&line)?,
+            }),
             Box::new(|a| {
                 let line = a["line"].as_str().unwrap_or_default();
                 if output::json_mode(false) {
@@ -207,7 +152,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             }),
         ),
         Command::Claims { json } => (
-            json!({"op": "claims"}),
+            Request::Claims,
             Box::new(move |a| {
                 if output::json_mode(json) {
                     print_json(&a["claims"]);
@@ -229,76 +174,16 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
                 }
             }),
         ),
-        Command::Send {
-            line,
-            text,
-            from,
-            no_claim: nc,
-            reply_to,
-            attach,
-        } => {
-            let text = if text == "-" { read_stdin()? } else { text };
-            let line = line_arg(&line)?;
-            let mut req =
-                json!({"op": "send", "line": line, "text": text, "noClaim": no_claim(nc)});
-            if let Some(f) = actor(from)? {
-                req["from"] = json!(f);
-            }
-            if let Some(r) = reply_to {
-                req["replyTo"] = json!(r);
-            }
-            attach.apply(&mut req)?;
-            (req, sent_printer(line))
-        }
-        Command::Edit {
-            line,
-            message_id,
-            text,
-            from,
-            no_claim: nc,
-            buttons,
-        } => {
-            let text = if text == "-" { read_stdin()? } else { text };
-            let mut req = json!({"op": "edit", "line": line_arg(&line)?, "messageId": message_id, "text": text, "noClaim": no_claim(nc)});
-            if let Some(f) = actor(from)? {
-                req["from"] = json!(f);
-            }
-            if let Some(b) = messages::buttons_arg(&buttons)? {
-                req["buttons"] = b;
-            }
-            (req, plain())
-        }
-        Command::React {
-            line,
-            message_id,
-            emoji,
-            from,
-            no_claim: nc,
-        } => {
-            let mut req = json!({"op": "react", "line": line_arg(&line)?, "messageId": message_id, "emoji": emoji, "noClaim": no_claim(nc)});
-            if let Some(f) = actor(from)? {
-                req["from"] = json!(f);
-            }
-            (req, plain())
-        }
         Command::History(h) => {
-            let mut req = json!({"op": "history", "limit": h.limit});
-            if let Some(l) = &h.line {
-                req["line"] = json!(line_arg(l)?);
-            }
-            if let Some(f) = &h.from {
-                req["from"] = json!(uri_arg(f)?);
-            }
-            for (k, v) in [
-                ("station", &h.station),
-                ("kind", &h.kind),
-                ("text", &h.text),
-                ("since", &h.since),
-            ] {
-                if let Some(v) = v {
-                    req[k] = json!(v);
-                }
-            }
+            let req = Request::History(proto::History {
+                limit: Some(h.limit),
+                line: h.line.as_deref().map(line_arg).transpose()?,
+                station: h.station,
+                kind: h.kind,
+                from: h.from.as_deref().map(uri_arg).transpose()?,
+                text: h.text,
+                since: h.since,
+            });
             let json = h.json;
             (
                 req,
@@ -315,7 +200,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             )
         }
         Command::Lines { json } => (
-            json!({"op": "lines"}),
+            Request::Lines,
             Box::new(move |a| {
                 let lines = a["lines"].as_array().cloned().unwrap_or_default();
                 if output::json_mode(json) {
@@ -338,7 +223,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             }),
         ),
         Command::Stations { json } => (
-            json!({"op": "stations"}),
+            Request::Stations,
             Box::new(move |a| {
                 let st = a["stations"].as_array().cloned().unwrap_or_default();
                 if output::json_mode(json) {
@@ -367,7 +252,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
             }),
         ),
         Command::Stats { json } => (
-            json!({"op": "stats"}),
+            Request::Stats,
             Box::new(move |a| {
                 let a = fields_only(a);
                 if output::json_mode(json) {
@@ -415,21 +300,32 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
         ),
         Command::Cursor { who, cursor } => {
             let req = match cursor {
-                Some(c) => json!({"op": "cursor", "cursor": c}),
+                Some(c) => proto::CursorQuery {
+                    as_: None,
+                    cursor: Some(c),
+                },
                 None => {
                     let who = identity::resolve(who.as_.as_deref()).ok_or_else(|| {
                         CliError::Usage("cursor needs --as, --cursor or $METRO_AS".into())
                     })?;
-                    json!({"op": "cursor", "as": uri_arg(&who)?})
+                    proto::CursorQuery {
+                        as_: Some(uri_arg(&who)?),
+                        cursor: None,
+                    }
                 }
             };
-            (req, plain())
+            (Request::Cursor(req), plain())
         }
         Command::Publish { event } => {
-            let text = if event == "-" { read_stdin()? } else { event };
-            let event: Value = serde_json::from_str(&text)
+            let event: proto::NewEvent = serde_json::from_str(&text_arg(event)?)
                 .map_err(|e| CliError::Usage(format!("publish needs a JSON object: {e}")))?;
-            (json!({"op": "publish", "event": event}), plain())
+            (
+                Request::Publish(proto::Publish {
+                    event,
+                    idempotency_key: None,
+                }),
+                plain(),
+            )
         }
     })
 }

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::conn::Connection;
 use super::{output, service, setup, tunnel, CliError};
+use crate::proto::Request;
 
 #[derive(Debug, Args, Clone)]
 pub struct DoctorArgs {
@@ -108,10 +109,12 @@ struct Daemon {
 
 fn ask(socket: &Path) -> Result<Daemon, CliError> {
     let mut c = Connection::open(socket)?;
-    let hello = c.call(json!({"op": "hello", "client": "metroctl doctor"}))?;
-    let stations = c.call(json!({"op": "stations"}))?;
-    let stats = c.call(json!({"op": "stats"}))?;
-    let claims = c.call(json!({"op": "claims"}))?;
+    let hello = c.call(&Request::Hello(crate::proto::Hello {
+        client: Some("metroctl doctor".into()),
+    }))?;
+    let stations = c.call(&Request::Stations)?;
+    let stats = c.call(&Request::Stats)?;
+    let claims = c.call(&Request::Claims)?;
     Ok(Daemon {
         hello,
         stations: stations["stations"].as_array().cloned().unwrap_or_default(),

@@ -1,14 +1,21 @@
 //! `metroctl`, the thin client: one subcommand per op (or group of ops),
-//! each a request over the socket. Files: [`conn`] (the connection),
-//! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
-//! [`tail`] (the streaming command), [`follow`] (a subscription that
-//! reconnects), [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
+//! each a typed [`crate::proto::Request`] over the socket. Files: [`conn`]
+//! (the connection), [`args`] (arguments → request fields), [`identity`]
+//! (who we act as), [`output`] (JSON lines or human rows), [`tail`] (the
+//! streaming command), [`follow`] (a subscription that reconnects),
+//! [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
-//! check), [`messages`] (`reply`, `download`, `fetch`, `allow`, `deny`, file
-//! flags), [`mcp`] (the Claude Code channel, an MCP server on stdio),
-//! [`top`] (the live full-screen view), [`commands`] (everything else).
+//! check), [`messages`] (`send`, `reply`, `edit`, `react`, `download`,
+//! `fetch`, `allow`, `deny`), [`mcp`] (the Claude Code channel, an MCP
+//! server on stdio), [`top`] (the live full-screen view), [`commands`]
+//! (the other one-request commands and the dispatch).
+//!
+//! The client imports only [`crate::proto`], [`crate::line`],
+//! [`crate::config`] and [`crate::paths`]: never the
+//! daemon's modules.
 
+pub mod args;
 pub mod commands;
 pub mod conn;
 pub mod doctor;
@@ -77,7 +84,7 @@ pub struct Cli {
 #[derive(Debug, Args, Clone, Default)]
 pub struct Identity {
     /// Identity line [default: $METRO_AS, else the agent's environment]
-    #[arg(long = "as", value_name = "URI")]
+    #[arg(long = "as", alias = "from", value_name = "URI")]
     pub as_: Option<String>,
 }
 
@@ -105,46 +112,13 @@ pub enum Command {
         json: bool,
     },
     /// Send a message to a line (TEXT `-` reads stdin).
-    Send {
-        line: String,
-        text: String,
-        /// Sender identity [default: as for --as]
-        #[arg(long, value_name = "URI")]
-        from: Option<String>,
-        /// Do not claim the line (also METRO_NO_AUTO_CLAIM=1).
-        #[arg(long)]
-        no_claim: bool,
-        /// Message id this replies to.
-        #[arg(long, value_name = "ID")]
-        reply_to: Option<String>,
-        #[command(flatten)]
-        attach: messages::AttachArgs,
-    },
+    Send(messages::SendArgs),
     /// Reply to a message (TEXT `-` reads stdin).
     Reply(messages::ReplyArgs),
     /// Edit a message.
-    Edit {
-        line: String,
-        message_id: String,
-        text: String,
-        #[arg(long, value_name = "URI")]
-        from: Option<String>,
-        #[arg(long)]
-        no_claim: bool,
-        /// New inline buttons (JSON, as for send).
-        #[arg(long, value_name = "JSON")]
-        buttons: Option<String>,
-    },
+    Edit(messages::EditArgs),
     /// React to a message ("" clears).
-    React {
-        line: String,
-        message_id: String,
-        emoji: String,
-        #[arg(long, value_name = "URI")]
-        from: Option<String>,
-        #[arg(long)]
-        no_claim: bool,
-    },
+    React(messages::ReactArgs),
     /// Save a message's files (telegram, discord) into a directory.
     Download(messages::DownloadArgs),
     /// The last messages of a line, oldest first (discord: from Discord;

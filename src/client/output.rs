@@ -164,3 +164,18 @@ pub fn problems_found(report: &Value) -> Result<(), super::CliError> {
         )))
     }
 }
+
+/// One JSON value on one line.
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+/// An answer without `req` and `ok`: the fields a script wants.
+pub fn fields_only(a: &Value) -> Value {
+    let mut a = a.clone();
+    if let Some(m) = a.as_object_mut() {
+        m.remove("req");
+        m.remove("ok");
+    }
+    a
+}

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::conn::Connection;
 use super::output::{self, Report};
 use super::CliError;
+use crate::proto::Request;
 
 pub const SYSTEMD_SERVICE: &str = include_str!("../../systemd/metrod.service");
 pub const SYSTEMD_SOCKET: &str = include_str!("../../systemd/metrod.socket");
@@ -446,9 +447,11 @@ pub fn status(socket: &Path, t: &Target) -> Value {
     let metrod_ok = metrod.as_deref().map(|m| {
         fs::metadata(m).is_ok_and(|md| md.is_file() && md.permissions().mode() & 0o111 != 0)
     });
-    let daemon = match Connection::open(socket)
-        .and_then(|mut c| c.call(json!({"op": "hello", "client": "metroctl"})))
-    {
+    let daemon = match Connection::open(socket).and_then(|mut c| {
+        c.call(&Request::Hello(crate::proto::Hello {
+            client: Some("metroctl".into()),
+        }))
+    }) {
         Ok(h) => {
             json!({"socket": socket.display().to_string(), "answers": true, "version": h["version"]})
         }

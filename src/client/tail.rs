@@ -8,11 +8,10 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use clap::Args;
-use serde_json::{json, Value};
-
 use super::follow::{Follow, Item};
 use super::{identity, output, stop, CliError, Identity};
+use crate::proto::{AckMode, Mode, Since, Subscribe};
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
@@ -73,37 +72,32 @@ pub struct Filters {
 impl Filters {
     /// Puts `mode`, `includeWebhooks`, `chat` and `station` in a
     /// `subscribe` request.
-    pub fn apply(&self, req: &mut Value) -> Result<(), CliError> {
-        let mode = if self.strict {
-            Some("mine-only")
+    pub fn apply(&self, req: &mut Subscribe) -> Result<(), CliError> {
+        if self.strict {
+            req.mode = Some(Mode::MineOnly);
         } else if self.unclaimed {
-            Some("unclaimed")
+            req.mode = Some(Mode::Unclaimed);
         } else if self.all {
-            Some("all")
-        } else {
-            None
-        };
-        if let Some(m) = mode {
-            req["mode"] = json!(m);
+            req.mode = Some(Mode::All);
         }
         if self.include_webhooks {
-            req["includeWebhooks"] = json!(true);
+            req.include_webhooks = Some(true);
         }
         if let Some(c) = &self.chat {
             let line = crate::line::line(c).map_err(|e| CliError::Usage(format!("--chat: {e}")))?;
-            req["chat"] = json!(line);
+            req.chat = Some(line);
         }
-        if let Some(s) = &self.station {
-            req["station"] = json!(s);
-        }
+        req.station.clone_from(&self.station);
         Ok(())
     }
 }
 
-fn since_value(s: &str) -> Result<Value, CliError> {
+fn since_value(s: &str) -> Result<Since, CliError> {
     match s {
-        "cursor" | "start" | "tail" => Ok(json!(s)),
-        n => n.parse::<u64>().map(|n| json!(n)).map_err(|_| {
+        "cursor" => Ok(Since::Cursor),
+        "start" => Ok(Since::Start),
+        "tail" => Ok(Since::Tail),
+        n => n.parse::<u64>().map(Since::Offset).map_err(|_| {
             CliError::Usage(format!(
                 "--since must be cursor, start, tail or a byte offset, not {n:?}"
             ))
@@ -111,28 +105,21 @@ fn since_value(s: &str) -> Result<Value, CliError> {
     }
 }
 
-pub fn request(args: &TailArgs) -> Result<Value, CliError> {
-    let who = identity::resolve(args.who.as_.as_deref());
-    let mut req = json!({"op": "subscribe", "ack": "explicit", "follow": args.follow});
-    if let Some(w) = &who {
-        req["as"] = json!(crate::line::uri(w).map_err(|e| CliError::Usage(e.to_string()))?);
-    }
+pub fn request(args: &TailArgs) -> Result<Subscribe, CliError> {
+    let mut req = Subscribe {
+        as_: identity::resolve(args.who.as_.as_deref())
+            .map(|w| crate::line::uri(&w).map_err(|e| CliError::Usage(e.to_string())))
+            .transpose()?,
+        ack: Some(AckMode::Explicit),
+        follow: Some(args.follow),
+        kind: args.kind.clone(),
+        since: args.since.as_deref().map(since_value).transpose()?,
+        limit: args.limit.filter(|l| *l > 0),
+        cursor: args.cursor.clone(),
+        echo: args.echo.then_some(true),
+        ..Default::default()
+    };
     args.filters.apply(&mut req)?;
-    if let Some(k) = &args.kind {
-        req["kind"] = json!(k);
-    }
-    if let Some(s) = &args.since {
-        req["since"] = since_value(s)?;
-    }
-    if let Some(l) = args.limit.filter(|l| *l > 0) {
-        req["limit"] = json!(l);
-    }
-    if let Some(c) = &args.cursor {
-        req["cursor"] = json!(c);
-    }
-    if args.echo {
-        req["echo"] = json!(true);
-    }
     Ok(req)
 }
 

@@ -15,7 +15,8 @@ use yaml_rust2::{Yaml, YamlLoader};
 use super::conn::Connection;
 use super::output::{self, Report};
 use super::CliError;
-use crate::stations::webhook::DEFAULT_ADDR;
+use crate::config::DEFAULT_WEBHOOK_ADDR as DEFAULT_ADDR;
+use crate::proto::Request;
 
 #[derive(Debug, Subcommand)]
 pub enum TunnelCommand {
@@ -125,8 +126,10 @@ struct DaemonInfo {
 
 fn ask_daemon(socket: &Path) -> Result<DaemonInfo, CliError> {
     let mut conn = Connection::open(socket)?;
-    let hello = conn.call(json!({"op": "hello", "client": "metroctl"}))?;
-    let st = conn.call(json!({"op": "stations"}))?;
+    let hello = conn.call(&Request::Hello(crate::proto::Hello {
+        client: Some("metroctl".into()),
+    }))?;
+    let st = conn.call(&Request::Stations)?;
     let row = |name: &str| {
         st["stations"]
             .as_array()

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::conn::Connection;
 use super::{output, CliError};
+use crate::proto::{self, Request};
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
@@ -33,15 +34,14 @@ pub fn run(socket: &Path, cmd: WebhookCommand) -> Result<(), CliError> {
     let mut conn = Connection::open(socket)?;
     match cmd {
         WebhookCommand::Add { label, secret } => {
-            let mut req = json!({"op": "webhookAdd", "label": label});
-            if let Some(s) = secret {
-                req["secret"] = json!(super::secret::resolve("--secret", &s)?);
-            }
-            let a = conn.call(req)?;
+            let secret = secret
+                .map(|s| super::secret::resolve("--secret", &s))
+                .transpose()?;
+            let a = conn.call(&Request::WebhookAdd(proto::WebhookAdd { label, secret }))?;
             print_fields(&a, &["id", "label", "path", "url"]);
         }
         WebhookCommand::List { json } => {
-            let a = conn.call(json!({"op": "webhookList"}))?;
+            let a = conn.call(&Request::WebhookList)?;
             let eps = a["endpoints"].as_array().cloned().unwrap_or_default();
             if output::json_mode(json) {
                 for e in &eps {
@@ -75,7 +75,7 @@ pub fn run(socket: &Path, cmd: WebhookCommand) -> Result<(), CliError> {
             );
         }
         WebhookCommand::Remove { id } => {
-            let a = conn.call(json!({"op": "webhookRemove", "id": id}))?;
+            let a = conn.call(&Request::WebhookRemove(proto::WebhookRemove { id }))?;
             print_fields(&a, &["id", "removed"]);
         }
     }
