@@ -10,14 +10,29 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{identity, CliError};
+use crate::proto;
 
 fn usage<E: std::fmt::Display>(e: E) -> CliError {
     CliError::Usage(e.to_string())
 }
 
+/// What a line looks like, for errors about one.
+pub const LINE_FORMS: &str = "a line starts with a station name: telegram/<chatId>[/<topicId>], \
+discord/<channelId>, webhook/<endpointId>, or an agent's own line such as claude/user/<id> \
+or local/<name> (`metroctl lines` lists the lines metro has seen)";
+
 /// A line in full form (`telegram/42` → `metro://telegram/42`).
 pub fn line_arg(l: &str) -> Result<String, CliError> {
-    crate::line::line(l).map_err(usage)
+    crate::line::line(l).map_err(line_error)
+}
+
+/// A bad line, with what a line looks like when the station part is wrong.
+pub fn line_error(e: crate::line::LineError) -> CliError {
+    if e.reason.contains("station") || e.reason == "empty" {
+        CliError::Usage(format!("{e}: {LINE_FORMS}"))
+    } else {
+        usage(e)
+    }
 }
 
 /// Any metro URI in full form (identities).
@@ -69,4 +84,41 @@ pub fn buttons_arg(b: &Option<String>) -> Result<Option<Value>, CliError> {
                 .map_err(|e| CliError::Usage(format!("--buttons is not JSON: {e}")))
         })
         .transpose()
+}
+
+/// An example event, for errors about one.
+const EVENT_EXAMPLE: &str = r#"{"line":"local/demo","text":"hello"}"#;
+
+/// The event of `metroctl publish`, checked here so a mistake is told in
+/// the terms of the JSON the user wrote (not of the request around it).
+pub fn event_arg(text: &str) -> Result<proto::NewEvent, CliError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        CliError::Usage(format!(
+            "publish needs an event as a JSON object, such as {EVENT_EXAMPLE}; this is not JSON: {e}"
+        ))
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(CliError::Usage(format!(
+            "publish needs an event as a JSON object, such as {EVENT_EXAMPLE}, not {value}"
+        )));
+    };
+    match object.get("line") {
+        None | Some(Value::Null) => {
+            return Err(CliError::Usage(format!(
+                "the event needs a `line`, the conversation it belongs to, such as {EVENT_EXAMPLE}; {LINE_FORMS}"
+            )))
+        }
+        Some(Value::String(l)) => {
+            line_arg(l)?;
+        }
+        Some(other) => {
+            return Err(CliError::Usage(format!(
+                "the event's `line` must be a string such as \"local/demo\", not {other}"
+            )))
+        }
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        CliError::Usage(format!("the event's field `{path}`: {}", e.into_inner()))
+    })
 }

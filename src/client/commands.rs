@@ -8,7 +8,7 @@ use std::path::Path;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::args::{line_arg, text_arg, uri_arg};
+use super::args::{event_arg, line_arg, text_arg, uri_arg};
 use super::conn::{self, Connection};
 use super::output::{fields_only, print_json};
 use super::{
@@ -317,8 +317,7 @@ fn build(command: Command) -> Result<(Request, Printer), CliError> {
             (Request::Cursor(req), plain())
         }
         Command::Publish { event } => {
-            let event: proto::NewEvent = serde_json::from_str(&text_arg(event)?)
-                .map_err(|e| CliError::Usage(format!("publish needs a JSON object: {e}")))?;
+            let event = event_arg(&text_arg(event)?)?;
             (
                 Request::Publish(proto::Publish {
                     event,
