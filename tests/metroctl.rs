@@ -353,7 +353,21 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
         "--from",
         "metro://codex/user/b",
     ]);
-    assert_eq!(stdout(&o), "notified metro://telegram/42\n");
+    // The TypeScript sentence, then the id reply/edit/react take.
+    let said = stdout(&o);
+    assert!(
+        said.starts_with("notified metro://telegram/42 · id "),
+        "{said}"
+    );
+    assert!(
+        said.trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok(),
+        "{said}"
+    );
     assert_eq!(
         stderr(&o),
         format!("auto-claim skipped: line owned by {A}\n")
@@ -375,7 +389,21 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
         "--from",
         "metro://codex/user/b",
     ]);
-    assert_eq!(stdout(&o), "notified metro://telegram/42\n");
+    // The TypeScript sentence, then the id reply/edit/react take.
+    let said = stdout(&o);
+    assert!(
+        said.starts_with("notified metro://telegram/42 · id "),
+        "{said}"
+    );
+    assert!(
+        said.trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok(),
+        "{said}"
+    );
     assert_eq!(
         stderr(&o),
         format!("auto-claim skipped: line owned by {A}\n")

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::args::{absolute, actor, buttons_arg, line_arg, no_claim, text_arg};
 use super::conn::{self, Connection};
-use super::output::{fields_only, print_json};
+use super::output::{fields_only, paint, print_json, style};
 use super::{output, CliError, Identity};
 use crate::proto::{self, Request};
 
@@ -58,6 +58,7 @@ impl AttachArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplyArgs {
+    /// The line (e.g. telegram/42, discord/<channelId>, claude/user/<id>).
     pub line: String,
     /// The message replied to: a metro id (msg_…) or the platform's id.
     pub message_id: String,
@@ -75,7 +76,9 @@ pub struct ReplyArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    /// The line (e.g. telegram/42, discord/<channelId>, claude/user/<id>).
     pub line: String,
+    /// The text (`-` reads stdin; may be empty with files).
     pub text: String,
     #[command(flatten)]
     pub who: Identity,
@@ -91,11 +94,15 @@ pub struct SendArgs {
 
 #[derive(Debug, Args)]
 pub struct EditArgs {
+    /// The line (e.g. telegram/42, discord/<channelId>, claude/user/<id>).
     pub line: String,
+    /// The message: a metro id (msg_…) or the platform's id (as `tail` shows it).
     pub message_id: String,
+    /// The new text (`-` reads stdin).
     pub text: String,
     #[command(flatten)]
     pub who: Identity,
+    /// Do not claim the line (also METRO_NO_AUTO_CLAIM=1).
     #[arg(long)]
     pub no_claim: bool,
     /// New inline buttons (JSON, as for send).
@@ -105,31 +112,38 @@ pub struct EditArgs {
 
 #[derive(Debug, Args)]
 pub struct ReactArgs {
+    /// The line (e.g. telegram/42, discord/<channelId>, claude/user/<id>).
     pub line: String,
+    /// The message: a metro id (msg_…) or the platform's id (as `tail` shows it).
     pub message_id: String,
+    /// The emoji (`""` clears this identity's reaction).
     pub emoji: String,
     #[command(flatten)]
     pub who: Identity,
+    /// Do not claim the line (also METRO_NO_AUTO_CLAIM=1).
     #[arg(long)]
     pub no_claim: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
+    /// The line (e.g. telegram/42, discord/<channelId>, claude/user/<id>).
     pub line: String,
     /// The message whose files to save: a metro id or the platform's id.
     pub message_id: String,
-    /// Directory to save into (created if missing) [default: .]
+    /// Directory to save into (created if missing).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
+    /// The line (e.g. telegram/42, discord/<channelId>, claude/user/<id>).
     pub line: String,
     /// How many messages (1..100), oldest first.
     #[arg(long, default_value_t = 20)]
     pub limit: u64,
+    /// Print JSON even on a terminal (piped output is JSON already).
     #[arg(long)]
     pub json: bool,
 }
@@ -145,6 +159,7 @@ pub struct AllowArgs {
     /// Only this station (telegram, discord).
     #[arg(long)]
     pub station: Option<String>,
+    /// Print JSON even on a terminal (piped output is JSON already).
     #[arg(long)]
     pub json: bool,
 }
@@ -192,19 +207,35 @@ fn report_skipped_claim(socket: &Path, line: &str, answer: &Value) {
     );
 }
 
-/// `send` on a terminal: `notified L`, as the TypeScript metro said it.
-fn sent(line: &str) -> impl Fn(&Value) + '_ {
+/// On a terminal `f`, else the answer's fields as JSON.
+fn human(f: impl Fn(&Value)) -> impl Fn(&Value) {
     move |a| {
         if output::json_mode(false) {
             print_json(&fields_only(a));
         } else {
-            println!("notified {line}");
+            f(a)
         }
     }
 }
 
-fn plain(a: &Value) {
-    print_json(&fields_only(a));
+/// The id `reply`, `edit` and `react` take for the message an answer
+/// names: the platform's when there is one, else metro's.
+fn message_id(a: &Value) -> &str {
+    a["messageId"]
+        .as_str()
+        .or(a["id"].as_str())
+        .unwrap_or_default()
+}
+
+/// `send` on a terminal: `notified L`, as the TypeScript metro said it,
+/// and the message's id.
+fn sent(line: &str) -> impl Fn(&Value) + '_ {
+    human(move |a| {
+        output::say(format!(
+            "notified {line} · id {}",
+            paint(style::ID, message_id(a))
+        ))
+    })
 }
 
 pub fn send(socket: &Path, a: SendArgs) -> Result<(), CliError> {
@@ -251,7 +282,9 @@ pub fn edit(socket: &Path, a: EditArgs) -> Result<(), CliError> {
         no_claim: Some(no_claim(a.no_claim)),
         idempotency_key: None,
     };
-    write(socket, Request::Edit(req), plain)
+    let (line, id) = (req.line.clone(), req.message_id.clone());
+    let printer = human(|_| output::say(format!("edited {} on {line}", paint(style::ID, &id))));
+    write(socket, Request::Edit(req), printer)
 }
 
 pub fn react(socket: &Path, a: ReactArgs) -> Result<(), CliError> {
@@ -263,7 +296,16 @@ pub fn react(socket: &Path, a: ReactArgs) -> Result<(), CliError> {
         no_claim: Some(no_claim(a.no_claim)),
         idempotency_key: None,
     };
-    write(socket, Request::React(req), plain)
+    let (line, id, emoji) = (req.line.clone(), req.message_id.clone(), req.emoji.clone());
+    let printer = human(|_| {
+        let id = paint(style::ID, &id);
+        if emoji.is_empty() {
+            output::say(format!("cleared the reaction on {id} on {line}"))
+        } else {
+            output::say(format!("reacted {emoji} to {id} on {line}"))
+        }
+    });
+    write(socket, Request::React(req), printer)
 }
 
 pub fn download(socket: &Path, a: DownloadArgs) -> Result<(), CliError> {
@@ -290,12 +332,19 @@ pub fn fetch(socket: &Path, a: FetchArgs) -> Result<(), CliError> {
         limit: Some(a.limit),
     });
     let answer = Connection::open(socket)?.call(&req)?;
-    for m in answer["messages"].as_array().into_iter().flatten() {
-        if output::json_mode(a.json) {
-            print_json(m);
-        } else {
-            println!("{}", output::event_row(m));
-        }
+    let messages = answer["messages"].as_array().cloned().unwrap_or_default();
+    if output::json_mode(a.json) {
+        messages.iter().for_each(print_json);
+        return Ok(());
+    }
+    if messages.is_empty() {
+        output::note("no messages on this line");
+        return Ok(());
+    }
+    let rows = output::EventRows::new(false);
+    output::say(rows.header());
+    for m in &messages {
+        output::say(rows.row(m));
     }
     Ok(())
 }
@@ -316,7 +365,7 @@ pub fn allow(socket: &Path, a: AllowArgs) -> Result<(), CliError> {
     if output::json_mode(a.json) {
         print_json(&fields_only(&answer));
     } else {
-        println!(
+        output::say(format!(
             "admitted {} user {}{}",
             answer["station"].as_str().unwrap_or(""),
             answer["userId"].as_str().unwrap_or(""),
@@ -324,7 +373,7 @@ pub fn allow(socket: &Path, a: AllowArgs) -> Result<(), CliError> {
                 .as_str()
                 .map(|n| format!(" ({n})"))
                 .unwrap_or_default()
-        );
+        ));
     }
     Ok(())
 }
@@ -335,7 +384,18 @@ pub fn deny(socket: &Path, a: DenyArgs) -> Result<(), CliError> {
         station: a.station,
     });
     let answer = Connection::open(socket)?.call(&req)?;
-    print_json(&fields_only(&answer));
+    human(|a| {
+        let before = if a["wasAllowed"] == json!(true) {
+            " (admitted until now)"
+        } else {
+            ""
+        };
+        output::say(format!(
+            "denied {} user {}{before}",
+            a["station"].as_str().unwrap_or(""),
+            a["userId"].as_str().unwrap_or("")
+        ))
+    })(&answer);
     Ok(())
 }
 
@@ -346,7 +406,7 @@ fn print_list(answer: &Value, json: bool) {
         return;
     }
     if stations.is_empty() {
-        println!("no chat station is running");
+        output::note("no chat station is running");
         return;
     }
     let str_of = |v: &Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
@@ -388,8 +448,8 @@ fn print_list(answer: &Value, json: bool) {
             }
         }
     }
-    println!(
-        "{}",
-        output::table(&["STATION", "USER", "NAME", "STATUS", "SINCE/UNTIL"], &rows)
-    );
+    output::say(output::table(
+        &["STATION", "USER", "NAME", "STATUS", "SINCE/UNTIL"],
+        &rows,
+    ));
 }

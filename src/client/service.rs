@@ -27,15 +27,18 @@ pub const LAUNCHD_LABEL: &str = "dev.metro.metrod";
 pub enum ServiceCommand {
     /// Write the user service files with this metrod's path and print the
     /// command that enables them.
+    #[command(after_help = super::help::SERVICE_INSTALL)]
     Install(InstallArgs),
     /// Remove the service files and print the command that stops the service.
+    #[command(after_help = super::help::SERVICE_UNINSTALL)]
     Uninstall(Target),
     /// Whether the service files are installed, enabled, and metrod answers.
+    #[command(after_help = super::help::SERVICE_STATUS)]
     Status {
         #[command(flatten)]
         target: Target,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: super::Json,
     },
 }
 
@@ -249,7 +252,7 @@ pub fn run(socket: &Path, cmd: ServiceCommand) -> Result<(), CliError> {
         ServiceCommand::Uninstall(t) => uninstall(&t),
         ServiceCommand::Status { target, json } => {
             let st = status(socket, &target);
-            print_status(&st, json);
+            print_status(&st, json.json);
             Ok(())
         }
     }

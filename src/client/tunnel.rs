@@ -22,6 +22,7 @@ use crate::proto::Request;
 pub enum TunnelCommand {
     /// Write a cloudflared config routing HOSTNAME to the webhook listener,
     /// and print the cloudflared commands that create and run the tunnel.
+    #[command(after_help = super::help::TUNNEL_SETUP)]
     Setup {
         /// Tunnel name (letters, digits, '-', '_'); also the config's file name.
         name: String,
@@ -38,6 +39,7 @@ pub enum TunnelCommand {
         force: bool,
     },
     /// Check that cloudflared is on PATH and the tunnel config(s) parse.
+    #[command(after_help = super::help::TUNNEL_CHECK)]
     Check(CheckArgs),
 }
 
@@ -62,6 +64,7 @@ pub struct CheckArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub dir: ConfigDir,
+    /// Print JSON even on a terminal (piped output is JSON already).
     #[arg(long)]
     pub json: bool,
 }
