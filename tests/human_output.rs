@@ -331,3 +331,23 @@ fn doctor_fixes_match_the_cause_and_sums_up_once() {
         "{said:?}"
     );
 }
+
+#[test]
+fn a_following_tail_says_what_it_follows_on_stderr() {
+    let d = Daemon::start();
+    let mut cmd = metroctl(&d, &["tail", "--follow", "--as", A]);
+    cmd.env("METRO_OUTPUT", "human")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // The end of a piped stdin stops a following tail (as Ctrl-C does).
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        err(&o),
+        "following the lines claude/user/a owns and those nobody owns (Ctrl-C to stop)\n"
+    );
+    assert!(out(&o).is_empty(), "{}", out(&o));
+}

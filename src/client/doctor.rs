@@ -20,9 +20,9 @@ use crate::proto::Request;
 
 #[derive(Debug, Args, Clone)]
 pub struct DoctorArgs {
-    /// Check only this Cloudflare tunnel (NAME is a tunnel's config name,
-    /// as given to `tunnel setup`) [default: every *.yml / *.yaml in the
-    /// cloudflared dir]
+    /// Check only this Cloudflare tunnel: its name as given to `tunnel
+    /// setup` (the config's file name) [default: every *.yml / *.yaml in
+    /// the cloudflared dir]
     #[arg(value_name = "TUNNEL")]
     pub name: Option<String>,
     #[command(flatten)]

@@ -133,7 +133,7 @@ pub const TUNNEL_CHECK: &str = examples!(
 );
 pub const DOCTOR: &str = examples!(
     "metroctl doctor",
-    "metroctl doctor metro # also checks the cloudflared tunnel named metro",
+    "metroctl doctor metro # of the tunnels, checks only the one named metro",
     "metroctl doctor --json",
 );
 pub const SERVICE: &str = examples!("metroctl service install", "metroctl service status");
