@@ -176,6 +176,16 @@ fn every_command_speaks_in_sentences_on_a_terminal() {
     assert!(s.contains("✓  local "), "{s}");
     assert!(s.contains("·  telegram  disabled"), "{s}");
 
+    // lines: short lines, when in words, the owner.
+    let o = human(&d, &["lines"]);
+    let s = out(&o);
+    assert!(s.starts_with("LINE "), "{s}");
+    let demo = s
+        .lines()
+        .find(|l| l.starts_with("local/demo "))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(demo.contains(" ago"), "{s}");
+
     // webhook remove; history with a header.
     let o = human(&d, &["webhook", "remove", &hook]);
     assert_eq!(out(&o), format!("removed webhook {hook}\n"));

@@ -426,10 +426,18 @@ fn build(command: Command) -> Result<(Request, Printer), CliError> {
                 let rows: Vec<Vec<String>> = lines
                     .iter()
                     .map(|l| {
-                        ["line", "station", "name", "lastTs", "owner"]
-                            .iter()
-                            .map(|k| l[*k].as_str().unwrap_or("-").to_string())
-                            .collect()
+                        let s = |k: &str| l[k].as_str().unwrap_or("-").to_string();
+                        let last = l["lastTs"]
+                            .as_str()
+                            .map(output::ago)
+                            .unwrap_or_else(|| "-".into());
+                        vec![
+                            output::short(&s("line")).to_string(),
+                            s("station"),
+                            s("name"),
+                            last,
+                            output::short(&s("owner")).to_string(),
+                        ]
                     })
                     .collect();
                 if rows.is_empty() {

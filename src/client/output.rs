@@ -147,6 +147,20 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
+/// How long ago an RFC 3339 time was, in words (`3 min ago`); the time
+/// itself when it cannot be read or is in the future.
+pub fn ago(ts: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let Ok(t) = time::OffsetDateTime::parse(ts, &Rfc3339) else {
+        return ts.to_string();
+    };
+    let ms = (time::OffsetDateTime::now_utc() - t).whole_milliseconds();
+    match u64::try_from(ms) {
+        Ok(ms) => format!("{} ago", duration(ms)),
+        Err(_) => ts.to_string(),
+    }
+}
+
 /// A size in words: `812 bytes`, `48.1 KiB`, `3.2 MiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -441,6 +455,11 @@ mod tests {
         assert_eq!(bytes(812), "812 bytes");
         assert_eq!(bytes(49_254), "48.1 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
+        assert_eq!(
+            ago("2001-02-03T04:05:06.000Z").split(' ').nth(1),
+            Some("days")
+        );
+        assert_eq!(ago("not a time"), "not a time");
     }
 
     fn rows(today: &str, wide: bool) -> EventRows {
