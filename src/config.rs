@@ -34,6 +34,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Where metrod's webhook listener binds unless told otherwise (`metrod
+/// --webhook-addr`); `metroctl tunnel setup` points cloudflared at it.
+pub const DEFAULT_WEBHOOK_ADDR: &str = "127.0.0.1:8787";
+
 /// Who may reach the agents through a station.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -16,34 +16,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Default cap on one request line (the `\n` excluded).
 pub const DEFAULT_MAX_REQUEST: usize = 1 << 20;
 
-/// Every op the daemon knows, in the order `hello` lists them.
-pub const OPS: &[&str] = &[
-    "hello",
-    "publish",
-    "subscribe",
-    "ack",
-    "unsubscribe",
-    "claim",
-    "release",
-    "claims",
-    "send",
-    "edit",
-    "react",
-    "download",
-    "fetch",
-    "history",
-    "lines",
-    "stations",
-    "stats",
-    "cursor",
-    "webhookAdd",
-    "webhookList",
-    "webhookRemove",
-    "allow",
-    "deny",
-    "allowList",
-];
-
 /// Error codes a client can see. Nothing else ever reaches the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -534,61 +506,72 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
     }
 }
 
-/// One request, without its `req` (kept beside it by [`parse_request`]).
-/// Requests are parsed once and moved a few times; boxing the large
-/// variants would cost an allocation per publish for nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "op")]
-pub enum Request {
-    #[serde(rename = "hello")]
-    Hello(Hello),
-    #[serde(rename = "publish")]
-    Publish(Publish),
-    #[serde(rename = "subscribe")]
-    Subscribe(Subscribe),
-    #[serde(rename = "ack")]
-    Ack(Ack),
-    #[serde(rename = "unsubscribe")]
-    Unsubscribe(Unsubscribe),
-    #[serde(rename = "claim")]
-    Claim(Claim),
-    #[serde(rename = "release")]
-    Release(Release),
-    #[serde(rename = "claims")]
-    Claims,
-    #[serde(rename = "send")]
-    Send(Send),
-    #[serde(rename = "edit")]
-    Edit(Edit),
-    #[serde(rename = "react")]
-    React(React),
-    #[serde(rename = "download")]
-    Download(Download),
-    #[serde(rename = "fetch")]
-    Fetch(Fetch),
-    #[serde(rename = "history")]
-    History(History),
-    #[serde(rename = "lines")]
-    Lines,
-    #[serde(rename = "stations")]
-    Stations,
-    #[serde(rename = "stats")]
-    Stats,
-    #[serde(rename = "cursor")]
-    Cursor(CursorQuery),
-    #[serde(rename = "webhookAdd")]
-    WebhookAdd(WebhookAdd),
-    #[serde(rename = "webhookList")]
-    WebhookList,
-    #[serde(rename = "webhookRemove")]
-    WebhookRemove(WebhookRemove),
-    #[serde(rename = "allow")]
-    Allow(AllowCode),
-    #[serde(rename = "deny")]
-    Deny(DenyUser),
-    #[serde(rename = "allowList")]
-    AllowList(AllowListQuery),
+/// Defines every op once: [`OPS`] (in the order `hello` lists them), the
+/// [`Request`] enum (one variant per op, serialized with its `op` tag, as
+/// clients send it) and the op-to-type table [`parse_request`] reads.
+macro_rules! requests {
+    ($($op:literal => $variant:ident $(($ty:ty))?,)*) => {
+        /// Every op the daemon knows, in the order `hello` lists them.
+        pub const OPS: &[&str] = &[$($op),*];
+
+        /// One request, without its `req` (kept beside it by [`parse_request`]).
+        /// Requests are parsed once and moved a few times; boxing the large
+        /// variants would cost an allocation per publish for nothing.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, Clone, Serialize)]
+        #[serde(tag = "op")]
+        pub enum Request {
+            $(#[serde(rename = $op)] $variant $(($ty))?,)*
+        }
+
+        impl Request {
+            /// The request's `op`.
+            pub fn op(&self) -> &'static str {
+                match self {
+                    $(requests!(@pattern $variant $(($ty))?) => $op,)*
+                }
+            }
+        }
+
+        /// The op's own fields read from `line`; `None` for an unknown op.
+        fn parse_op(op: &str, line: &[u8]) -> Option<Result<Request, WireError>> {
+            Some(match op {
+                $($op => requests!(@parse line $variant $(($ty))?),)*
+                _ => return None,
+            })
+        }
+    };
+    (@pattern $variant:ident ($ty:ty)) => { Request::$variant(_) };
+    (@pattern $variant:ident) => { Request::$variant };
+    (@parse $line:ident $variant:ident ($ty:ty)) => { field::<$ty>($line).map(Request::$variant) };
+    (@parse $line:ident $variant:ident) => { Ok(Request::$variant) };
+}
+
+requests! {
+    "hello" => Hello(Hello),
+    "publish" => Publish(Publish),
+    "subscribe" => Subscribe(Subscribe),
+    "ack" => Ack(Ack),
+    "unsubscribe" => Unsubscribe(Unsubscribe),
+    "claim" => Claim(Claim),
+    "release" => Release(Release),
+    "claims" => Claims,
+    "send" => Send(Send),
+    "edit" => Edit(Edit),
+    "react" => React(React),
+    "download" => Download(Download),
+    "fetch" => Fetch(Fetch),
+    "history" => History(History),
+    "lines" => Lines,
+    "stations" => Stations,
+    "stats" => Stats,
+    "cursor" => Cursor(CursorQuery),
+    "webhookAdd" => WebhookAdd(WebhookAdd),
+    "webhookList" => WebhookList,
+    "webhookRemove" => WebhookRemove(WebhookRemove),
+    "allow" => Allow(AllowCode),
+    "deny" => Deny(DenyUser),
+    "allowList" => AllowList(AllowListQuery),
 }
 
 impl Request {
@@ -685,36 +668,12 @@ pub fn parse_request(line: &[u8]) -> Result<(Option<Value>, Request), ParseFailu
             .map_err(|_| fail(WireError::bad_request("field `op` must be a string")))?,
         None => return Err(fail(WireError::bad_request("request has no `op` field"))),
     };
-    let parsed = match &*op {
-        "hello" => field(line).map(Request::Hello),
-        "publish" => field(line).map(Request::Publish),
-        "subscribe" => field(line).map(Request::Subscribe),
-        "ack" => field(line).map(Request::Ack),
-        "unsubscribe" => field(line).map(Request::Unsubscribe),
-        "claim" => field(line).map(Request::Claim),
-        "release" => field(line).map(Request::Release),
-        "claims" => Ok(Request::Claims),
-        "send" => field(line).map(Request::Send),
-        "edit" => field(line).map(Request::Edit),
-        "react" => field(line).map(Request::React),
-        "download" => field(line).map(Request::Download),
-        "fetch" => field(line).map(Request::Fetch),
-        "history" => field(line).map(Request::History),
-        "lines" => Ok(Request::Lines),
-        "stations" => Ok(Request::Stations),
-        "stats" => Ok(Request::Stats),
-        "cursor" => field(line).map(Request::Cursor),
-        "webhookAdd" => field(line).map(Request::WebhookAdd),
-        "webhookList" => Ok(Request::WebhookList),
-        "webhookRemove" => field(line).map(Request::WebhookRemove),
-        "allow" => field(line).map(Request::Allow),
-        "deny" => field(line).map(Request::Deny),
-        "allowList" => field(line).map(Request::AllowList),
-        other => Err(WireError::new(
+    let parsed = parse_op(&op, line).unwrap_or_else(|| {
+        Err(WireError::new(
             ErrorCode::UnknownOp,
-            format!("unknown op {other:?}; `hello` lists the ops this daemon knows"),
-        )),
-    };
+            format!("unknown op {op:?}; `hello` lists the ops this daemon knows"),
+        ))
+    });
     match parsed {
         Ok(r) => Ok((req, r)),
         Err(error) => Err(ParseFailure { req, error }),

@@ -353,7 +353,21 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
         "--from",
         "metro://codex/user/b",
     ]);
-    assert_eq!(stdout(&o), "notified metro://telegram/42\n");
+    // The TypeScript sentence, then the id reply/edit/react take.
+    let said = stdout(&o);
+    assert!(
+        said.starts_with("notified metro://telegram/42 · id "),
+        "{said}"
+    );
+    assert!(
+        said.trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok(),
+        "{said}"
+    );
     assert_eq!(
         stderr(&o),
         format!("auto-claim skipped: line owned by {A}\n")
@@ -375,7 +389,21 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
         "--from",
         "metro://codex/user/b",
     ]);
-    assert_eq!(stdout(&o), "notified metro://telegram/42\n");
+    // The TypeScript sentence, then the id reply/edit/react take.
+    let said = stdout(&o);
+    assert!(
+        said.starts_with("notified metro://telegram/42 · id "),
+        "{said}"
+    );
+    assert!(
+        said.trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok(),
+        "{said}"
+    );
     assert_eq!(
         stderr(&o),
         format!("auto-claim skipped: line owned by {A}\n")
@@ -679,4 +707,58 @@ fn commands_that_change_this_machine_print_one_json_object_with_json() {
     assert_eq!(o["url"], "https://hooks.example.com/hooks/<id>");
     assert_eq!(o["next"].as_array().unwrap().len(), 3);
     assert!(std::path::Path::new(o["config"].as_str().unwrap()).exists());
+}
+
+#[test]
+fn mistakes_are_told_in_the_users_terms() {
+    let d = Daemon::start();
+    let fails = |args: &[&str]| -> String {
+        let o = ctl_output(&d, args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // An event without a line: the event needs one, said about the JSON
+    // the user wrote (no wrapper field, no column).
+    let e = fails(&["publish", r#"{"text":"x"}"#]);
+    assert!(e.contains("the event needs a `line`"), "{e}");
+    assert!(e.contains("local/demo"), "{e}");
+    assert!(!e.contains("column") && !e.contains("field event"), "{e}");
+    // Not JSON, not an object, a wrong field type.
+    let e = fails(&["publish", "hello"]);
+    assert!(e.contains("publish needs an event as a JSON object"), "{e}");
+    let e = fails(&["publish", "[1]"]);
+    assert!(e.contains("not [1]"), "{e}");
+    let e = fails(&["publish", r#"{"line":"local/demo","text":5}"#]);
+    assert!(e.contains("the event's field `text`"), "{e}");
+    let e = fails(&["publish", r#"{"line":"telegram/x","text":"x"}"#]);
+    assert!(e.contains("telegram lines are"), "{e}");
+    // A line without a station: what a line starts with.
+    for args in [
+        &["claim", "42", "--as", A][..],
+        &["send", "42", "hi"],
+        &["release", "42"],
+    ] {
+        let e = fails(args);
+        assert!(
+            e.contains("a line starts with a station name"),
+            "{args:?}: {e}"
+        );
+        assert!(
+            e.contains("telegram/<chatId>") && e.contains("discord/<channelId>"),
+            "{e}"
+        );
+    }
+    // Nothing reached the log.
+    assert!(d.history().is_empty());
+    // A good event still goes through.
+    let o = run_ok(&mut metroctl(
+        &d,
+        &["publish", r#"{"line":"local/demo","text":"x"}"#],
+    ));
+    assert!(json_out(&o)["id"].as_str().unwrap().starts_with("msg_"));
 }

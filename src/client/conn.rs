@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::CliError;
+use crate::proto::Request;
 
 /// Refuses a socket served by anyone but this user or root (SO_PEERCRED):
 /// with the socket in a shared directory, another user's listener would
@@ -50,13 +51,11 @@ impl Connection {
         })
     }
 
-    /// Sends a request object with a fresh `req`; returns that `req`.
-    pub fn send(&mut self, mut request: Value) -> Result<u64, CliError> {
+    /// Sends a request with a fresh `req`; returns that `req`.
+    pub fn send(&mut self, request: &Request) -> Result<u64, CliError> {
         let req = self.next_req;
         self.next_req += 1;
-        request["req"] = json!(req);
-        let mut line =
-            serde_json::to_vec(&request).map_err(|e| CliError::Io(io::Error::other(e)))?;
+        let mut line = request_line(request, req)?;
         line.push(b'\n');
         if let Err(e) = self.writer.write_all(&line) {
             // The daemon may have refused us and closed first: its reason
@@ -88,13 +87,13 @@ impl Connection {
 
     /// Sends a request and waits for its answer; an error answer becomes
     /// [`CliError::Daemon`].
-    pub fn call(&mut self, request: Value) -> Result<Value, CliError> {
+    pub fn call(&mut self, request: &Request) -> Result<Value, CliError> {
         self.call_or_lost(request).map_err(Lost::into_error)?
     }
 
     /// [`Connection::call`], telling a connection that dropped before the
     /// answer ([`Lost`]) from an answer (`Ok`, which may hold an error).
-    fn call_or_lost(&mut self, request: Value) -> Result<Result<Value, CliError>, Lost> {
+    fn call_or_lost(&mut self, request: &Request) -> Result<Result<Value, CliError>, Lost> {
         let req = match self.send(request) {
             Ok(req) => req,
             Err(CliError::Io(e)) => return Err(Lost(CliError::Io(e))),
@@ -120,6 +119,12 @@ impl Connection {
             }
         }
     }
+}
+
+/// `request` with `req` as one JSON line, without its `\n`.
+pub(crate) fn request_line(request: &Request, req: u64) -> Result<Vec<u8>, CliError> {
+    serde_json::to_vec(&request.to_value(Some(&json!(req))))
+        .map_err(|e| CliError::Protocol(e.to_string()))
 }
 
 /// The connection dropped before the answer came (and why).
@@ -154,13 +159,21 @@ pub fn new_key() -> String {
 /// before the answer, connects again (waiting up to 10 s for
 /// metrod) and sends it once more with the same key: metrod answers a
 /// request it already carried out with `duplicate: true`.
-pub fn call_once(socket: &Path, mut request: Value) -> Result<Value, CliError> {
-    // A publish may carry its key in the event (as metroctl publish's
-    // JSON may): keep that one.
-    if request.get("idempotencyKey").is_none() && request["event"].get("idempotencyKey").is_none() {
-        request["idempotencyKey"] = json!(new_key());
+pub fn call_once(socket: &Path, mut request: Request) -> Result<Value, CliError> {
+    let slot = match &mut request {
+        // A publish may carry its key in the event (as metroctl publish's
+        // JSON may): keep that one.
+        Request::Publish(p) if p.event.idempotency_key.is_some() => None,
+        Request::Publish(p) => Some(&mut p.idempotency_key),
+        Request::Send(s) => Some(&mut s.idempotency_key),
+        Request::Edit(e) => Some(&mut e.idempotency_key),
+        Request::React(r) => Some(&mut r.idempotency_key),
+        _ => None,
+    };
+    if let Some(slot) = slot.filter(|k| k.is_none()) {
+        *slot = Some(new_key());
     }
-    let lost = match Connection::open(socket)?.call_or_lost(request.clone()) {
+    let lost = match Connection::open(socket)?.call_or_lost(&request) {
         Ok(answer) => return answer,
         Err(lost) => lost,
     };
@@ -176,7 +189,7 @@ pub fn call_once(socket: &Path, mut request: Value) -> Result<Value, CliError> {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
-    conn.call_or_lost(request).map_err(Lost::into_error)?
+    conn.call_or_lost(&request).map_err(Lost::into_error)?
 }
 
 /// Turns an answer frame into its fields or a [`CliError::Daemon`].

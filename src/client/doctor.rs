@@ -16,11 +16,14 @@ use serde_json::{json, Value};
 
 use super::conn::Connection;
 use super::{output, service, setup, tunnel, CliError};
+use crate::proto::Request;
 
 #[derive(Debug, Args, Clone)]
 pub struct DoctorArgs {
-    /// Only this Cloudflare tunnel's config [default: every *.yml / *.yaml
-    /// in the cloudflared dir]
+    /// Check only this Cloudflare tunnel: its name as given to `tunnel
+    /// setup` (the config's file name) [default: every *.yml / *.yaml in
+    /// the cloudflared dir]
+    #[arg(value_name = "TUNNEL")]
     pub name: Option<String>,
     #[command(flatten)]
     pub dir: tunnel::ConfigDir,
@@ -28,6 +31,7 @@ pub struct DoctorArgs {
     /// one metrod reads, else $METRO_CONFIG, ~/.config/metro/config.toml]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Print JSON even on a terminal (piped output is JSON already).
     #[arg(long)]
     pub json: bool,
 }
@@ -108,10 +112,12 @@ struct Daemon {
 
 fn ask(socket: &Path) -> Result<Daemon, CliError> {
     let mut c = Connection::open(socket)?;
-    let hello = c.call(json!({"op": "hello", "client": "metroctl doctor"}))?;
-    let stations = c.call(json!({"op": "stations"}))?;
-    let stats = c.call(json!({"op": "stats"}))?;
-    let claims = c.call(json!({"op": "claims"}))?;
+    let hello = c.call(&Request::Hello(crate::proto::Hello {
+        client: Some("metroctl doctor".into()),
+    }))?;
+    let stations = c.call(&Request::Stations)?;
+    let stats = c.call(&Request::Stats)?;
+    let claims = c.call(&Request::Claims)?;
     Ok(Daemon {
         hello,
         stations: stations["stations"].as_array().cloned().unwrap_or_default(),
@@ -337,13 +343,47 @@ fn station_words(s: &Value) -> String {
     let mut w = format!("{}: {status}", s["name"].as_str().unwrap_or("?"));
     if s["name"] == "webhook" {
         if let Some(l) = s["listen"].as_str() {
-            w.push_str(&format!(", listening on {l}"));
+            // A listener that could not bind is not listening there.
+            if status == "ok" {
+                w.push_str(&format!(", listening on {l}"));
+            } else {
+                w.push_str(&format!(" (could not listen on {l})"));
+            }
         }
         if let Some(n) = s["endpoints"].as_u64() {
-            w.push_str(&format!(", {n} endpoint{}", if n == 1 { "" } else { "s" }));
+            w.push_str(&format!(", {}", output::count(n, "endpoint")));
         }
     }
     w
+}
+
+/// The fix for a station that is enabled and not ok, from what its status
+/// says went wrong.
+fn station_fix(name: &str, status: &str) -> String {
+    let has = |words: &[&str]| words.iter().any(|w| status.contains(w));
+    if name == "webhook" {
+        "free that port, or start metrod with another --webhook-addr (or $METRO_WEBHOOK_ADDR)"
+            .to_string()
+    } else if has(&["refused the bot token", "401", "Authentication failed"]) {
+        format!("set a valid {name} bot token (`metroctl setup`), then restart metrod")
+    } else if has(&["another program is polling"]) {
+        "stop the other program polling this bot (another metrod, an old bridge); metrod retries by itself".to_string()
+    } else if has(&["webhook set"]) {
+        "remove the bot's webhook (the Bot API's deleteWebhook); metrod retries by itself"
+            .to_string()
+    } else if has(&["asks to wait", "429", "rate limit"]) {
+        format!("nothing to do: {name} asked metrod to slow down; it retries by itself")
+    } else if has(&["cannot reach", "connecting", "disconnected", "resuming"]) {
+        format!(
+            "check this machine's network and the {name} API URL (`metroctl stations` shows it); metrod reconnects by itself"
+        )
+    } else if has(&["is not the Bot API", "API_URL"]) {
+        format!("check METRO_{}_API_URL", name.to_ascii_uppercase())
+    } else if has(&["cannot store", "log"]) {
+        "check the state dir's disk and permissions (see the disk and state checks); metrod retries by itself".to_string()
+    } else {
+        "metrod's log says more (`journalctl --user -u metrod`, or its stderr)".to_string()
+    }
 }
 
 fn check_stations(r: &mut Report, stations: &[Value], config: Option<&Value>) {
@@ -353,12 +393,12 @@ fn check_stations(r: &mut Report, stations: &[Value], config: Option<&Value>) {
         let enabled = s["enabled"] == json!(true);
         let words = station_words(s);
         if enabled && status != "ok" {
-            let fix = if name == "webhook" {
-                "free that port, or start metrod with another --webhook-addr (or $METRO_WEBHOOK_ADDR)".to_string()
-            } else {
-                format!("check the {name} token and allowlist (`metroctl setup`); metrod's log says more")
-            };
-            r.add(Level::Problem, "station", words, Some(fix));
+            r.add(
+                Level::Problem,
+                "station",
+                words,
+                Some(station_fix(name, status)),
+            );
         } else if !enabled && config.is_some_and(|c| c[name]["token"] == json!(true)) {
             r.add(
                 Level::Warn,
@@ -755,33 +795,36 @@ fn print(report: &Value, json: bool) {
         println!("{report}");
         return;
     }
+    use output::{paint, style};
     for c in report["checks"].as_array().into_iter().flatten() {
         let status = c["status"].as_str().unwrap_or("");
-        println!(
-            "{:<8} {:<10} {}",
-            if status == "problem" {
-                "PROBLEM"
-            } else {
-                status
-            },
+        let glyph = match status {
+            "ok" => output::good(),
+            "problem" => output::bad(),
+            "warn" => output::warn(),
+            _ => paint(style::DIM, "·"),
+        };
+        output::say(format!(
+            "{glyph} {:<10} {}",
             c["area"].as_str().unwrap_or(""),
             c["detail"].as_str().unwrap_or("")
-        );
+        ));
         if let Some(f) = c["fix"].as_str() {
             if status == "problem" || status == "warn" {
-                println!("{:<8} {:<10} fix: {f}", "", "");
+                output::say(format!("  {:<10} {} {f}", "", paint(style::BOLD, "fix:")));
             }
         }
     }
     let w = report["warnings"].as_array().map_or(0, Vec::len);
     if report["ok"] == json!(true) {
-        println!(
-            "\nAll is well{}.",
-            match w {
-                0 => String::new(),
-                1 => " (1 warning)".into(),
-                n => format!(" ({n} warnings)"),
-            }
-        );
+        let warnings = match w {
+            0 => String::new(),
+            n => format!(" ({})", output::count(n as u64, "warning")),
+        };
+        output::say(format!(
+            "\n{} {}",
+            output::good(),
+            paint(style::GOOD, format!("All is well{warnings}."))
+        ));
     }
 }

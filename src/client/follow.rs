@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::conn::answer;
 use super::CliError;
+use crate::proto::{Ack, Request, Since, Subscribe};
 
 /// Frames buffered between a connection's reader thread and the consumer.
 const CHANNEL_FRAMES: usize = 256;
@@ -89,12 +90,10 @@ struct Link {
 }
 
 impl Link {
-    fn send(&mut self, mut request: Value) -> Result<u64, CliError> {
+    fn send(&mut self, request: &Request) -> Result<u64, CliError> {
         let req = self.next_req;
         self.next_req += 1;
-        request["req"] = json!(req);
-        let mut line =
-            serde_json::to_vec(&request).map_err(|e| CliError::Protocol(e.to_string()))?;
+        let mut line = super::conn::request_line(request, req)?;
         line.push(b'\n');
         self.writer.write_all(&line).map_err(CliError::Io)?;
         Ok(req)
@@ -110,8 +109,8 @@ impl Drop for Link {
 
 pub struct Follow {
     socket: PathBuf,
-    /// The `subscribe` request (without `req`).
-    request: Value,
+    /// The `subscribe` request.
+    request: Subscribe,
     reconnect: bool,
     tx: SyncSender<Input>,
     rx: Receiver<Input>,
@@ -135,9 +134,9 @@ impl Follow {
     /// `reconnect`, a lost connection is reported as [`Item::Lost`] and
     /// made again by the next [`Follow::next_item`]; without, it is an error.
     /// The first connection is not retried: metrod must be running.
-    pub fn open(socket: &Path, request: Value, reconnect: bool) -> Result<Follow, CliError> {
+    pub fn open(socket: &Path, request: Subscribe, reconnect: bool) -> Result<Follow, CliError> {
         let (tx, rx) = sync_channel(CHANNEL_FRAMES);
-        let remaining = request["limit"].as_u64();
+        let remaining = request.limit;
         let mut f = Follow {
             socket: socket.to_path_buf(),
             request,
@@ -188,10 +187,10 @@ impl Follow {
             .map_err(CliError::Io)?;
         let mut request = self.request.clone();
         if let Some(p) = self.position {
-            request["since"] = json!(p);
+            request.since = Some(Since::Offset(p));
         }
         if let Some(n) = self.remaining {
-            request["limit"] = json!(n);
+            request.limit = Some(n);
         }
         let mut link = Link {
             generation,
@@ -200,7 +199,7 @@ impl Follow {
             sub_req: 0,
             sub: None,
         };
-        link.sub_req = link.send(request)?;
+        link.sub_req = link.send(&Request::Subscribe(request))?;
         self.link = Some(link);
         Ok(())
     }
@@ -360,7 +359,7 @@ impl Follow {
             return;
         };
         // A failed write is a lost connection: the reader thread reports it.
-        let _ = link.send(json!({"op": "ack", "sub": sub, "offset": offset}));
+        let _ = link.send(&Request::Ack(Ack { sub, offset }));
     }
 
     /// Acknowledges up to `offset` and waits for metrod's answer, so the
@@ -374,7 +373,7 @@ impl Follow {
             return Ok(());
         };
         let generation = link.generation;
-        let Ok(req) = link.send(json!({"op": "ack", "sub": sub, "offset": offset})) else {
+        let Ok(req) = link.send(&Request::Ack(Ack { sub, offset })) else {
             return Ok(());
         };
         loop {

@@ -1,18 +1,26 @@
 //! `metroctl`, the thin client: one subcommand per op (or group of ops),
-//! each a request over the socket. Files: [`conn`] (the connection),
-//! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
-//! [`tail`] (the streaming command), [`follow`] (a subscription that
-//! reconnects), [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
+//! each a typed [`crate::proto::Request`] over the socket. Files: [`conn`]
+//! (the connection), [`args`] (arguments → request fields), [`identity`]
+//! (who we act as), [`output`] (JSON lines or human rows), [`tail`] (the
+//! streaming command), [`follow`] (a subscription that reconnects),
+//! [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
-//! check), [`messages`] (`reply`, `download`, `fetch`, `allow`, `deny`, file
-//! flags), [`mcp`] (the Claude Code channel, an MCP server on stdio),
-//! [`top`] (the live full-screen view), [`commands`] (everything else).
+//! check), [`messages`] (`send`, `reply`, `edit`, `react`, `download`,
+//! `fetch`, `allow`, `deny`), [`mcp`] (the Claude Code channel, an MCP
+//! server on stdio), [`top`] (the live full-screen view), [`commands`]
+//! (the other one-request commands and the dispatch).
+//!
+//! The client imports only [`crate::proto`], [`crate::line`],
+//! [`crate::config`] and [`crate::paths`]: never the
+//! daemon's modules.
 
+pub mod args;
 pub mod commands;
 pub mod conn;
 pub mod doctor;
 pub mod follow;
+pub mod help;
 pub mod identity;
 pub mod mcp;
 pub mod messages;
@@ -61,12 +69,18 @@ pub enum CliError {
 
 /// metroctl: talk to the metro broker.
 #[derive(Debug, Parser)]
-#[command(name = "metroctl", version, about, propagate_version = true)]
+#[command(
+    name = "metroctl",
+    version,
+    about,
+    after_help = help::TOP,
+    after_long_help = help::TOP_LONG
+)]
 pub struct Cli {
     /// Socket of metrod [default: $METRO_SOCKET, else <state dir>/metro.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// JSON even on a terminal (every command that prints takes it).
+    /// Print JSON even on a terminal (piped output is JSON already).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -76,20 +90,34 @@ pub struct Cli {
 /// Who this command acts as.
 #[derive(Debug, Args, Clone, Default)]
 pub struct Identity {
-    /// Identity line [default: $METRO_AS, else the agent's environment]
-    #[arg(long = "as", value_name = "URI")]
+    /// Act as this identity (--from is an alias) [default: $METRO_AS, else
+    /// Claude Code's or Codex's environment: see `metroctl --help`]
+    #[arg(long = "as", alias = "from", value_name = "URI")]
     pub as_: Option<String>,
+}
+
+/// Print JSON even on a terminal (the same as the global --json).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct Json {
+    /// Print JSON even on a terminal (piped output is JSON already).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the daemon's hello (protocol, version, ops).
+    #[command(after_help = help::HELLO)]
     Hello,
     /// Print events; with --follow, keep printing as they arrive.
+    #[command(after_help = help::TAIL)]
     Tail(tail::TailArgs),
     /// Claim a line (last writer wins unless --if-free; an agent's line
     /// belongs to that agent and no other identity can claim it).
+    #[command(after_help = help::CLAIM)]
     Claim {
+        /// The line: telegram/<chatId>[/<topicId>], discord/<channelId>,
+        /// webhook/<endpointId>, or an agent's line (claude/user/<id>).
         line: String,
         #[command(flatten)]
         who: Identity,
@@ -97,109 +125,100 @@ pub enum Command {
         #[arg(long)]
         if_free: bool,
     },
-    /// Release a line.
-    Release { line: String },
-    /// List claims.
+    /// Release a line (whoever owns it).
+    #[command(after_help = help::RELEASE)]
+    Release {
+        /// The line to release.
+        line: String,
+    },
+    /// List claims: which identity owns which line.
+    #[command(after_help = help::CLAIMS)]
     Claims {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: Json,
     },
     /// Send a message to a line (TEXT `-` reads stdin).
-    Send {
-        line: String,
-        text: String,
-        /// Sender identity [default: as for --as]
-        #[arg(long, value_name = "URI")]
-        from: Option<String>,
-        /// Do not claim the line (also METRO_NO_AUTO_CLAIM=1).
-        #[arg(long)]
-        no_claim: bool,
-        /// Message id this replies to.
-        #[arg(long, value_name = "ID")]
-        reply_to: Option<String>,
-        #[command(flatten)]
-        attach: messages::AttachArgs,
-    },
+    #[command(after_help = help::SEND)]
+    Send(messages::SendArgs),
     /// Reply to a message (TEXT `-` reads stdin).
+    #[command(after_help = help::REPLY)]
     Reply(messages::ReplyArgs),
     /// Edit a message.
-    Edit {
-        line: String,
-        message_id: String,
-        text: String,
-        #[arg(long, value_name = "URI")]
-        from: Option<String>,
-        #[arg(long)]
-        no_claim: bool,
-        /// New inline buttons (JSON, as for send).
-        #[arg(long, value_name = "JSON")]
-        buttons: Option<String>,
-    },
+    #[command(after_help = help::EDIT)]
+    Edit(messages::EditArgs),
     /// React to a message ("" clears).
-    React {
-        line: String,
-        message_id: String,
-        emoji: String,
-        #[arg(long, value_name = "URI")]
-        from: Option<String>,
-        #[arg(long)]
-        no_claim: bool,
-    },
+    #[command(after_help = help::REACT)]
+    React(messages::ReactArgs),
     /// Save a message's files (telegram, discord) into a directory.
+    #[command(after_help = help::DOWNLOAD)]
     Download(messages::DownloadArgs),
     /// The last messages of a line, oldest first (discord: from Discord;
     /// others: from metro's log).
+    #[command(after_help = help::FETCH)]
     Fetch(messages::FetchArgs),
     /// Admit the holder of a pairing code (--list: who is in, who waits).
+    #[command(after_help = help::ALLOW)]
     Allow(messages::AllowArgs),
     /// Block a platform user from reaching the agents.
+    #[command(after_help = help::DENY)]
     Deny(messages::DenyArgs),
     /// Search the log, newest first.
+    #[command(after_help = help::HISTORY)]
     History(commands::HistoryArgs),
     /// Recently seen conversations.
+    #[command(after_help = help::LINES)]
     Lines {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: Json,
     },
     /// Stations and their status.
+    #[command(after_help = help::STATIONS)]
     Stations {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: Json,
     },
-    /// Log size, uptime, subscriptions and cursors.
+    /// Uptime, log size, subscriptions, cursors and config.
+    #[command(after_help = help::STATS)]
     Stats {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: Json,
     },
-    /// Show a durable cursor.
+    /// Show a durable cursor: where it stands, how far behind the log.
+    #[command(after_help = help::CURSOR)]
     Cursor {
         #[command(flatten)]
         who: Identity,
         /// Cursor name (instead of the identity's).
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         cursor: Option<String>,
     },
-    /// Publish a raw event (JSON object; `-` reads stdin). For scripts and tests.
+    /// Publish a raw event. For scripts and tests.
+    #[command(after_help = help::PUBLISH)]
     Publish {
+        /// The event, a JSON object with at least a `line` (`-` reads
+        /// stdin); metrod sets id, ts and station.
         #[arg(value_name = "JSON")]
         event: String,
     },
     /// Webhook endpoints: add, list, remove.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::WEBHOOK)]
     Webhook(webhook::WebhookCommand),
     /// Cloudflare Tunnel to the webhook listener: setup, check.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::TUNNEL)]
     Tunnel(tunnel::TunnelCommand),
     /// Check the setup (metrod, permissions, disk, stations, config, log,
     /// cursors, service, tunnel); exit 1 when something needs you.
+    #[command(after_help = help::DOCTOR)]
     Doctor(doctor::DoctorArgs),
     /// Run metrod as a user service (systemd, launchd): install, uninstall, status.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::SERVICE)]
     Service(service::ServiceCommand),
     /// Write the config file: station tokens and allowlists (asks on a terminal).
+    #[command(after_help = help::SETUP)]
     Setup(setup::SetupArgs),
     /// Serve metro to Claude Code as an MCP channel on stdio (push, tools,
     /// permission relay).
+    #[command(after_help = help::MCP)]
     Mcp(mcp::McpArgs),
     /// Live full-screen view: stations, lines, subscriptions, events.
     ///
@@ -211,12 +230,12 @@ pub enum Command {
     /// back). LAG EV / LAG BYTES: events / bytes after a subscription's
     /// cursor. Keys: q or Ctrl-C quit, tab next pane, ↑↓ scroll, / filter
     /// lines (Enter keeps it, Esc clears it).
-    #[command(
-        after_help = "Examples:\n  metroctl top\n  metroctl top --filter telegram\n  metroctl --socket /tmp/metro/metro.sock top"
-    )]
+    #[command(after_help = help::TOP_VIEW)]
     Top(top::TopArgs),
-    /// Print a shell completion script: `metroctl completions bash > …`.
+    /// Print a shell completion script.
+    #[command(after_help = help::COMPLETIONS)]
     Completions {
+        /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -246,6 +265,8 @@ pub fn main() -> ExitCode {
     let socket = cli.socket.clone().unwrap_or_else(crate::paths::socket);
     match commands::run(&socket, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        // A check's summary already ended its report on a terminal.
+        Err(CliError::Check(_)) if !output::json_mode(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("metroctl: {e}");
             match e {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::conn::Connection;
 use super::output::{self, Report};
 use super::CliError;
+use crate::proto::Request;
 
 pub const SYSTEMD_SERVICE: &str = include_str!("../../systemd/metrod.service");
 pub const SYSTEMD_SOCKET: &str = include_str!("../../systemd/metrod.socket");
@@ -26,15 +27,18 @@ pub const LAUNCHD_LABEL: &str = "dev.metro.metrod";
 pub enum ServiceCommand {
     /// Write the user service files with this metrod's path and print the
     /// command that enables them.
+    #[command(after_help = super::help::SERVICE_INSTALL)]
     Install(InstallArgs),
     /// Remove the service files and print the command that stops the service.
+    #[command(after_help = super::help::SERVICE_UNINSTALL)]
     Uninstall(Target),
     /// Whether the service files are installed, enabled, and metrod answers.
+    #[command(after_help = super::help::SERVICE_STATUS)]
     Status {
         #[command(flatten)]
         target: Target,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: super::Json,
     },
 }
 
@@ -248,7 +252,7 @@ pub fn run(socket: &Path, cmd: ServiceCommand) -> Result<(), CliError> {
         ServiceCommand::Uninstall(t) => uninstall(&t),
         ServiceCommand::Status { target, json } => {
             let st = status(socket, &target);
-            print_status(&st, json);
+            print_status(&st, json.json);
             Ok(())
         }
     }
@@ -446,9 +450,11 @@ pub fn status(socket: &Path, t: &Target) -> Value {
     let metrod_ok = metrod.as_deref().map(|m| {
         fs::metadata(m).is_ok_and(|md| md.is_file() && md.permissions().mode() & 0o111 != 0)
     });
-    let daemon = match Connection::open(socket)
-        .and_then(|mut c| c.call(json!({"op": "hello", "client": "metroctl"})))
-    {
+    let daemon = match Connection::open(socket).and_then(|mut c| {
+        c.call(&Request::Hello(crate::proto::Hello {
+            client: Some("metroctl".into()),
+        }))
+    }) {
         Ok(h) => {
             json!({"socket": socket.display().to_string(), "answers": true, "version": h["version"]})
         }

@@ -21,6 +21,7 @@ use super::conn::Connection;
 use super::output::Report;
 use super::CliError;
 use crate::config::{Allow, Config, StationConfig};
+use crate::proto::Request;
 
 #[derive(Debug, Args, Default)]
 pub struct SetupArgs {
@@ -412,7 +413,7 @@ fn interactive(c: &mut Config, path: &Path) -> Result<(), CliError> {
 /// answers.
 fn daemon_config(socket: &Path) -> Option<Value> {
     let mut c = Connection::open(socket).ok()?;
-    let stats = c.call(json!({"op": "stats"})).ok()?;
+    let stats = c.call(&Request::Stats).ok()?;
     stats.get("config").cloned()
 }
 

@@ -8,11 +8,11 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use clap::Args;
-use serde_json::{json, Value};
-
+use super::conn::Connection;
 use super::follow::{Follow, Item};
 use super::{identity, output, stop, CliError, Identity};
+use crate::proto::{AckMode, Mode, Request, Since, Subscribe};
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
@@ -41,9 +41,12 @@ pub struct TailArgs {
     /// Durable cursor name [default: the identity].
     #[arg(long, value_name = "NAME")]
     pub cursor: Option<String>,
-    /// JSON lines even on a terminal.
+    /// Print JSON lines even on a terminal (piped output is JSON already).
     #[arg(long)]
     pub json: bool,
+    /// On a terminal: metro's full message ids and the whole text.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 /// The mode and filter flags of a subscription, shared by `tail` and
@@ -73,37 +76,32 @@ pub struct Filters {
 impl Filters {
     /// Puts `mode`, `includeWebhooks`, `chat` and `station` in a
     /// `subscribe` request.
-    pub fn apply(&self, req: &mut Value) -> Result<(), CliError> {
-        let mode = if self.strict {
-            Some("mine-only")
+    pub fn apply(&self, req: &mut Subscribe) -> Result<(), CliError> {
+        if self.strict {
+            req.mode = Some(Mode::MineOnly);
         } else if self.unclaimed {
-            Some("unclaimed")
+            req.mode = Some(Mode::Unclaimed);
         } else if self.all {
-            Some("all")
-        } else {
-            None
-        };
-        if let Some(m) = mode {
-            req["mode"] = json!(m);
+            req.mode = Some(Mode::All);
         }
         if self.include_webhooks {
-            req["includeWebhooks"] = json!(true);
+            req.include_webhooks = Some(true);
         }
         if let Some(c) = &self.chat {
             let line = crate::line::line(c).map_err(|e| CliError::Usage(format!("--chat: {e}")))?;
-            req["chat"] = json!(line);
+            req.chat = Some(line);
         }
-        if let Some(s) = &self.station {
-            req["station"] = json!(s);
-        }
+        req.station.clone_from(&self.station);
         Ok(())
     }
 }
 
-fn since_value(s: &str) -> Result<Value, CliError> {
+fn since_value(s: &str) -> Result<Since, CliError> {
     match s {
-        "cursor" | "start" | "tail" => Ok(json!(s)),
-        n => n.parse::<u64>().map(|n| json!(n)).map_err(|_| {
+        "cursor" => Ok(Since::Cursor),
+        "start" => Ok(Since::Start),
+        "tail" => Ok(Since::Tail),
+        n => n.parse::<u64>().map(Since::Offset).map_err(|_| {
             CliError::Usage(format!(
                 "--since must be cursor, start, tail or a byte offset, not {n:?}"
             ))
@@ -111,34 +109,30 @@ fn since_value(s: &str) -> Result<Value, CliError> {
     }
 }
 
-pub fn request(args: &TailArgs) -> Result<Value, CliError> {
-    let who = identity::resolve(args.who.as_.as_deref());
-    let mut req = json!({"op": "subscribe", "ack": "explicit", "follow": args.follow});
-    if let Some(w) = &who {
-        req["as"] = json!(crate::line::uri(w).map_err(|e| CliError::Usage(e.to_string()))?);
-    }
+pub fn request(args: &TailArgs) -> Result<Subscribe, CliError> {
+    let mut req = Subscribe {
+        as_: identity::resolve(args.who.as_.as_deref())
+            .map(|w| crate::line::uri(&w).map_err(|e| CliError::Usage(e.to_string())))
+            .transpose()?,
+        ack: Some(AckMode::Explicit),
+        follow: Some(args.follow),
+        kind: args.kind.clone(),
+        since: args.since.as_deref().map(since_value).transpose()?,
+        limit: args.limit.filter(|l| *l > 0),
+        cursor: args.cursor.clone(),
+        echo: args.echo.then_some(true),
+        ..Default::default()
+    };
     args.filters.apply(&mut req)?;
-    if let Some(k) = &args.kind {
-        req["kind"] = json!(k);
-    }
-    if let Some(s) = &args.since {
-        req["since"] = since_value(s)?;
-    }
-    if let Some(l) = args.limit.filter(|l| *l > 0) {
-        req["limit"] = json!(l);
-    }
-    if let Some(c) = &args.cursor {
-        req["cursor"] = json!(c);
-    }
-    if args.echo {
-        req["echo"] = json!(true);
-    }
     Ok(req)
 }
 
 pub fn run(socket: &Path, args: TailArgs) -> Result<(), CliError> {
     let request = request(&args)?;
     let json_out = output::json_mode(args.json);
+    let rows = (!json_out).then(|| event_rows(socket, args.wide));
+    let from_cursor = matches!(request.since, None | Some(Since::Cursor))
+        && (request.as_.is_some() || request.cursor.is_some());
     // Signals are blocked before any thread starts, so only the watcher
     // receives them.
     let signals = if args.follow {
@@ -146,25 +140,39 @@ pub fn run(socket: &Path, args: TailArgs) -> Result<(), CliError> {
     } else {
         None
     };
+    let what = following_what(&request);
     let mut sub = Follow::open(socket, request, args.follow && !args.no_reconnect)?;
     if let Some(set) = signals {
         stop::watch_signals(set, sub.stopper())?;
         stop::watch_stdin(sub.stopper())?;
+        if !json_out {
+            output::note(format!("following {what} (Ctrl-C to stop)"));
+        }
     }
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    let mut printed = false;
+    // Human rows go through anstream: styles stay on a color terminal and
+    // are stripped otherwise. JSON lines hold none: straight out.
+    let sink: Box<dyn Write> = if json_out {
+        Box::new(io::stdout().lock())
+    } else {
+        Box::new(anstream::stdout().lock())
+    };
+    let mut out = io::BufWriter::with_capacity(64 << 10, sink);
     // Offset of the newest event written to `out` and not yet acked.
     let mut pending: Option<u64> = None;
     loop {
         match sub.next_item()? {
             Item::Event { offset, event } => {
-                let written = if json_out {
-                    serde_json::to_writer(&mut out, &event)
+                let written = match &rows {
+                    None => serde_json::to_writer(&mut out, &event)
                         .map_err(io::Error::other)
-                        .and_then(|_| out.write_all(b"\n"))
-                } else {
-                    writeln!(out, "{}", output::event_row(&event))
+                        .and_then(|_| out.write_all(b"\n")),
+                    Some(rows) if !printed => {
+                        writeln!(out, "{}\n{}", rows.header(), rows.row(&event))
+                    }
+                    Some(rows) => writeln!(out, "{}", rows.row(&event)),
                 };
+                printed = true;
                 if let Err(e) = written {
                     return broken_pipe(e);
                 }
@@ -183,7 +191,16 @@ pub fn run(socket: &Path, args: TailArgs) -> Result<(), CliError> {
             Item::Gap { missed, offset } => eprintln!(
                 "metroctl: {missed} bytes of history were deleted by retention before this subscription read them; resuming at offset {offset}"
             ),
-            Item::End { .. } => {
+            Item::End { offset } => {
+                if !printed && !json_out {
+                    if from_cursor {
+                        output::note(format!(
+                            "no new events since your cursor (offset {offset})"
+                        ));
+                    } else {
+                        output::note(format!("no events (offset {offset})"));
+                    }
+                }
                 if let Err(e) = out.flush() {
                     return broken_pipe(e);
                 }
@@ -218,6 +235,39 @@ pub fn run(socket: &Path, args: TailArgs) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// The human rows, with webhook lines named by their labels (asked once).
+fn event_rows(socket: &Path, wide: bool) -> output::EventRows {
+    let rows = output::EventRows::new(wide);
+    match Connection::open(socket).and_then(|mut c| c.call(&Request::WebhookList)) {
+        Ok(a) => rows.with_webhooks(&a["endpoints"]),
+        Err(_) => rows,
+    }
+}
+
+/// What a following tail waits for, in words.
+fn following_what(r: &Subscribe) -> String {
+    let mut what = match (&r.as_, r.mode) {
+        (_, Some(Mode::All)) | (None, None) => "every line".to_string(),
+        (Some(who), Some(Mode::MineOnly)) => format!("the lines {} owns", output::short(who)),
+        (_, Some(Mode::Unclaimed)) => "the lines nobody owns".to_string(),
+        (Some(who), _) => format!(
+            "the lines {} owns and those nobody owns",
+            output::short(who)
+        ),
+        (None, _) => "every line".to_string(),
+    };
+    if let Some(c) = &r.chat {
+        what = format!("{} only", output::short(c));
+    }
+    if let Some(s) = &r.station {
+        what.push_str(&format!(" on station {s}"));
+    }
+    if let Some(k) = &r.kind {
+        what.push_str(&format!(", kind {k}"));
+    }
+    what
 }
 
 /// stdout went away (`| head`): stop quietly; what was not acked comes again.

@@ -15,12 +15,14 @@ use yaml_rust2::{Yaml, YamlLoader};
 use super::conn::Connection;
 use super::output::{self, Report};
 use super::CliError;
-use crate::stations::webhook::DEFAULT_ADDR;
+use crate::config::DEFAULT_WEBHOOK_ADDR as DEFAULT_ADDR;
+use crate::proto::Request;
 
 #[derive(Debug, Subcommand)]
 pub enum TunnelCommand {
     /// Write a cloudflared config routing HOSTNAME to the webhook listener,
     /// and print the cloudflared commands that create and run the tunnel.
+    #[command(after_help = super::help::TUNNEL_SETUP)]
     Setup {
         /// Tunnel name (letters, digits, '-', '_'); also the config's file name.
         name: String,
@@ -37,6 +39,7 @@ pub enum TunnelCommand {
         force: bool,
     },
     /// Check that cloudflared is on PATH and the tunnel config(s) parse.
+    #[command(after_help = super::help::TUNNEL_CHECK)]
     Check(CheckArgs),
 }
 
@@ -61,6 +64,7 @@ pub struct CheckArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub dir: ConfigDir,
+    /// Print JSON even on a terminal (piped output is JSON already).
     #[arg(long)]
     pub json: bool,
 }
@@ -125,8 +129,10 @@ struct DaemonInfo {
 
 fn ask_daemon(socket: &Path) -> Result<DaemonInfo, CliError> {
     let mut conn = Connection::open(socket)?;
-    let hello = conn.call(json!({"op": "hello", "client": "metroctl"}))?;
-    let st = conn.call(json!({"op": "stations"}))?;
+    let hello = conn.call(&Request::Hello(crate::proto::Hello {
+        client: Some("metroctl".into()),
+    }))?;
+    let st = conn.call(&Request::Stations)?;
     let row = |name: &str| {
         st["stations"]
             .as_array()

@@ -7,10 +7,12 @@ use serde_json::{json, Value};
 
 use super::conn::Connection;
 use super::{output, CliError};
+use crate::proto::{self, Request};
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
     /// Create an endpoint; prints its id, path and URL.
+    #[command(after_help = super::help::WEBHOOK_ADD)]
     Add {
         /// A name for humans (shown as the line's name).
         label: String,
@@ -21,27 +23,45 @@ pub enum WebhookCommand {
         secret: Option<String>,
     },
     /// List endpoints (never their secrets).
+    #[command(after_help = super::help::WEBHOOK_LIST)]
     List {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: super::Json,
     },
     /// Remove an endpoint; its URL answers 404 from then on.
-    Remove { id: String },
+    #[command(after_help = super::help::WEBHOOK_REMOVE)]
+    Remove {
+        /// The endpoint's id (as `webhook list` shows it).
+        id: String,
+    },
 }
 
 pub fn run(socket: &Path, cmd: WebhookCommand) -> Result<(), CliError> {
     let mut conn = Connection::open(socket)?;
     match cmd {
         WebhookCommand::Add { label, secret } => {
-            let mut req = json!({"op": "webhookAdd", "label": label});
-            if let Some(s) = secret {
-                req["secret"] = json!(super::secret::resolve("--secret", &s)?);
+            let secret = secret
+                .map(|s| super::secret::resolve("--secret", &s))
+                .transpose()?;
+            let a = conn.call(&Request::WebhookAdd(proto::WebhookAdd { label, secret }))?;
+            if output::json_mode(false) {
+                print_fields(&a, &["id", "label", "path", "url"]);
+            } else {
+                output::say(format!(
+                    "added webhook {} (id {})",
+                    output::paint(output::style::BOLD, str_of(&a, "label")),
+                    str_of(&a, "id")
+                ));
+                let url = a["url"].as_str().map(String::from).unwrap_or_else(|| {
+                    format!("{} (the listener is off: no URL)", str_of(&a, "path"))
+                });
+                output::say(format!("POST to {url}"));
             }
-            let a = conn.call(req)?;
-            print_fields(&a, &["id", "label", "path", "url"]);
         }
-        WebhookCommand::List { json } => {
-            let a = conn.call(json!({"op": "webhookList"}))?;
+        WebhookCommand::List {
+            json: super::Json { json },
+        } => {
+            let a = conn.call(&Request::WebhookList)?;
             let eps = a["endpoints"].as_array().cloned().unwrap_or_default();
             if output::json_mode(json) {
                 for e in &eps {
@@ -69,14 +89,24 @@ pub fn run(socket: &Path, cmd: WebhookCommand) -> Result<(), CliError> {
                     ]
                 })
                 .collect();
-            println!(
-                "{}",
-                output::table(&["ID", "LABEL", "SECRET", "CREATED", "URL"], &rows)
-            );
+            if rows.is_empty() {
+                output::note("no webhook endpoints: `metroctl webhook add NAME` makes one");
+                return Ok(());
+            }
+            output::say(output::table(
+                &["ID", "LABEL", "SECRET", "CREATED", "URL"],
+                &rows,
+            ));
         }
         WebhookCommand::Remove { id } => {
-            let a = conn.call(json!({"op": "webhookRemove", "id": id}))?;
-            print_fields(&a, &["id", "removed"]);
+            let a = conn.call(&Request::WebhookRemove(proto::WebhookRemove { id }))?;
+            if output::json_mode(false) {
+                print_fields(&a, &["id", "removed"]);
+            } else if a["removed"] == json!(true) {
+                output::say(format!("removed webhook {}", str_of(&a, "id")));
+            } else {
+                output::say(format!("no webhook {}", str_of(&a, "id")));
+            }
         }
     }
     Ok(())

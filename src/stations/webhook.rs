@@ -33,7 +33,7 @@ use crate::proto::WireError;
 use crate::store::log::Log;
 
 /// Where the listener binds unless told otherwise.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
+pub use crate::config::DEFAULT_WEBHOOK_ADDR as DEFAULT_ADDR;
 /// Largest request body accepted, unless `--webhook-max-body` says otherwise.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// The endpoints file in the state dir.

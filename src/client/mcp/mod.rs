@@ -23,9 +23,10 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{identity, CliError, Identity};
+use crate::proto::{AckMode, Subscribe};
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
@@ -72,8 +73,13 @@ fn resolve_identity(who: &Identity) -> Result<String, CliError> {
 }
 
 /// The `subscribe` request of the push stream.
-fn subscribe_request(args: &McpArgs, me: &str) -> Result<Value, CliError> {
-    let mut req = json!({"op": "subscribe", "as": me, "follow": true, "ack": "explicit"});
+fn subscribe_request(args: &McpArgs, me: &str) -> Result<Subscribe, CliError> {
+    let mut req = Subscribe {
+        as_: Some(me.to_string()),
+        follow: Some(true),
+        ack: Some(AckMode::Explicit),
+        ..Default::default()
+    };
     args.filters.apply(&mut req)?;
     Ok(req)
 }

@@ -24,6 +24,7 @@ use tokio::net::UnixStream;
 
 use super::relay::{self, Relay};
 use super::{content, tools};
+use crate::proto::{self, Ack, Request, Subscribe};
 
 /// First wait before reconnecting; doubled up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -35,8 +36,8 @@ pub const PERMISSION: &str = "notifications/claude/channel/permission";
 /// What the stream needs: where metrod is, what to subscribe to, who we are.
 pub struct Stream {
     pub socket: PathBuf,
-    /// The `subscribe` request (without `req`).
-    pub subscribe: Value,
+    /// The `subscribe` request.
+    pub subscribe: Subscribe,
     pub me: String,
     pub relay: Option<Arc<Relay>>,
 }
@@ -99,8 +100,13 @@ pub async fn run(stream: Arc<Stream>, peer: Peer<RoleServer>) {
     }
 }
 
-async fn write_frame(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+async fn write_frame(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    request: &Request,
+    req: u64,
+) -> std::io::Result<()> {
+    let mut line = crate::client::conn::request_line(request, req)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     line.push(b'\n');
     w.write_all(&line).await
 }
@@ -116,9 +122,8 @@ async fn notify(peer: &Peer<RoleServer>, method: &str, params: Value) -> bool {
 async fn session(stream: &Stream, peer: &Peer<RoleServer>, conn: UnixStream) -> Ended {
     let (r, mut w) = conn.into_split();
     let mut reader = BufReader::new(r);
-    let mut subscribe = stream.subscribe.clone();
-    subscribe["req"] = json!(1);
-    if let Err(e) = write_frame(&mut w, &subscribe).await {
+    let subscribe = Request::Subscribe(stream.subscribe.clone());
+    if let Err(e) = write_frame(&mut w, &subscribe, 1).await {
         return Ended::Daemon(e.to_string());
     }
     let mut next_req: u64 = 2;
@@ -180,9 +185,13 @@ async fn session(stream: &Stream, peer: &Peer<RoleServer>, conn: UnixStream) -> 
         // One ack per burst, once nothing more is waiting: it covers every
         // event notified before this one.
         if reader.buffer().is_empty() {
-            let ack = json!({"op": "ack", "req": next_req, "sub": sub_id, "offset": offset});
+            let ack = Request::Ack(Ack {
+                sub: sub_id.to_string(),
+                offset,
+            });
+            let req = next_req;
             next_req += 1;
-            if let Err(e) = write_frame(&mut w, &ack).await {
+            if let Err(e) = write_frame(&mut w, &ack, req).await {
                 return Ended::Daemon(e.to_string());
             }
         }
@@ -202,12 +211,14 @@ async fn deliver(stream: &Stream, peer: &Peer<RoleServer>, event: &Value) -> boo
                 return notify(peer, PERMISSION, params).await;
             }
             relay::Answer::Stale { request_id } => {
-                let mut reply = json!({"op": "send", "line": event["line"], "from": stream.me,
-                    "text": format!("No permission request {request_id} is waiting (unknown or already answered)."),
-                    "noClaim": true});
-                if let Some(m) = event["messageId"].as_str() {
-                    reply["replyTo"] = json!(m);
-                }
+                let reply = Request::Send(proto::Send {
+                    line: event["line"].as_str().unwrap_or_default().to_string(),
+                    from: Some(stream.me.clone()),
+                    text: format!("No permission request {request_id} is waiting (unknown or already answered)."),
+                    no_claim: Some(true),
+                    reply_to: event["messageId"].as_str().map(String::from),
+                    ..Default::default()
+                });
                 let socket = stream.socket.clone();
                 tokio::task::spawn_blocking(move || {
                     if let Err(e) = tools::call_blocking(&socket, reply) {

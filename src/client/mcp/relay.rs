@@ -16,6 +16,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use crate::proto;
+
 /// Requests remembered at once (answered ones included, so a second answer
 /// is recognised as such).
 pub const MAX_REQUESTS: usize = 256;
@@ -154,7 +156,7 @@ impl Relay {
 }
 
 /// The `send` request that asks the question on `line`.
-pub fn question(line: &str, from: &str, r: &Request) -> Value {
+pub fn question(line: &str, from: &str, r: &Request) -> proto::Request {
     let id = &r.request_id;
     let mut text = format!("Claude wants to run {}", r.tool_name);
     if !r.description.is_empty() {
@@ -164,14 +166,20 @@ pub fn question(line: &str, from: &str, r: &Request) -> Value {
         text.push_str(&format!("\n\n{}", r.input_preview));
     }
     text.push_str(&format!("\n\nReply \"yes {id}\" or \"no {id}\"."));
-    let mut req = json!({"op": "send", "line": line, "text": text, "from": from, "noClaim": true});
-    if matches!(crate::line::station_of(line), "telegram" | "discord") {
-        req["buttons"] = json!([[
+    let buttons = matches!(crate::line::station_of(line), "telegram" | "discord").then(|| {
+        json!([[
             {"text": "Allow", "data": format!("yes {id}")},
             {"text": "Deny", "data": format!("no {id}")},
-        ]]);
-    }
-    req
+        ]])
+    });
+    proto::Request::Send(proto::Send {
+        line: line.to_string(),
+        text,
+        from: Some(from.to_string()),
+        buttons,
+        no_claim: Some(true),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::super::conn::Connection;
 use super::super::CliError;
+use crate::proto::{self, Request};
 
 /// One tool: name, the description the model reads, argument schema.
 struct Spec {
@@ -163,14 +164,18 @@ fn absolute(p: &str) -> Result<String, Outcome> {
 const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "gif", "webp"];
 
 /// The protocol request for a tool call, or the reason there is none.
-fn request(name: &str, args: &Map<String, Value>, me: &str) -> Result<Value, Outcome> {
+fn request(name: &str, args: &Map<String, Value>, me: &str) -> Result<Request, Outcome> {
+    let from = Some(me.to_string());
     Ok(match name {
         "reply" => {
-            let mut req = json!({"op": "send", "line": required(args, "line")?,
-                "text": required(args, "text")?, "from": me});
-            if let Some(m) = string(args, "messageId")? {
-                req["replyTo"] = json!(m);
-            }
+            let mut req = proto::Send {
+                line: required(args, "line")?,
+                text: required(args, "text")?,
+                from,
+                reply_to: string(args, "messageId")?,
+                buttons: args.get("buttons").filter(|b| !b.is_null()).cloned(),
+                ..Default::default()
+            };
             if let Some(files) = args.get("files").filter(|f| !f.is_null()) {
                 let Some(files) = files.as_array() else {
                     return Err(bad("files must be an array of paths".into()));
@@ -191,31 +196,41 @@ fn request(name: &str, args: &Map<String, Value>, me: &str) -> Result<Value, Out
                         documents.push(absolute(f)?);
                     }
                 }
-                if !images.is_empty() {
-                    req["images"] = json!(images);
-                }
-                if !documents.is_empty() {
-                    req["documents"] = json!(documents);
-                }
+                req.images = (!images.is_empty()).then_some(images);
+                req.documents = (!documents.is_empty()).then_some(documents);
             }
-            if let Some(b) = args.get("buttons").filter(|b| !b.is_null()) {
-                req["buttons"] = b.clone();
-            }
-            req
+            Request::Send(req)
         }
-        "send" => json!({"op": "send", "line": required(args, "line")?,
-            "text": required(args, "text")?, "from": me}),
-        "edit" => json!({"op": "edit", "line": required(args, "line")?,
-            "messageId": required(args, "messageId")?, "text": required(args, "text")?, "from": me}),
-        "react" => json!({"op": "react", "line": required(args, "line")?,
-            "messageId": required(args, "messageId")?, "emoji": required(args, "emoji")?, "from": me}),
+        "send" => Request::Send(proto::Send {
+            line: required(args, "line")?,
+            text: required(args, "text")?,
+            from,
+            ..Default::default()
+        }),
+        "edit" => Request::Edit(proto::Edit {
+            line: required(args, "line")?,
+            message_id: required(args, "messageId")?,
+            text: required(args, "text")?,
+            from,
+            ..Default::default()
+        }),
+        "react" => Request::React(proto::React {
+            line: required(args, "line")?,
+            message_id: required(args, "messageId")?,
+            emoji: required(args, "emoji")?,
+            from,
+            ..Default::default()
+        }),
         "download" => {
             let out = match string(args, "outDir")? {
                 Some(d) => PathBuf::from(absolute(&d)?),
                 None => std::env::temp_dir().join("metro-downloads"),
             };
-            json!({"op": "download", "line": required(args, "line")?,
-                "messageId": required(args, "messageId")?, "outDir": out.display().to_string()})
+            Request::Download(proto::Download {
+                line: required(args, "line")?,
+                message_id: required(args, "messageId")?,
+                out_dir: out.display().to_string(),
+            })
         }
         "history" => {
             let limit = match args.get("limit") {
@@ -224,14 +239,12 @@ fn request(name: &str, args: &Map<String, Value>, me: &str) -> Result<Value, Out
                     .as_u64()
                     .ok_or_else(|| bad("limit must be a whole number".into()))?,
             };
-            let mut req = json!({"op": "history", "limit": limit});
-            if let Some(l) = string(args, "line")? {
-                req["line"] = json!(l);
-            }
-            if let Some(t) = string(args, "text")? {
-                req["text"] = json!(t);
-            }
-            req
+            Request::History(proto::History {
+                limit: Some(limit),
+                line: string(args, "line")?,
+                text: string(args, "text")?,
+                ..Default::default()
+            })
         }
         "claim" => {
             let if_free = match args.get("ifFree") {
@@ -240,11 +253,18 @@ fn request(name: &str, args: &Map<String, Value>, me: &str) -> Result<Value, Out
                     .as_bool()
                     .ok_or_else(|| bad("ifFree must be true or false".into()))?,
             };
-            json!({"op": "claim", "line": required(args, "line")?, "as": me, "ifFree": if_free})
+            Request::Claim(proto::Claim {
+                line: required(args, "line")?,
+                as_: me.to_string(),
+                if_free: Some(if_free),
+                ephemeral: None,
+            })
         }
-        "release" => json!({"op": "release", "line": required(args, "line")?}),
-        "claims" => json!({"op": "claims"}),
-        "stations" => json!({"op": "stations"}),
+        "release" => Request::Release(proto::Release {
+            line: required(args, "line")?,
+        }),
+        "claims" => Request::Claims,
+        "stations" => Request::Stations,
         other => return Err(bad(format!("unknown tool {other:?}"))),
     })
 }
@@ -310,8 +330,8 @@ pub fn error_text(e: &CliError) -> String {
 }
 
 /// One request over a fresh connection, blocking (run it off the runtime).
-pub fn call_blocking(socket: &Path, request: Value) -> Result<Value, CliError> {
-    Connection::open(socket)?.call(request)
+pub fn call_blocking(socket: &Path, request: Request) -> Result<Value, CliError> {
+    Connection::open(socket)?.call(&request)
 }
 
 /// Runs tool `name` as identity `me`.

@@ -11,12 +11,13 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::model::{Snapshot, Top, RECENT_EVENTS};
 use crate::client::conn::Connection;
 use crate::client::follow::{Follow, Item, StopReason, Stopper};
 use crate::client::CliError;
+use crate::proto::{self, AckMode, Request, Since};
 
 /// How often the poller asks, and how long a thread waits before it
 /// connects again.
@@ -82,10 +83,10 @@ fn down(e: &CliError) -> String {
 
 fn snapshot(conn: &mut Connection) -> Result<Snapshot, CliError> {
     Ok(Snapshot {
-        stats: conn.call(json!({"op": "stats"}))?,
-        stations: conn.call(json!({"op": "stations"}))?,
-        lines: conn.call(json!({"op": "lines"}))?,
-        claims: conn.call(json!({"op": "claims"}))?,
+        stats: conn.call(&Request::Stats)?,
+        stations: conn.call(&Request::Stations)?,
+        lines: conn.call(&Request::Lines)?,
+        claims: conn.call(&Request::Claims)?,
     })
 }
 
@@ -135,12 +136,20 @@ fn poll(socket: PathBuf, tx: SyncSender<Msg>) {
 /// go on (a reconnect inside [`Follow`] resumes where it stopped).
 fn follow_once(socket: &Path, tx: &SyncSender<Msg>, restart: &Restart) -> Result<Ended, CliError> {
     let mut conn = Connection::open(socket)?;
-    let stats = conn.call(json!({"op": "stats"}))?;
+    let stats = conn.call(&Request::Stats)?;
     let since = Top::start_offset(&stats);
     let end = stats["logBytes"].as_u64().unwrap_or(since);
-    let history = conn.call(json!({"op": "history", "limit": RECENT_EVENTS}))?;
+    let history = conn.call(&Request::History(proto::History {
+        limit: Some(RECENT_EVENTS as u64),
+        ..Default::default()
+    }))?;
     drop(conn);
-    let request = json!({"op": "subscribe", "follow": true, "ack": "none", "since": since});
+    let request = proto::Subscribe {
+        follow: Some(true),
+        ack: Some(AckMode::None),
+        since: Some(Since::Offset(since)),
+        ..Default::default()
+    };
     let mut sub = Follow::open(socket, request, true)?;
     restart.watch(Some(sub.stopper()));
     let entries = match history {
