@@ -582,7 +582,7 @@ fn applied(socket: &Path, changed: &[String], deadline: Instant) -> String {
     loop {
         if let Some(list) = Connection::open(socket)
             .ok()
-            .and_then(|mut c| c.call(json!({"op": "stations"})).ok())
+            .and_then(|mut c| c.call(&crate::proto::Request::Stations).ok())
         {
             rows = list["stations"]
                 .as_array()
