@@ -259,14 +259,16 @@ impl AckMode {
     }
 }
 
-/// Where a subscription starts: `"cursor"`, `"start"`, `"tail"` or a byte
-/// offset at an entry boundary.
+/// Where a subscription starts: `"cursor"`, `"start"`, `"tail"`, a byte
+/// offset at an entry boundary, or an RFC 3339 time (the first event at or
+/// after it; held as milliseconds since the epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {
     Cursor,
     Start,
     Tail,
     Offset(u64),
+    Time(i128),
 }
 
 impl Serialize for Since {
@@ -276,6 +278,7 @@ impl Serialize for Since {
             Since::Start => s.serialize_str("start"),
             Since::Tail => s.serialize_str("tail"),
             Since::Offset(n) => s.serialize_u64(*n),
+            Since::Time(ms) => s.serialize_str(&crate::clock::format_ms(*ms)),
         }
     }
 }
@@ -290,7 +293,7 @@ impl<'de> Deserialize<'de> for Since {
         }
         match Raw::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "expected \"cursor\", \"start\", \"tail\" or a non-negative byte offset",
+                "expected \"cursor\", \"start\", \"tail\", a non-negative byte offset or an RFC 3339 time",
             )
         })? {
             Raw::N(n) => Ok(Since::Offset(n)),
@@ -298,11 +301,14 @@ impl<'de> Deserialize<'de> for Since {
                 "cursor" => Ok(Since::Cursor),
                 "start" => Ok(Since::Start),
                 "tail" => Ok(Since::Tail),
-                other => other.parse::<u64>().map(Since::Offset).map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "since must be \"cursor\", \"start\", \"tail\" or a byte offset, not {other:?}"
-                    ))
-                }),
+                other => match (other.parse::<u64>(), crate::clock::parse_ms(other)) {
+                    (Ok(n), _) => Ok(Since::Offset(n)),
+                    (_, Some(ms)) => Ok(Since::Time(ms)),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "since must be \"cursor\", \"start\", \"tail\", a byte offset or an RFC 3339 time \
+                         (2026-11-28T03:00:00Z), not {other:?}"
+                    ))),
+                },
             },
         }
     }

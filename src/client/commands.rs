@@ -28,7 +28,8 @@ pub struct HistoryArgs {
     /// Case-insensitive substring of the text.
     #[arg(long)]
     pub text: Option<String>,
-    /// Only entries at or after this RFC 3339 time.
+    /// Only entries at or after this time: a duration back from now (10m,
+    /// 2h, 3d) or an RFC 3339 time.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     #[arg(long)]
@@ -293,11 +294,19 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
                 ("station", &h.station),
                 ("kind", &h.kind),
                 ("text", &h.text),
-                ("since", &h.since),
             ] {
                 if let Some(v) = v {
                     req[k] = json!(v);
                 }
+            }
+            if let Some(t) = h
+                .since
+                .as_deref()
+                .map(super::since::time)
+                .transpose()?
+                .flatten()
+            {
+                req["since"] = json!(t);
             }
             let json = h.json;
             (

@@ -1,7 +1,7 @@
 //! `metroctl`, the thin client: one subcommand per op (or group of ops),
 //! each a request over the socket. Files: [`conn`] (the connection),
 //! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
-//! [`tail`] (the streaming command), [`follow`] (a subscription that
+//! [`tail`] (the streaming command), [`since`] (`--since` forms), [`follow`] (a subscription that
 //! reconnects), [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
@@ -20,6 +20,7 @@ pub mod output;
 pub mod secret;
 pub mod service;
 pub mod setup;
+pub mod since;
 pub mod stop;
 pub mod tail;
 pub mod top;

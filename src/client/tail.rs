@@ -26,7 +26,8 @@ pub struct TailArgs {
     /// Only this kind.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
-    /// Where to start: cursor | start | tail | <byte offset>.
+    /// Where to start: cursor, start, tail, a byte offset, a duration back
+    /// from now (10m, 2h, 3d) or an RFC 3339 time.
     #[arg(long, value_name = "WHERE")]
     pub since: Option<String>,
     /// Stop after this many events (0: no limit).
@@ -100,17 +101,6 @@ impl Filters {
     }
 }
 
-fn since_value(s: &str) -> Result<Value, CliError> {
-    match s {
-        "cursor" | "start" | "tail" => Ok(json!(s)),
-        n => n.parse::<u64>().map(|n| json!(n)).map_err(|_| {
-            CliError::Usage(format!(
-                "--since must be cursor, start, tail or a byte offset, not {n:?}"
-            ))
-        }),
-    }
-}
-
 pub fn request(args: &TailArgs) -> Result<Value, CliError> {
     let who = identity::resolve(args.who.as_.as_deref());
     let mut req = json!({"op": "subscribe", "ack": "explicit", "follow": args.follow});
@@ -122,7 +112,7 @@ pub fn request(args: &TailArgs) -> Result<Value, CliError> {
         req["kind"] = json!(k);
     }
     if let Some(s) = &args.since {
-        req["since"] = since_value(s)?;
+        req["since"] = json!(super::since::parse(s)?);
     }
     if let Some(l) = args.limit.filter(|l| *l > 0) {
         req["limit"] = json!(l);

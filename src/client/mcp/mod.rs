@@ -33,6 +33,10 @@ pub struct McpArgs {
     pub who: Identity,
     #[command(flatten)]
     pub filters: super::tail::Filters,
+    /// Where the push stream starts: cursor (default), start, tail, a byte
+    /// offset, a duration back from now (10m, 2h, 3d) or an RFC 3339 time.
+    #[arg(long, value_name = "WHERE")]
+    pub since: Option<String>,
     /// Relay Claude Code's tool approvals to a chat line.
     #[arg(long)]
     pub permission_relay: bool,
@@ -75,6 +79,9 @@ fn resolve_identity(who: &Identity) -> Result<String, CliError> {
 fn subscribe_request(args: &McpArgs, me: &str) -> Result<Value, CliError> {
     let mut req = json!({"op": "subscribe", "as": me, "follow": true, "ack": "explicit"});
     args.filters.apply(&mut req)?;
+    if let Some(s) = &args.since {
+        req["since"] = json!(super::since::parse(s)?);
+    }
     Ok(req)
 }
 

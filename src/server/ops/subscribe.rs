@@ -124,6 +124,12 @@ pub(crate) fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
             }
             n
         }
+        // A binary search over the kept log (store::log::seek), bounded
+        // reads only.
+        Since::Time(ms) => broker
+            .log
+            .offset_at_time(ms)
+            .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?,
     };
     Ok(Plan {
         filter: Filter {
