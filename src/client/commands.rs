@@ -76,6 +76,7 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         Command::Tail(args) => return tail::run(socket, args),
         Command::Top(args) => return super::top::run(socket, args),
         Command::Mcp(args) => return mcp::run(socket, args),
+        Command::Status(args) => return super::status::run(socket, args),
         Command::Webhook(cmd) => return webhook::run(socket, cmd),
         Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
         Command::Doctor(args) => return doctor::run(socket, &args),
@@ -159,6 +160,7 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
         Command::Tail(_)
         | Command::Top(_)
         | Command::Mcp(_)
+        | Command::Status(_)
         | Command::Webhook(_)
         | Command::Tunnel(_)
         | Command::Doctor(_)

@@ -1,7 +1,8 @@
 //! `metroctl`, the thin client: one subcommand per op (or group of ops),
 //! each a request over the socket. Files: [`conn`] (the connection),
 //! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
-//! [`tail`] (the streaming command), [`since`] (`--since` forms), [`follow`] (a subscription that
+//! [`tail`] (the streaming command), [`since`] (`--since` forms),
+//! [`status`] (who you are, the daemon, your claims and cursor), [`follow`] (a subscription that
 //! reconnects), [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
@@ -21,6 +22,7 @@ pub mod secret;
 pub mod service;
 pub mod setup;
 pub mod since;
+pub mod status;
 pub mod stop;
 pub mod tail;
 pub mod top;
@@ -86,6 +88,9 @@ pub struct Identity {
 pub enum Command {
     /// Print the daemon's hello (protocol, version, ops).
     Hello,
+    /// Who you act as and why, the daemon, its stations, your claims and cursor.
+    #[command(visible_alias = "whoami")]
+    Status(status::StatusArgs),
     /// Print events; with --follow, keep printing as they arrive.
     Tail(tail::TailArgs),
     /// Claim a line (last writer wins unless --if-free; an agent's line
