@@ -77,6 +77,8 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         Command::Top(args) => return super::top::run(socket, args),
         Command::Mcp(args) => return mcp::run(socket, args),
         Command::Status(args) => return super::status::run(socket, args),
+        Command::Start(args) => return super::daemonctl::start(socket, args),
+        Command::Stop => return super::daemonctl::stop(socket),
         Command::Webhook(cmd) => return webhook::run(socket, cmd),
         Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
         Command::Doctor(args) => return doctor::run(socket, &args),
@@ -161,6 +163,8 @@ fn build(command: Command) -> Result<(Value, Printer), CliError> {
         | Command::Top(_)
         | Command::Mcp(_)
         | Command::Status(_)
+        | Command::Start(_)
+        | Command::Stop
         | Command::Webhook(_)
         | Command::Tunnel(_)
         | Command::Doctor(_)

@@ -2,7 +2,8 @@
 //! each a request over the socket. Files: [`conn`] (the connection),
 //! [`identity`] (who we act as), [`output`] (JSON lines or human rows),
 //! [`tail`] (the streaming command), [`since`] (`--since` forms),
-//! [`status`] (who you are, the daemon, your claims and cursor), [`follow`] (a subscription that
+//! [`status`] (who you are, the daemon, your claims and cursor),
+//! [`daemonctl`] (`start`, `stop`: metrod in the background), [`follow`] (a subscription that
 //! reconnects), [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
@@ -12,6 +13,7 @@
 
 pub mod commands;
 pub mod conn;
+pub mod daemonctl;
 pub mod doctor;
 pub mod follow;
 pub mod identity;
@@ -91,6 +93,10 @@ pub enum Command {
     /// Who you act as and why, the daemon, its stations, your claims and cursor.
     #[command(visible_alias = "whoami")]
     Status(status::StatusArgs),
+    /// Start metrod in the background (log in the state dir) and wait until it answers.
+    Start(daemonctl::StartArgs),
+    /// Stop the metrod on the socket cleanly (SIGTERM) and wait until it is gone.
+    Stop,
     /// Print events; with --follow, keep printing as they arrive.
     Tail(tail::TailArgs),
     /// Claim a line (last writer wins unless --if-free; an agent's line
