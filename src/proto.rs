@@ -831,4 +831,26 @@ mod tests {
         assert_eq!(e.error.code, ErrorCode::BadRequest);
         assert!(e.error.message.contains("offset"), "{}", e.error.message);
     }
+
+    #[test]
+    fn since_takes_words_offsets_and_times() {
+        let since = |v: Value| serde_json::from_value::<Since>(v);
+        assert_eq!(since(Value::from("tail")).unwrap(), Since::Tail);
+        assert_eq!(since(Value::from(42)).unwrap(), Since::Offset(42));
+        assert_eq!(since(Value::from("42")).unwrap(), Since::Offset(42));
+        let t = since(Value::from("2026-11-28T04:00:00+01:00")).unwrap();
+        assert_eq!(
+            t,
+            Since::Time(crate::clock::parse_ms("2026-11-28T03:00:00Z").unwrap())
+        );
+        // Sent back as a UTC time with milliseconds.
+        assert_eq!(
+            serde_json::to_value(t).unwrap(),
+            Value::from("2026-11-28T03:00:00.000Z")
+        );
+        let e = since(Value::from("2026-13-45T00:00:00Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RFC 3339") && e.contains("2026-13-45"), "{e}");
+    }
 }
