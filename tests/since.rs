@@ -15,14 +15,15 @@ fn ts(i: usize) -> String {
     format!("2026-01-01T{:02}:{:02}:00.000Z", i / 60, i % 60)
 }
 
-/// Writes 40 events one minute apart: 0..20 in a rolled segment, 20..40 in
+/// Writes 400 events one minute apart (about 100 KiB: enough for the
+/// search to bisect before it scans): 0..200 in a rolled segment, 200..400 in
 /// `history.jsonl`. Returns each event's start offset and the log end.
 fn fixture(dir: &Path) -> (Vec<u64>, u64) {
     std::fs::create_dir_all(dir).unwrap();
     let mut files = [Vec::new(), Vec::new()];
     let mut starts = Vec::new();
     let mut pos = 0u64;
-    for i in 0..40 {
+    for i in 0..400 {
         let line = json!({
             "id": format!("msg_{i:017x}"), "ts": ts(i), "station": "telegram",
             "kind": "inbound", "line": "metro://telegram/100",
@@ -33,7 +34,7 @@ fn fixture(dir: &Path) -> (Vec<u64>, u64) {
             + "\n";
         starts.push(pos);
         pos += line.len() as u64;
-        files[i / 20].extend_from_slice(line.as_bytes());
+        files[i / 200].extend_from_slice(line.as_bytes());
     }
     let seg_len = files[0].len();
     std::fs::write(dir.join("history.00000000000000000000.jsonl"), &files[0]).unwrap();
@@ -62,30 +63,31 @@ fn since_a_time_starts_at_the_first_event_at_or_after_it_across_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
     let (starts, end) = fixture(&dir);
+    assert!(end > 64 << 10, "big enough to bisect: {end}");
     let d = Daemon::start_in(&dir, &[]);
     let mut c = d.connect();
     assert_eq!(c.ok(json!({"op": "stats"}))["segments"], json!(1));
 
     // Before everything: from the first event, through the segment and on.
-    assert_eq!(texts_from(&mut c, "2025-12-31T23:00:00Z"), (0, e(0..40)));
+    assert_eq!(texts_from(&mut c, "2025-12-31T23:00:00Z"), (0, e(0..400)));
     // Exactly an event's ts, in the segment; and in another zone.
-    assert_eq!(texts_from(&mut c, &ts(7)), (starts[7], e(7..40)));
+    assert_eq!(texts_from(&mut c, &ts(7)), (starts[7], e(7..400)));
     assert_eq!(
         texts_from(&mut c, "2026-01-01T01:07:00+01:00"),
-        (starts[7], e(7..40))
+        (starts[7], e(7..400))
     );
     // Between two events: the next one.
     assert_eq!(
         texts_from(&mut c, "2026-01-01T00:07:30.5Z"),
-        (starts[8], e(8..40))
+        (starts[8], e(8..400))
     );
     // The last event of the segment, the first of the active file.
-    assert_eq!(texts_from(&mut c, &ts(19)), (starts[19], e(19..40)));
+    assert_eq!(texts_from(&mut c, &ts(199)), (starts[199], e(199..400)));
     assert_eq!(
-        texts_from(&mut c, "2026-01-01T00:19:00.001Z"),
-        (starts[20], e(20..40))
+        texts_from(&mut c, "2026-01-01T03:19:00.001Z"),
+        (starts[200], e(200..400))
     );
-    assert_eq!(texts_from(&mut c, &ts(33)), (starts[33], e(33..40)));
+    assert_eq!(texts_from(&mut c, &ts(333)), (starts[333], e(333..400)));
     // After everything: the end, nothing delivered.
     assert_eq!(texts_from(&mut c, "2026-06-01T00:00:00Z"), (end, vec![]));
 
@@ -147,9 +149,9 @@ fn metroctl_since_takes_offsets_words_durations_and_times() {
     assert_eq!(tail("10m"), vec!["live"]);
     assert_eq!(tail("1h 30m"), vec!["live"]);
     // A time, an offset, start.
-    assert_eq!(tail(&ts(38)), ["e38", "e39", "live"]);
-    assert_eq!(tail(&starts[39].to_string()), ["e39", "live"]);
-    assert_eq!(tail("start").len(), 41);
+    assert_eq!(tail(&ts(398)), ["e398", "e399", "live"]);
+    assert_eq!(tail(&starts[399].to_string()), ["e399", "live"]);
+    assert_eq!(tail("start").len(), 401);
     assert_eq!(tail("tail"), Vec::<String>::new());
 
     // history takes the same times and durations (newest first).
@@ -158,7 +160,7 @@ fn metroctl_since_takes_offsets_words_durations_and_times() {
         lines_out(&out).iter().map(text).collect::<Vec<_>>()
     };
     assert_eq!(history("3d"), vec!["live"]);
-    assert_eq!(history(&ts(38)), ["live", "e39", "e38"]);
+    assert_eq!(history(&ts(398)), ["live", "e399", "e398"]);
 
     // A bad value says which forms there are.
     let out = metroctl(&d, &["tail", "--since", "soon"]).output().unwrap();
