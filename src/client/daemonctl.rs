@@ -7,7 +7,9 @@
 //! answers `hello`. `stop` asks the daemon on the socket for its state dir,
 //! reads its pid from `metrod.lock` there, sends SIGTERM (metrod's clean
 //! shutdown: it stops accepting, flushes cursors and the log, removes its
-//! socket) and waits until the process and the socket are gone.
+//! socket) and waits until the process and the socket are gone. A
+//! socket-activated metrod is left to `systemctl`: its socket unit would
+//! start it again.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -114,6 +116,11 @@ pub fn start(socket: &Path, args: StartArgs) -> Result<(), CliError> {
         .arg("--socket")
         .arg(socket)
         .args(&args.metrod_args)
+        // Not a service, whatever ran this metroctl.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);
@@ -172,6 +179,18 @@ pub fn start(socket: &Path, args: StartArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// True when `pid` was started by socket activation (systemd sets
+/// `LISTEN_PID` to the pid it hands the socket to): its socket unit would
+/// start it again at the next connection. Linux only (`/proc`).
+fn socket_activated(pid: Pid) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| listen_pid_is(&env, pid.as_raw()))
+}
+
+fn listen_pid_is(environ: &[u8], pid: i32) -> bool {
+    let want = format!("LISTEN_PID={pid}");
+    environ.split(|b| *b == 0).any(|kv| kv == want.as_bytes())
+}
+
 /// True while `pid` runs (a zombie waiting for its parent does not count).
 fn alive(pid: Pid) -> bool {
     if kill(pid, None).is_err() {
@@ -204,6 +223,13 @@ pub fn stop(socket: &Path) -> Result<(), CliError> {
             dir.join("metrod.lock").display()
         ))
     })?;
+    if socket_activated(pid) {
+        return Err(CliError::Usage(format!(
+            "metrod (pid {pid}) was started by systemd's socket: stopping it here would not last \
+             (the next connection starts it again). Stop the service instead: \
+             `systemctl --user stop metrod.socket metrod.service`"
+        )));
+    }
     kill(pid, Signal::SIGTERM).map_err(|e| {
         CliError::Io(std::io::Error::other(format!(
             "cannot signal metrod (pid {pid}): {e}"
@@ -229,4 +255,19 @@ pub fn stop(socket: &Path) -> Result<(), CliError> {
     report.set("pid", pid.as_raw());
     report.finish();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_pid_names_the_process_itself() {
+        let env = b"HOME=/home/ana\0LISTEN_FDS=1\0LISTEN_PID=4242\0";
+        assert!(listen_pid_is(env, 4242));
+        // Inherited by a child: another pid.
+        assert!(!listen_pid_is(env, 4243));
+        assert!(!listen_pid_is(b"LISTEN_PID=42420\0", 4242));
+        assert!(!listen_pid_is(b"", 4242));
+    }
 }
