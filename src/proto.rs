@@ -231,14 +231,16 @@ impl AckMode {
     }
 }
 
-/// Where a subscription starts: `"cursor"`, `"start"`, `"tail"` or a byte
-/// offset at an entry boundary.
+/// Where a subscription starts: `"cursor"`, `"start"`, `"tail"`, a byte
+/// offset at an entry boundary, or an RFC 3339 time (the first event at or
+/// after it; held as milliseconds since the epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {
     Cursor,
     Start,
     Tail,
     Offset(u64),
+    Time(i128),
 }
 
 impl Serialize for Since {
@@ -248,6 +250,7 @@ impl Serialize for Since {
             Since::Start => s.serialize_str("start"),
             Since::Tail => s.serialize_str("tail"),
             Since::Offset(n) => s.serialize_u64(*n),
+            Since::Time(ms) => s.serialize_str(&crate::clock::format_ms(*ms)),
         }
     }
 }
@@ -262,7 +265,7 @@ impl<'de> Deserialize<'de> for Since {
         }
         match Raw::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "expected \"cursor\", \"start\", \"tail\" or a non-negative byte offset",
+                "expected \"cursor\", \"start\", \"tail\", a non-negative byte offset or an RFC 3339 time",
             )
         })? {
             Raw::N(n) => Ok(Since::Offset(n)),
@@ -270,11 +273,14 @@ impl<'de> Deserialize<'de> for Since {
                 "cursor" => Ok(Since::Cursor),
                 "start" => Ok(Since::Start),
                 "tail" => Ok(Since::Tail),
-                other => other.parse::<u64>().map(Since::Offset).map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "since must be \"cursor\", \"start\", \"tail\" or a byte offset, not {other:?}"
-                    ))
-                }),
+                other => match (other.parse::<u64>(), crate::clock::parse_ms(other)) {
+                    (Ok(n), _) => Ok(Since::Offset(n)),
+                    (_, Some(ms)) => Ok(Since::Time(ms)),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "since must be \"cursor\", \"start\", \"tail\", a byte offset or an RFC 3339 time \
+                         (2026-11-28T03:00:00Z), not {other:?}"
+                    ))),
+                },
             },
         }
     }
@@ -800,5 +806,27 @@ mod tests {
         assert_eq!(e.req, Some(Value::from(7)));
         assert_eq!(e.error.code, ErrorCode::BadRequest);
         assert!(e.error.message.contains("offset"), "{}", e.error.message);
+    }
+
+    #[test]
+    fn since_takes_words_offsets_and_times() {
+        let since = |v: Value| serde_json::from_value::<Since>(v);
+        assert_eq!(since(Value::from("tail")).unwrap(), Since::Tail);
+        assert_eq!(since(Value::from(42)).unwrap(), Since::Offset(42));
+        assert_eq!(since(Value::from("42")).unwrap(), Since::Offset(42));
+        let t = since(Value::from("2026-11-28T04:00:00+01:00")).unwrap();
+        assert_eq!(
+            t,
+            Since::Time(crate::clock::parse_ms("2026-11-28T03:00:00Z").unwrap())
+        );
+        // Sent back as a UTC time with milliseconds.
+        assert_eq!(
+            serde_json::to_value(t).unwrap(),
+            Value::from("2026-11-28T03:00:00.000Z")
+        );
+        let e = since(Value::from("2026-13-45T00:00:00Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RFC 3339") && e.contains("2026-13-45"), "{e}");
     }
 }

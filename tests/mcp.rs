@@ -646,3 +646,24 @@ fn the_bridge_waits_for_metrod_and_resumes_after_a_restart() {
         "still running after stdin closed"
     );
 }
+
+#[test]
+fn since_a_duration_starts_the_push_stream_that_far_back() {
+    // An old event (written before metrod starts) and a new one.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = json!({"id": "msg_00000000000000001", "ts": "2026-01-01T00:00:00.000Z",
+        "station": "telegram", "kind": "inbound", "line": "metro://telegram/42",
+        "from": "metro://telegram/user/7", "to": "metro://telegram/42", "text": "old"});
+    std::fs::write(dir.join("history.jsonl"), format!("{old}\n")).unwrap();
+    let d = Daemon::start_in(&dir, &[]);
+    let mut c = d.connect();
+    publish(&mut c, chat("metro://telegram/42", "new", "2"));
+    let (mut m, _) = Mcp::start(&d, &["--as", ME, "--since", "1h"]);
+    assert_eq!(m.channel()["content"], "new");
+    // Without --since the cursor (none yet: the start) decides.
+    drop(m);
+    let (mut m, _) = Mcp::start(&d, &["--as", "metro://claude/user/other"]);
+    assert_eq!(m.channel()["content"], "old");
+}

@@ -643,7 +643,7 @@ fn commands_that_change_this_machine_print_one_json_object_with_json() {
         &units,
     ];
     let mut args = install.to_vec();
-    args.extend(["--metrod", METROD, "--json"]);
+    args.extend(["--metrod", METROD, "--allow-cargo-target", "--json"]);
     let o = json_out(&run_ok(&mut metroctl(&d, &args)));
     let files = o["files"].as_array().unwrap();
     assert!(!files.is_empty(), "{o}");

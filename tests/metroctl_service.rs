@@ -33,6 +33,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
             units.to_str().unwrap(),
             "--metrod",
             METROD,
+            "--allow-cargo-target",
         ],
     ));
     let said = text(&out);
@@ -119,6 +120,7 @@ fn launchd_plist_parses_as_a_property_list() {
                 agents.to_str().unwrap(),
                 "--metrod",
                 METROD,
+                "--allow-cargo-target",
             ],
         )
         .env("METRO_STATE_DIR", &state),
@@ -168,13 +170,30 @@ fn service_install_status_uninstall() {
     assert_eq!(s["installed"], json!(false));
     assert_eq!(s["daemon"]["answers"], json!(false));
 
+    // A metrod in cargo's target/: refused, with the command that installs
+    // metro properly; nothing written.
+    let mut args = vec!["service", "install"];
+    args.extend(target);
+    args.extend(["--metrod", METROD]);
+    let out = ctl(&home, &args).output().unwrap();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("cargo install --path . --locked"), "{said}");
+    assert!(said.contains("target"), "{said}");
+    assert!(!units.join("metrod.service").exists());
+
     let install = |metrod: &str| {
         let mut args = vec!["service", "install"];
         args.extend(target);
-        args.extend(["--metrod", metrod]);
+        args.extend(["--metrod", metrod, "--allow-cargo-target"]);
         text(&run_ok(&mut ctl(&home, &args)))
     };
-    install(METROD);
+    // Allowed: installed, with a loud warning.
+    let said = install(METROD);
+    assert!(
+        said.contains("WARNING") && said.contains("cargo install --path . --locked"),
+        "{said}"
+    );
     let s = status(&home);
     assert_eq!(s["installed"], json!(true), "{s}");
     assert_eq!(s["enabled"], json!(false));

@@ -55,6 +55,8 @@ fn real_traffic_matches_the_schema() {
     let mut c = d.connect();
     let s = c.subscribe(json!({"since": "start", "limit": 2, "mode": "all"}));
     c.drain(&s);
+    let s = c.subscribe(json!({"since": "2000-01-01T00:00:00Z", "limit": 1, "mode": "all"}));
+    c.drain(&s);
     c.ok(json!({"op": "claim", "line": "telegram/-100/5", "as": a, "ifFree": true}));
     c.err(json!({"op": "claim", "line": "telegram/-100/5", "as": "metro://codex/user/b", "ifFree": true}), "conflict");
     c.ok(json!({"op": "claim", "line": "telegram/7", "as": a, "ephemeral": true}));

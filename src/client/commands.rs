@@ -38,7 +38,8 @@ pub struct HistoryArgs {
     /// Case-insensitive substring of the text.
     #[arg(long)]
     pub text: Option<String>,
-    /// Only entries at or after this RFC 3339 time.
+    /// Only entries at or after this time: a duration back from now (10m,
+    /// 2h, 3d) or an RFC 3339 time.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// Print JSON even on a terminal (piped output is JSON already).
@@ -51,6 +52,9 @@ pub fn run(socket: &Path, command: Command) -> Result<(), CliError> {
         Command::Tail(args) => return tail::run(socket, args),
         Command::Top(args) => return super::top::run(socket, args),
         Command::Mcp(args) => return mcp::run(socket, args),
+        Command::Status(args) => return super::status::run(socket, args),
+        Command::Start(args) => return super::daemonctl::start(socket, args),
+        Command::Stop => return super::daemonctl::stop(socket),
         Command::Webhook(cmd) => return webhook::run(socket, cmd),
         Command::Tunnel(cmd) => return tunnel::run(socket, cmd),
         Command::Doctor(args) => return doctor::run(socket, &args),
@@ -295,6 +299,9 @@ fn build(command: Command) -> Result<(Request, Printer), CliError> {
         Command::Tail(_)
         | Command::Top(_)
         | Command::Mcp(_)
+        | Command::Status(_)
+        | Command::Start(_)
+        | Command::Stop
         | Command::Webhook(_)
         | Command::Tunnel(_)
         | Command::Doctor(_)
@@ -390,7 +397,12 @@ fn build(command: Command) -> Result<(Request, Printer), CliError> {
                 kind: h.kind,
                 from: h.from.as_deref().map(uri_arg).transpose()?,
                 text: h.text,
-                since: h.since,
+                since: h
+                    .since
+                    .as_deref()
+                    .map(super::since::time)
+                    .transpose()?
+                    .flatten(),
             });
             let json = h.json;
             (

@@ -42,10 +42,18 @@ pub const TOP_LONG: &str = concat!(
     )
 );
 pub const HELLO: &str = examples!("metroctl hello", "metroctl hello --json");
+pub const STATUS: &str = examples!(
+    "metroctl status",
+    "metroctl whoami --as claude/user/me",
+    "metroctl status --json",
+);
+pub const START: &str = examples!("metroctl start", "metroctl start -- --fsync never");
+pub const STOP: &str = examples!("metroctl stop");
 pub const TAIL: &str = examples!(
     "metroctl tail --as claude/user/me",
     "metroctl tail --follow --all",
     "metroctl tail --since start --limit 20 --chat telegram/42",
+    "metroctl tail --since 10m --all",
 );
 pub const CLAIM: &str = examples!(
     "metroctl claim telegram/42 --as claude/user/me",

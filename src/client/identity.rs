@@ -98,3 +98,34 @@ fn codex_account_id() -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(String::from)
 }
+
+/// Why [`resolve`] picks what it picks, in a few words (for `metroctl
+/// status`): which flag or environment decided, and where the id came from.
+pub fn source(explicit: Option<&str>) -> String {
+    if explicit.is_some_and(|a| !a.is_empty()) {
+        return "--as".into();
+    }
+    if env("METRO_AS").is_some() {
+        return "$METRO_AS".into();
+    }
+    let id_from = |fallback: &str| {
+        if env("METRO_USER_ID").is_some() {
+            "id from $METRO_USER_ID".to_string()
+        } else {
+            format!("id from {fallback}, else $USER")
+        }
+    };
+    if env("CLAUDECODE").is_some() {
+        return format!(
+            "Claude Code ($CLAUDECODE is set; {})",
+            id_from("`claude auth status`")
+        );
+    }
+    if env("CODEX_HOME").is_some() || env("METRO_CODEX_RC").is_some() {
+        return format!(
+            "Codex ($CODEX_HOME or $METRO_CODEX_RC is set; {})",
+            id_from("the Codex login")
+        );
+    }
+    "nothing: no --as, no $METRO_AS, not inside Claude Code or Codex".into()
+}

@@ -2,7 +2,10 @@
 //! each a typed [`crate::proto::Request`] over the socket. Files: [`conn`]
 //! (the connection), [`args`] (arguments → request fields), [`identity`]
 //! (who we act as), [`output`] (JSON lines or human rows), [`tail`] (the
-//! streaming command), [`follow`] (a subscription that reconnects),
+//! streaming command), [`since`] (`--since` forms), [`status`] (who you
+//! are, the daemon, your claims and cursor), [`daemonctl`] (`start`,
+//! `stop`: metrod in the background), [`follow`] (a subscription that
+//! reconnects),
 //! [`stop`] (signals and end of stdin), [`webhook`] (webhook endpoints),
 //! [`tunnel`] (cloudflared config, `tunnel check`), [`service`] (user
 //! service files), [`setup`] (the config file), [`doctor`] (the health
@@ -18,6 +21,7 @@
 pub mod args;
 pub mod commands;
 pub mod conn;
+pub mod daemonctl;
 pub mod doctor;
 pub mod follow;
 pub mod help;
@@ -28,6 +32,8 @@ pub mod output;
 pub mod secret;
 pub mod service;
 pub mod setup;
+pub mod since;
+pub mod status;
 pub mod stop;
 pub mod tail;
 pub mod top;
@@ -109,6 +115,15 @@ pub enum Command {
     /// Print the daemon's hello (protocol, version, ops).
     #[command(after_help = help::HELLO)]
     Hello,
+    /// Who you act as and why, the daemon, its stations, your claims and cursor.
+    #[command(visible_alias = "whoami", after_help = help::STATUS)]
+    Status(status::StatusArgs),
+    /// Start metrod in the background (log in the state dir) and wait until it answers.
+    #[command(after_help = help::START)]
+    Start(daemonctl::StartArgs),
+    /// Stop the metrod on the socket cleanly (SIGTERM) and wait until it is gone.
+    #[command(after_help = help::STOP)]
+    Stop,
     /// Print events; with --follow, keep printing as they arrive.
     #[command(after_help = help::TAIL)]
     Tail(tail::TailArgs),

@@ -76,6 +76,10 @@ pub struct InstallArgs {
     /// this metroctl]
     #[arg(long, value_name = "PATH")]
     pub metrod: Option<PathBuf>,
+    /// Use a metrod inside a cargo target/ directory anyway (`cargo build`
+    /// and `cargo clean` replace or delete it under the service).
+    #[arg(long)]
+    pub allow_cargo_target: bool,
 }
 
 impl Target {
@@ -207,6 +211,43 @@ fn find_metrod(given: Option<&Path>) -> Result<PathBuf, CliError> {
     Ok(abs)
 }
 
+/// The cargo target directory `metrod` is inside, if any: an ancestor
+/// holding cargo's `CACHEDIR.TAG` (also a custom `CARGO_TARGET_DIR`), or
+/// named `target` beside a `Cargo.toml`.
+fn cargo_target_dir(metrod: &Path) -> Option<&Path> {
+    metrod.ancestors().skip(1).find(|d| {
+        let tagged =
+            fs::read(d.join("CACHEDIR.TAG")).is_ok_and(|t| t.windows(5).any(|w| w == b"cargo"));
+        let named = d.file_name().is_some_and(|n| n == "target")
+            && d.parent().is_some_and(|p| p.join("Cargo.toml").is_file());
+        tagged || named
+    })
+}
+
+/// Refuses (or, with `--allow-cargo-target`, warns loudly about) a metrod
+/// that `cargo build` or `cargo clean` would swap or delete under the
+/// running service.
+fn check_not_cargo_target(metrod: &Path, allow: bool) -> Result<(), CliError> {
+    let Some(target) = cargo_target_dir(metrod) else {
+        return Ok(());
+    };
+    let why = format!(
+        "{} is a build inside cargo's target directory {}: the next `cargo build` replaces it and \
+         `cargo clean` deletes it under the running service",
+        metrod.display(),
+        target.display()
+    );
+    let fix = "install metro first with `cargo install --path . --locked` (from the metro checkout; \
+               it puts metrod and metroctl in ~/.cargo/bin), then run `~/.cargo/bin/metroctl service install`";
+    if allow {
+        eprintln!("metroctl: WARNING: {why}. To avoid it, {fix}.");
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "refusing to install: {why}.\nTo fix: {fix}.\n(--allow-cargo-target uses this build anyway.)"
+    )))
+}
+
 /// Writes `text` to `path` through a temp file and a rename (0644: unit
 /// files hold no secret).
 fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
@@ -263,6 +304,7 @@ fn install(a: &InstallArgs) -> Result<(), CliError> {
     let manager = a.target.manager();
     let dir = a.target.dir();
     let metrod = find_metrod(a.metrod.as_deref())?;
+    check_not_cargo_target(&metrod, a.allow_cargo_target)?;
     super::create_dir(&dir, 0o755)?;
     let mut fresh = true;
     let mut changed = false;

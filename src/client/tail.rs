@@ -26,7 +26,8 @@ pub struct TailArgs {
     /// Only this kind.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
-    /// Where to start: cursor | start | tail | <byte offset>.
+    /// Where to start: cursor, start, tail, a byte offset, a duration back
+    /// from now (10m, 2h, 3d) or an RFC 3339 time.
     #[arg(long, value_name = "WHERE")]
     pub since: Option<String>,
     /// Stop after this many events (0: no limit).
@@ -96,19 +97,6 @@ impl Filters {
     }
 }
 
-fn since_value(s: &str) -> Result<Since, CliError> {
-    match s {
-        "cursor" => Ok(Since::Cursor),
-        "start" => Ok(Since::Start),
-        "tail" => Ok(Since::Tail),
-        n => n.parse::<u64>().map(Since::Offset).map_err(|_| {
-            CliError::Usage(format!(
-                "--since must be cursor, start, tail or a byte offset, not {n:?}"
-            ))
-        }),
-    }
-}
-
 pub fn request(args: &TailArgs) -> Result<Subscribe, CliError> {
     let mut req = Subscribe {
         as_: identity::resolve(args.who.as_.as_deref())
@@ -117,7 +105,7 @@ pub fn request(args: &TailArgs) -> Result<Subscribe, CliError> {
         ack: Some(AckMode::Explicit),
         follow: Some(args.follow),
         kind: args.kind.clone(),
-        since: args.since.as_deref().map(since_value).transpose()?,
+        since: args.since.as_deref().map(super::since::parse).transpose()?,
         limit: args.limit.filter(|l| *l > 0),
         cursor: args.cursor.clone(),
         echo: args.echo.then_some(true),

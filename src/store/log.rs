@@ -36,6 +36,7 @@ use super::segments::{self, FileSet, Located, Segment};
 use foreign::{Foreign, ForeignStats, Landing};
 
 mod foreign;
+mod seek;
 use crate::proto::Event;
 
 /// How appends are made durable before they are answered.
@@ -582,6 +583,32 @@ impl Log {
             pos += n as u64;
         }
         Ok(loc.end)
+    }
+
+    /// The entry boundary where events of time `ms` (milliseconds since the
+    /// epoch) start: the first entry with `ts >= ms`, or the log end. A
+    /// binary search over byte offsets ([`seek`] says how and what it
+    /// relies on): O(log n) small reads.
+    pub fn offset_at_time(&self, ms: i128) -> io::Result<u64> {
+        let end = self.end();
+        let parts = self.shared.with_files(|files| {
+            let mut parts: Vec<Located> = files
+                .segments
+                .iter()
+                .map(|s| Located {
+                    file: s.file.clone(),
+                    base: s.start,
+                    end: s.end(),
+                })
+                .collect();
+            parts.push(Located {
+                file: files.active.clone(),
+                base: files.active_base,
+                end,
+            });
+            parts
+        })?;
+        seek::first_at_or_after(&parts, ms)
     }
 
     /// Complete lines ending at or before `before`, newest first, reading

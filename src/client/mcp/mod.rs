@@ -34,6 +34,10 @@ pub struct McpArgs {
     pub who: Identity,
     #[command(flatten)]
     pub filters: super::tail::Filters,
+    /// Where the push stream starts: cursor (default), start, tail, a byte
+    /// offset, a duration back from now (10m, 2h, 3d) or an RFC 3339 time.
+    #[arg(long, value_name = "WHERE")]
+    pub since: Option<String>,
     /// Relay Claude Code's tool approvals to a chat line.
     #[arg(long)]
     pub permission_relay: bool,
@@ -81,6 +85,9 @@ fn subscribe_request(args: &McpArgs, me: &str) -> Result<Subscribe, CliError> {
         ..Default::default()
     };
     args.filters.apply(&mut req)?;
+    if let Some(s) = &args.since {
+        req.since = Some(super::since::parse(s)?);
+    }
     Ok(req)
 }
 

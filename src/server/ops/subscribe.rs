@@ -124,6 +124,12 @@ pub(crate) fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
             }
             n
         }
+        // `subscribe` resolves a time off the runtime first; other callers
+        // (none today) search here: bounded reads (store::log::seek).
+        Since::Time(ms) => broker
+            .log
+            .offset_at_time(ms)
+            .map_err(|e| WireError::internal(format!("could not read the log: {e}")))?,
     };
     Ok(Plan {
         filter: Filter {
@@ -141,8 +147,24 @@ pub(crate) fn plan(broker: &Broker, s: &Subscribe) -> Result<Plan, WireError> {
     })
 }
 
-pub async fn subscribe(conn: &Arc<Conn>, req: Option<Value>, s: Subscribe) -> Reply {
+pub async fn subscribe(conn: &Arc<Conn>, req: Option<Value>, mut s: Subscribe) -> Reply {
     let broker = conn.broker.clone();
+    // A time becomes the offset where it starts: a few reads of the log, on
+    // the blocking pool.
+    if let Some(Since::Time(ms)) = s.since {
+        let b = broker.clone();
+        let found = tokio::task::spawn_blocking(move || b.log.offset_at_time(ms))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        match found {
+            Ok(offset) => s.since = Some(Since::Offset(offset)),
+            Err(e) => {
+                let err = WireError::internal(format!("could not read the log: {e}"));
+                return Reply::Now(frame(req.as_ref(), Err(err)));
+            }
+        }
+    }
     let plan = match plan(&broker, &s) {
         Ok(p) => p,
         Err(e) => return Reply::Now(frame(req.as_ref(), Err(e))),
