@@ -48,7 +48,10 @@ pub const STATUS: &str = examples!(
     "metroctl status --json",
 );
 pub const START: &str = examples!("metroctl start", "metroctl start -- --fsync never");
-pub const STOP: &str = examples!("metroctl stop");
+pub const STOP: &str = examples!(
+    "metroctl stop",
+    "metroctl --socket /tmp/metro/metro.sock stop",
+);
 pub const TAIL: &str = examples!(
     "metroctl tail --as claude/user/me",
     "metroctl tail --follow --all",
