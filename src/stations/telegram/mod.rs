@@ -24,6 +24,7 @@
 pub mod access;
 pub mod ids;
 pub mod inbound;
+pub mod lean;
 pub mod me;
 pub mod outbound;
 
