@@ -24,6 +24,7 @@
 
 pub mod gateway;
 pub mod inbound;
+pub mod lean;
 pub mod outbound;
 pub mod rest;
 
