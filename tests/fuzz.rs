@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::*;
+use metro::stations::webhook::verify;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{json, Map, Value};
@@ -328,4 +329,417 @@ fn the_config_parser_never_panics_and_never_quotes_a_value() {
             Ok(())
         })
         .unwrap();
+}
+
+// ---- The webhook HTTP path ----
+
+/// Where a fuzzed request goes: resolved against the daemon's endpoints.
+#[derive(Debug, Clone)]
+enum Target {
+    Signed,
+    Open,
+    Unknown,
+    Raw(String),
+}
+
+/// How the body is framed.
+#[derive(Debug, Clone)]
+enum Framing {
+    Length,
+    /// A `Content-Length` off by this much (or negative).
+    WrongLength(i64),
+    /// Two `Content-Length` headers that disagree.
+    TwoLengths,
+    /// Chunks of this many bytes.
+    Chunked(usize),
+    /// Chunked with a broken size line or no last chunk.
+    BadChunked(String, bool),
+    /// Both chunked and a length.
+    Both,
+    None,
+}
+
+/// The signature or token of a request.
+#[derive(Debug, Clone)]
+enum Credential {
+    None,
+    Valid,
+    Wrong,
+    Malformed(String),
+    Bearer,
+    BearerWrong(String),
+}
+
+#[derive(Debug, Clone)]
+struct RawRequest {
+    method: String,
+    target: Target,
+    version: String,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    framing: Framing,
+    credential: Credential,
+    lf_only: bool,
+    /// (position, byte, 0 = replace, 1 = insert, 2 = delete)
+    mutations: Vec<(prop::sample::Index, u8, u8)>,
+    truncate: Option<prop::sample::Index>,
+    /// Half-close after the request (the listener drops the connection
+    /// at EOF: a sender that hangs up); else a second request follows
+    /// with `connection: close` and the answers are read to the end.
+    hang_up: bool,
+}
+
+const HOOK_SECRET: &str = "fuzz-secret-0123456789";
+
+fn header() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    let name = prop_oneof![
+        Just("content-type"),
+        Just("x-github-event"),
+        Just("x-github-delivery"),
+        Just("webhook-id"),
+        Just("idempotency-key"),
+        Just("user-agent"),
+        Just("host"),
+        Just("expect"),
+        Just("connection"),
+        Just("upgrade"),
+        Just("transfer-encoding"),
+        Just("content-encoding"),
+        Just("x-hub-signature-256"),
+        Just("authorization"),
+    ]
+    .prop_map(|s| s.as_bytes().to_vec());
+    let value = prop_oneof![
+        Just("application/json".to_string()),
+        Just("text/plain; charset=utf-8".to_string()),
+        Just("application/x-www-form-urlencoded".to_string()),
+        Just("100-continue".to_string()),
+        Just("close".to_string()),
+        Just("keep-alive".to_string()),
+        Just("h2c".to_string()),
+        Just("gzip".to_string()),
+        Just("chunked".to_string()),
+        "[ -~]{0,40}",
+        "\\PC{0,12}",
+    ]
+    .prop_map(String::into_bytes);
+    prop_oneof![
+        12 => (name, value),
+        4 => ("[a-zA-Z0-9-]{1,24}".prop_map(String::into_bytes), "[ -~]{0,40}".prop_map(String::into_bytes)),
+        1 => ("[!-~]{1,24}".prop_map(String::into_bytes), value_bytes()),
+        1 => (prop::collection::vec(any::<u8>(), 0..16), value_bytes()),
+    ]
+}
+
+fn value_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..32)
+}
+
+fn raw_request() -> impl Strategy<Value = RawRequest> {
+    let method = prop_oneof![
+        8 => Just("POST".to_string()),
+        1 => Just("GET".to_string()),
+        1 => Just("PUT".to_string()),
+        1 => Just("HEAD".to_string()),
+        1 => Just("OPTIONS".to_string()),
+        1 => "[!-~]{0,10}",
+    ];
+    let target = prop_oneof![
+        4 => Just(Target::Signed),
+        3 => Just(Target::Open),
+        1 => Just(Target::Unknown),
+        1 => prop_oneof![
+            Just("/".to_string()),
+            Just("/hooks/".to_string()),
+            Just("/hooks/../hooks".to_string()),
+            Just("*".to_string()),
+            Just("http://127.0.0.1/hooks/x".to_string()),
+            "/[!-~]{0,40}",
+            "[ -~]{0,20}",
+            Just(format!("/{}", "a".repeat(9000))),
+        ]
+        .prop_map(Target::Raw),
+    ];
+    let version = prop_oneof![
+        16 => Just("HTTP/1.1".to_string()),
+        2 => Just("HTTP/1.0".to_string()),
+        1 => Just("HTTP/2.0".to_string()),
+        1 => Just("HTTP/0.9".to_string()),
+        1 => "[ -~]{0,10}",
+    ];
+    let body = prop_oneof![
+        4 => json_value().prop_map(|v| v.to_string().into_bytes()),
+        2 => "\\PC{0,200}".prop_map(String::into_bytes),
+        2 => prop::collection::vec(any::<u8>(), 0..600),
+        1 => Just(vec![b'['; 5000]),
+        1 => Just(Vec::new()),
+    ];
+    let framing = prop_oneof![
+        10 => Just(Framing::Length),
+        1 => (-8i64..8).prop_map(Framing::WrongLength),
+        1 => Just(Framing::TwoLengths),
+        4 => (1usize..64).prop_map(Framing::Chunked),
+        1 => ("[ -~]{0,12}", any::<bool>()).prop_map(|(s, end)| Framing::BadChunked(s, end)),
+        1 => Just(Framing::Both),
+        1 => Just(Framing::None),
+    ];
+    let credential = prop_oneof![
+        4 => Just(Credential::Valid),
+        2 => Just(Credential::None),
+        1 => Just(Credential::Wrong),
+        1 => "[ -~]{0,80}".prop_map(Credential::Malformed),
+        2 => Just(Credential::Bearer),
+        1 => "[ -~]{0,30}".prop_map(Credential::BearerWrong),
+    ];
+    let mutations = prop_oneof![
+        8 => Just(Vec::new()),
+        1 => prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+    ];
+    let truncate = prop_oneof![8 => Just(None), 1 => any::<prop::sample::Index>().prop_map(Some)];
+    (
+        method,
+        target,
+        version,
+        prop::collection::vec(header(), 0..5),
+        body,
+        framing,
+        credential,
+        prop::bool::weighted(0.1),
+        mutations,
+        truncate,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                method,
+                target,
+                version,
+                headers,
+                body,
+                framing,
+                credential,
+                lf_only,
+                mutations,
+                truncate,
+                hang_up,
+            )| {
+                RawRequest {
+                    method,
+                    target,
+                    version,
+                    headers,
+                    body,
+                    framing,
+                    credential,
+                    lf_only,
+                    mutations,
+                    truncate,
+                    hang_up,
+                }
+            },
+        )
+}
+
+/// The bytes of `r` as sent to the listener.
+fn encode(r: &RawRequest, signed: &str, open: &str) -> Vec<u8> {
+    let eol: &[u8] = if r.lf_only { b"\n" } else { b"\r\n" };
+    let target = match &r.target {
+        Target::Signed => format!("/hooks/{signed}"),
+        Target::Open => format!("/hooks/{open}"),
+        Target::Unknown => "/hooks/wh_0000000000000000".to_string(),
+        Target::Raw(t) => t.clone(),
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(format!("{} {target} {}", r.method, r.version).as_bytes());
+    out.extend_from_slice(eol);
+    let mut head = |k: &[u8], v: &[u8]| {
+        out.extend_from_slice(k);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(eol);
+    };
+    head(b"host", b"127.0.0.1");
+    for (k, v) in &r.headers {
+        head(k, v);
+    }
+    let sig = verify::sign(HOOK_SECRET, &r.body);
+    match &r.credential {
+        Credential::None => {}
+        Credential::Valid => head(b"x-hub-signature-256", sig.as_bytes()),
+        Credential::Wrong => head(
+            b"x-hub-signature-256",
+            verify::sign("not the secret", &r.body).as_bytes(),
+        ),
+        Credential::Malformed(s) => head(b"x-hub-signature-256", s.as_bytes()),
+        Credential::Bearer => head(b"authorization", format!("Bearer {HOOK_SECRET}").as_bytes()),
+        Credential::BearerWrong(s) => head(b"authorization", format!("Bearer {s}").as_bytes()),
+    }
+    let n = r.body.len();
+    let mut body = r.body.clone();
+    let chunked = |size: usize| {
+        let mut b = Vec::new();
+        for c in r.body.chunks(size.max(1)) {
+            b.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            b.extend_from_slice(c);
+            b.extend_from_slice(b"\r\n");
+        }
+        b.extend_from_slice(b"0\r\n\r\n");
+        b
+    };
+    match &r.framing {
+        Framing::Length => head(b"content-length", n.to_string().as_bytes()),
+        Framing::WrongLength(d) => head(b"content-length", (n as i64 + d).to_string().as_bytes()),
+        Framing::TwoLengths => {
+            head(b"content-length", n.to_string().as_bytes());
+            head(b"content-length", (n + 1).to_string().as_bytes());
+        }
+        Framing::Chunked(size) => {
+            head(b"transfer-encoding", b"chunked");
+            body = chunked(*size);
+        }
+        Framing::BadChunked(size_line, end) => {
+            head(b"transfer-encoding", b"chunked");
+            body = format!("{size_line}\r\n").into_bytes();
+            body.extend_from_slice(&r.body);
+            if *end {
+                body.extend_from_slice(b"\r\n0\r\n\r\n");
+            }
+        }
+        Framing::Both => {
+            head(b"transfer-encoding", b"chunked");
+            head(b"content-length", n.to_string().as_bytes());
+            body = chunked(16);
+        }
+        Framing::None => {}
+    }
+    out.extend_from_slice(eol);
+    out.extend_from_slice(&body);
+    for (at, byte, op) in &r.mutations {
+        if out.is_empty() {
+            break;
+        }
+        let i = at.index(out.len());
+        match op {
+            0 => out[i] = *byte,
+            1 => out.insert(i, *byte),
+            _ => {
+                out.remove(i);
+            }
+        }
+    }
+    if let Some(t) = &r.truncate {
+        let keep = t.index(out.len() + 1);
+        out.truncate(keep);
+    }
+    out
+}
+
+/// Sends `bytes` on a fresh connection, half-closes it if `hang_up`, and
+/// reads until the listener closes; the answer, if any.
+fn exchange(addr: &str, bytes: &[u8], hang_up: bool) -> Result<Vec<u8>, TestCaseError> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr)
+        .map_err(|e| TestCaseError::fail(format!("connect to the webhook port: {e}")))?;
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    // The listener may answer and close before reading everything (413,
+    // 400): a failed write is part of the game.
+    let _ = s.write_all(bytes);
+    if hang_up {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut answer = Vec::new();
+    match s.read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(answer),
+        Err(e) => Err(TestCaseError::fail(format!(
+            "the listener neither answered nor closed within {PATIENCE:?}: {e}"
+        ))),
+    }
+}
+
+#[test]
+fn the_webhook_listener_survives_random_http_requests() {
+    let d = Daemon::start_with(&[
+        "--fsync",
+        "never",
+        "--webhook-max-body",
+        "4096",
+        "--webhook-header-timeout",
+        "1s",
+        "--webhook-body-timeout",
+        "1s",
+    ]);
+    let mut c = d.connect();
+    let signed = c.ok(json!({"op": "webhookAdd", "label": "signed", "secret": HOOK_SECRET}));
+    let open = c.ok(json!({"op": "webhookAdd", "label": "open"}));
+    let (signed, open) = (
+        signed["id"].as_str().unwrap().to_string(),
+        open["id"].as_str().unwrap().to_string(),
+    );
+    let addr = d.webhook_url().strip_prefix("http://").unwrap().to_string();
+    let c = std::cell::RefCell::new(c);
+    let read_to = std::cell::Cell::new(0usize);
+    let round = std::cell::Cell::new(0u64);
+    let mut runner = runner(200);
+    runner
+        .run(&raw_request(), |r| {
+            let mut bytes = encode(&r, &signed, &open);
+            if !r.hang_up {
+                bytes.extend_from_slice(b"GET /end HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            }
+            let answer = exchange(&addr, &bytes, r.hang_up)?;
+                        prop_assert!(
+                answer.is_empty() || answer.starts_with(b"HTTP/1."),
+                "not an HTTP/1 answer: {:?}",
+                String::from_utf8_lossy(&answer[..answer.len().min(80)])
+            );
+            // The daemon still answers on its socket.
+            c.borrow_mut().ok(json!({"op": "hello"}));
+            // A valid signed delivery afterwards is stored exactly once.
+            round.set(round.get() + 1);
+            let mark = format!("fuzz-check-{}", round.get());
+            let body = json!({"check": mark}).to_string();
+            let check = format!(
+                "POST /hooks/{signed} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                 x-github-delivery: {mark}\r\nx-hub-signature-256: {}\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                verify::sign(HOOK_SECRET, body.as_bytes()),
+                body.len()
+            );
+            let answer = exchange(&addr, check.as_bytes(), false)?;
+            prop_assert!(
+                answer.starts_with(b"HTTP/1.1 202"),
+                "the check delivery: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            // The log is whole: every line since the last case parses.
+            let new = {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = std::fs::File::open(d.history_path()).unwrap();
+                if f.metadata().unwrap().len() < read_to.get() as u64 {
+                    read_to.set(0); // rolled
+                }
+                f.seek(SeekFrom::Start(read_to.get() as u64)).unwrap();
+                let mut new = Vec::new();
+                f.read_to_end(&mut new).unwrap();
+                new
+            };
+            prop_assert!(new.is_empty() || new.last() == Some(&b'\n'), "torn log tail");
+            let text = std::str::from_utf8(&new).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut stored = 0;
+            for l in text.lines() {
+                let v: Value = serde_json::from_str(l)
+                    .map_err(|e| TestCaseError::fail(format!("torn log line: {e}: {l:?}")))?;
+                prop_assert!(v["id"].is_string() && v["line"].is_string());
+                if v["payload"]["check"] == mark.as_str() {
+                    stored += 1;
+                }
+            }
+            prop_assert_eq!(stored, 1, "the check delivery {} stored once", mark);
+            read_to.set(read_to.get() + new.len());
+            Ok(())
+        })
+        .expect("webhook property");
+    // The listener is still there for a normal client.
+    assert!(d.webhook_url().starts_with("http://"));
 }

@@ -14,9 +14,11 @@ use serde_json::json;
 
 const SECRET: &str = "TOP-SECRET-CONTENTS 4711";
 
-/// Runs metrod on `dir` until it exits (it must refuse to start).
+/// Runs metrod on `dir` until it exits (it must refuse to start); one that
+/// starts instead (its socket appears) is stopped and fails the test
+/// rather than hanging it.
 fn refused(dir: &Path) -> String {
-    let out = Command::new(METROD)
+    let mut child = Command::new(METROD)
         .arg("--state-dir")
         .arg(dir)
         .env("METRO_WEBHOOK_ADDR", "off")
@@ -24,10 +26,31 @@ fn refused(dir: &Path) -> String {
         .env_remove("NOTIFY_SOCKET")
         .env_remove("METRO_TELEGRAM_TOKEN")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "metrod started on a planted link");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if dir.join("metro.sock").exists() || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "metrod started on a planted link: {err}"
+    );
+    err
 }
 
 #[test]

@@ -436,8 +436,10 @@ pub fn seen(c: &mut Client, sub: Value) -> Vec<String> {
 
 /// Runs metrod on `state` with the config file `cfg` until it exits (for a
 /// config it refuses): no webhook listener, not under a service manager.
+/// A metrod that accepts the config is stopped once its socket appears
+/// (its status then has no exit code), so a test fails instead of hanging.
 pub fn metrod_with_config(state: &Path, cfg: &Path) -> std::process::Output {
-    Command::new(METROD)
+    let mut child = Command::new(METROD)
         .arg("--state-dir")
         .arg(state)
         .arg("--config")
@@ -445,8 +447,19 @@ pub fn metrod_with_config(state: &Path, cfg: &Path) -> std::process::Output {
         .env("METRO_WEBHOOK_ADDR", "off")
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
-        .output()
-        .expect("run metrod")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run metrod");
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().expect("wait for metrod").is_none() {
+        if state.join("metro.sock").exists() || Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("metrod's output")
 }
 
 /// The `text` of each event frame.

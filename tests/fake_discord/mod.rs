@@ -137,6 +137,8 @@ struct Inner {
     /// Per channel: window start, POSTs in the window.
     windows: HashMap<u64, (Instant, u32)>,
     rate_limited: usize,
+    /// REST answers carry only what metro needs (issue 14, item 9).
+    minimal: bool,
     // Gateway
     heartbeat_ms: u64,
     refuse_privileged: bool,
@@ -202,6 +204,7 @@ impl Fake {
                 },
                 windows: HashMap::new(),
                 rate_limited: 0,
+                minimal: false,
                 heartbeat_ms: 1000,
                 refuse_privileged: false,
                 refuse_identify: false,
@@ -448,6 +451,14 @@ impl Fake {
     /// been revoked after REST accepted it.
     pub fn refuse_identify(&self, on: bool) {
         self.with(|i| i.refuse_identify = on);
+    }
+
+    /// While on, REST answers carry only what metro needs: `GET
+    /// /users/@me` only `id` and `username`; a created or edited message
+    /// only `id`; a message read back only `id`, `attachments` (`filename`,
+    /// `url`) and `reactions` (`me`, `emoji`). Listings stay full.
+    pub fn minimal_answers(&self, on: bool) {
+        self.with(|i| i.minimal = on);
     }
 
     /// While on, gateway TCP connections are accepted and dropped at once.
@@ -1412,9 +1423,15 @@ fn route(
                 "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
             }),
         ),
+        ("GET", ["users", "@me"]) if i.minimal => {
+            Answer::json(200, json!({"id": BOT_ID.to_string(), "username": BOT_NAME}))
+        }
         ("GET", ["users", "@me"]) => Answer::json(200, bot_user_full()),
         ("POST", ["channels", _, "messages"]) => match id(1) {
-            Some(ch) => create_message(s, i, ch, body, uploads),
+            Some(ch) => {
+                let a = create_message(s, i, ch, body, uploads);
+                minimal_id(i, a)
+            }
             None => Answer::error(404, "Unknown Channel", 10003),
         },
         ("GET", ["channels", _, "messages"]) => match id(1) {
@@ -1423,13 +1440,17 @@ fn route(
         },
         ("GET", ["channels", _, "messages", _]) => match (id(1), id(3)) {
             (Some(ch), Some(m)) => match find_message(i, ch, m) {
+                Some(msg) if i.minimal => Answer::json(200, bare(decorate(i, ch, msg))),
                 Some(msg) => Answer::json(200, decorate(i, ch, msg)),
                 None => unknown_message(),
             },
             _ => unknown_message(),
         },
         ("PATCH", ["channels", _, "messages", _]) => match (id(1), id(3)) {
-            (Some(ch), Some(m)) => edit_message(s, i, ch, m, body, uploads),
+            (Some(ch), Some(m)) => {
+                let a = edit_message(s, i, ch, m, body, uploads);
+                minimal_id(i, a)
+            }
             _ => unknown_message(),
         },
         ("DELETE", ["channels", _, "messages", _]) => match (id(1), id(3)) {
@@ -1466,6 +1487,34 @@ fn route(
         ("POST", ["interactions", _, _, "callback"]) => Answer::empty(204),
         _ => Answer::error(404, "404: Not Found", 0),
     }
+}
+
+/// A message answer cut to its `id` when answers are minimal.
+fn minimal_id(i: &Inner, mut a: Answer) -> Answer {
+    if i.minimal && a.status == 200 {
+        if let Some(b) = &a.body {
+            a.body = Some(json!({"id": b["id"]}));
+        }
+    }
+    a
+}
+
+/// A message read back with only `id`, `attachments` (`filename`, `url`)
+/// and `reactions` (`me`, `emoji`).
+fn bare(m: Value) -> Value {
+    let files: Vec<Value> = m["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| json!({"filename": a["filename"], "url": a["url"]}))
+        .collect();
+    let reactions: Vec<Value> = m["reactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| json!({"me": r["me"], "emoji": r["emoji"]}))
+        .collect();
+    json!({"id": m["id"], "attachments": files, "reactions": reactions})
 }
 
 /// The scripted answer for this call, if one is due.

@@ -66,6 +66,8 @@ struct Inner {
     freeze: bool,
     confirmations: Vec<Confirmation>,
     handed_out: Vec<i64>,
+    /// Answers carry only what metro needs (issue 14, item 9).
+    minimal: bool,
 }
 
 struct Shared {
@@ -171,6 +173,13 @@ impl Fake {
             i.files
                 .insert(file_id.into(), (path.into(), bytes.to_vec()));
         });
+    }
+
+    /// Answers with the fewest fields the Bot API can give: `getMe` only
+    /// `id`, `first_name`, `username`; a sent message only `message_id`;
+    /// an edit `true`; `getFile` only `file_path`.
+    pub fn minimal_answers(&self, on: bool) {
+        self.shared.inner.lock().unwrap().minimal = on;
     }
 
     pub fn freeze_confirmations(&self, on: bool) {
@@ -331,6 +340,9 @@ pub fn chat_json(id: i64) -> Value {
 
 fn sent_message(i: &mut Inner, chat: i64, text: &str) -> Value {
     i.next_message += 1;
+    if i.minimal {
+        return json!({"message_id": i.next_message});
+    }
     json!({
         "message_id": i.next_message,
         "date": 1_764_300_000,
@@ -363,7 +375,12 @@ async fn method(
     if let Some((status, body)) = scripted {
         return fail(status, body);
     }
+    let minimal = s.inner.lock().unwrap().minimal;
     match m.as_str() {
+        "getme" if minimal => {
+            ok(json!({"id": BOT_ID, "first_name": "Metro", "username": "metro_test_bot"}))
+        }
+        "editmessagetext" | "editmessagecaption" if minimal => ok(json!(true)),
         "getme" => {
             let mut me = bot_user();
             for k in [
@@ -412,6 +429,7 @@ async fn method(
             let id = p["file_id"].as_str().unwrap_or("").to_string();
             let i = s.inner.lock().unwrap();
             match i.files.get(&id) {
+                Some((path, _)) if minimal => ok(json!({"file_path": path})),
                 Some((path, bytes)) => ok(json!({
                     "file_id": id, "file_unique_id": format!("u{id}"),
                     "file_size": bytes.len(), "file_path": path,

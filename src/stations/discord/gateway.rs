@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serenity::all::{
-    ConnectionStage, Context, CurrentUser, Event, GatewayError, GatewayIntents, HttpBuilder,
-    RawEventHandler, ShardManager, ShardManagerOptions,
+    ConnectionStage, Context, Event, GatewayError, GatewayIntents, HttpBuilder, RawEventHandler,
+    ShardManager, ShardManagerOptions,
 };
 use serenity::http::Route;
 use serenity::prelude::TypeMap;
@@ -69,17 +69,17 @@ pub async fn run(log: Arc<Log>, dc: Arc<Discord>, shutdown: CancellationToken) {
         let req = dc.req(Method::GET, Route::UserMe);
         let me = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = dc.call_json::<CurrentUser>("@me", &req) => r,
+            r = dc.call_json::<super::lean::BotUser>("@me", &req) => r,
         };
         match me {
             Ok(me) => {
                 tracing::info!(
                     "discord: bot @{} (id {}) on {}",
-                    me.name,
+                    me.username,
                     me.id,
                     dc.api_url()
                 );
-                dc.set_bot(me.id.get(), format!("@{}", me.name));
+                dc.set_bot(me.id.get(), format!("@{}", me.username));
                 break;
             }
             Err(e) => {

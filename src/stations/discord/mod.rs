@@ -26,6 +26,7 @@ mod catch_up;
 pub mod gateway;
 pub mod inbound;
 pub mod kind;
+pub mod lean;
 pub mod map;
 pub mod outbound;
 pub mod rest;

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use serenity::all::{Message, ReactionType};
 use serenity::http::Route;
 
+use super::lean::{self, Posted};
 use super::rest::{decode, Body, Upload};
 use super::{parse_line, Discord};
 use crate::proto::{Send, WireError};
@@ -249,7 +250,7 @@ impl Discord {
                 .call(&mut turn, &req)
                 .await
                 .map_err(|e| fail(&sent, e))?;
-            let m: Message = decode(&req, &bytes).map_err(|e| fail(&sent, e))?;
+            let m: Posted = decode(&req, &bytes).map_err(|e| fail(&sent, e))?;
             sent.message_ids.push(m.id.to_string());
         }
         Ok(sent)
@@ -313,11 +314,11 @@ impl Discord {
                     message_id: mid.into(),
                 },
             );
-            let m: Message = decode(&req, &self.call(&mut turn, &req).await?)?;
+            let m: lean::Reactions = decode(&req, &self.call(&mut turn, &req).await?)?;
             m.reactions
                 .into_iter()
                 .filter(|r| r.me)
-                .map(|r| r.reaction_type)
+                .map(|r| r.emoji)
                 .collect()
         } else {
             vec![ReactionType::try_from(emoji).map_err(|e| {
@@ -346,8 +347,8 @@ impl Discord {
         Ok(mid)
     }
 
-    /// The message `mid` of `channel`, from Discord.
-    async fn message(&self, channel: u64, mid: u64) -> Result<Message, WireError> {
+    /// The files of message `mid` of `channel`, from Discord.
+    async fn files(&self, channel: u64, mid: u64) -> Result<lean::Files, WireError> {
         let req = self.req(
             Method::GET,
             Route::ChannelMessage {
@@ -376,7 +377,7 @@ impl Discord {
             )));
         }
         let mid = self.resolve(log, channel, message_id, "messageId").await?;
-        let m = self.message(channel, mid).await?;
+        let m = self.files(channel, mid).await?;
         if m.attachments.is_empty() {
             return Err(WireError::bad_request(format!(
                 "message {message_id} has no files to download"

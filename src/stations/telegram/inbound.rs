@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::requests::{Request, Requester};
-use teloxide::types::{AllowedUpdate, Update};
+use teloxide::types::{AllowedUpdate, Update, UpdateKind};
 use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
@@ -173,6 +173,15 @@ async fn handle(
         bump(&tg.counters.duplicates);
         tracing::debug!("telegram: update {update_id} is already in the log");
         return true;
+    }
+    if matches!(update.kind, UpdateKind::Error(_)) {
+        // teloxide could not read it (see docs/broker.md, "Limits and
+        // threat model": what a message must contain); its text stays out
+        // of the log.
+        tracing::warn!(
+            "telegram: update {update_id} is not in a shape teloxide reads (a message needs \
+             message_id, date, chat.id and chat.type; a user id, is_bot and first_name); skipped"
+        );
     }
     let Some(inbound) = map_update(&update, &tg.ids) else {
         bump(&tg.counters.skipped);

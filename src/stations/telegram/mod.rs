@@ -25,6 +25,7 @@ pub mod access;
 pub mod ids;
 pub mod inbound;
 pub mod kind;
+pub mod lean;
 pub mod map;
 pub mod me;
 pub mod outbound;

@@ -25,15 +25,19 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use teloxide::net::Download;
-use teloxide::payloads::{EditMessageCaptionSetters, SetMessageReactionSetters};
-use teloxide::requests::{HasPayload, Output, Request, Requester};
+use teloxide::payloads::{
+    EditMessageCaption, EditMessageText, GetFile, SendDocument, SendMediaGroup, SendMessage,
+    SendPhoto, SendVoice, SetMessageReaction,
+};
+use teloxide::requests::{HasPayload, Output, Request};
 use teloxide::types::{
     ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, InputMedia,
-    InputMediaDocument, InputMediaPhoto, Message, MessageId, ParseMode, ReactionType,
-    ReplyParameters, ThreadId,
+    InputMediaDocument, InputMediaPhoto, MessageId, ParseMode, ReactionType, ReplyParameters,
+    ThreadId,
 };
 use teloxide::{ApiError, RequestError};
 
+use super::lean::{self, Anything, FilePath, Posted};
 use super::{bump, parse_line, Telegram, GROUP_RATE, PRIVATE_RATE};
 use crate::proto::{ErrorCode, Send, WireError};
 use crate::station::{SendFailure, Sent};
@@ -261,9 +265,12 @@ impl Telegram {
                 if let [one] = chunk {
                     let cap = caption.take();
                     let rp = reply_next.take();
-                    let m: Message = if photo {
+                    let m: Posted = if photo {
                         self.call_formatted(&mut turn, rate, |plain| {
-                            let mut r = self.bot.send_photo(ChatId(chat), InputFile::file(one));
+                            let mut r = lean::multipart(
+                                &self.bot,
+                                SendPhoto::new(ChatId(chat), InputFile::file(one)),
+                            );
                             r.payload_mut().message_thread_id = thread(topic);
                             r.payload_mut().reply_parameters = reply(rp);
                             if let Some(c) = &cap {
@@ -276,7 +283,10 @@ impl Telegram {
                         .map_err(|e| fail(&out, "sendPhoto", e))?
                     } else {
                         self.call_formatted(&mut turn, rate, |plain| {
-                            let mut r = self.bot.send_document(ChatId(chat), InputFile::file(one));
+                            let mut r = lean::multipart(
+                                &self.bot,
+                                SendDocument::new(ChatId(chat), InputFile::file(one)),
+                            );
                             r.payload_mut().message_thread_id = thread(topic);
                             r.payload_mut().reply_parameters = reply(rp);
                             if let Some(c) = &cap {
@@ -288,11 +298,11 @@ impl Telegram {
                         .await
                         .map_err(|e| fail(&out, "sendDocument", e))?
                     };
-                    out.message_ids.push(m.id.0.to_string());
+                    out.message_ids.push(m.message_id.to_string());
                 } else {
                     let cap = caption.take();
                     let rp = reply_next.take();
-                    let sent: Vec<Message> = self
+                    let sent: Vec<Posted> = self
                         .call_formatted(&mut turn, rate, |plain| {
                             let media = chunk.iter().enumerate().map(|(i, p)| {
                                 let c = if i == 0 { cap.clone() } else { None };
@@ -309,7 +319,10 @@ impl Telegram {
                                     InputMedia::Document(m)
                                 }
                             });
-                            let mut r = self.bot.send_media_group(ChatId(chat), media);
+                            let mut r = lean::multipart(
+                                &self.bot,
+                                SendMediaGroup::new(ChatId(chat), media),
+                            );
                             r.payload_mut().message_thread_id = thread(topic);
                             r.payload_mut().reply_parameters = reply(rp);
                             r
@@ -317,7 +330,7 @@ impl Telegram {
                         .await
                         .map_err(|e| fail(&out, "sendMediaGroup", e))?;
                     out.message_ids
-                        .extend(sent.iter().map(|m| m.id.0.to_string()));
+                        .extend(sent.iter().map(|m| m.message_id.to_string()));
                 }
             }
         }
@@ -326,7 +339,10 @@ impl Telegram {
             let rp = reply_next.take();
             let m = self
                 .call_formatted(&mut turn, rate, |plain| {
-                    let mut r = self.bot.send_voice(ChatId(chat), InputFile::file(v));
+                    let mut r = lean::multipart::<_, Posted>(
+                        &self.bot,
+                        SendVoice::new(ChatId(chat), InputFile::file(v)),
+                    );
                     r.payload_mut().message_thread_id = thread(topic);
                     r.payload_mut().reply_parameters = reply(rp);
                     if let Some(c) = &cap {
@@ -337,7 +353,7 @@ impl Telegram {
                 })
                 .await
                 .map_err(|e| fail(&out, "sendVoice", e))?;
-            out.message_ids.push(m.id.0.to_string());
+            out.message_ids.push(m.message_id.to_string());
         }
         if !use_caption && !text.trim().is_empty() {
             let parts = split(text, MAX_TEXT);
@@ -347,7 +363,10 @@ impl Telegram {
                 let kb = if i == last { markup.clone() } else { None };
                 let m = self
                     .call_formatted(&mut turn, rate, |plain| {
-                        let mut r = self.bot.send_message(ChatId(chat), part);
+                        let mut r = lean::json::<_, Posted>(
+                            &self.bot,
+                            SendMessage::new(ChatId(chat), part),
+                        );
                         r.payload_mut().message_thread_id = thread(topic);
                         r.payload_mut().reply_parameters = reply(rp);
                         r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
@@ -356,7 +375,7 @@ impl Telegram {
                     })
                     .await
                     .map_err(|e| fail(&out, "sendMessage", e))?;
-                out.message_ids.push(m.id.0.to_string());
+                out.message_ids.push(m.message_id.to_string());
             }
         }
         Ok(out)
@@ -388,9 +407,10 @@ impl Telegram {
         let mut turn = self.queue.turn(&chat.to_string()).await;
         let r = self
             .call_formatted(&mut turn, rate, |plain| {
-                let mut r = self
-                    .bot
-                    .edit_message_text(ChatId(chat), MessageId(mid), text);
+                let mut r = lean::json::<_, Anything>(
+                    &self.bot,
+                    EditMessageText::new(ChatId(chat), MessageId(mid), text),
+                );
                 r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
                 r.payload_mut().reply_markup = markup.clone();
                 r
@@ -402,10 +422,11 @@ impl Telegram {
                 if t.contains("no text in the message to edit") && units(text) <= MAX_CAPTION =>
             {
                 self.call_formatted(&mut turn, rate, |plain| {
-                    let mut r = self
-                        .bot
-                        .edit_message_caption(ChatId(chat), MessageId(mid))
-                        .caption(text);
+                    let mut r = lean::json::<_, Anything>(
+                        &self.bot,
+                        EditMessageCaption::new(ChatId(chat), MessageId(mid)),
+                    );
+                    r.payload_mut().caption = Some(text.to_string());
                     r.payload_mut().parse_mode = (!plain).then_some(FORMAT);
                     r.payload_mut().reply_markup = markup.clone();
                     r
@@ -439,9 +460,12 @@ impl Telegram {
         let rate = rate_of(chat);
         let mut turn = self.queue.turn(&chat.to_string()).await;
         self.call(&mut turn, rate, || {
-            self.bot
-                .set_message_reaction(ChatId(chat), MessageId(mid))
-                .reaction(reaction.clone())
+            let mut r = lean::json::<_, Anything>(
+                &self.bot,
+                SetMessageReaction::new(ChatId(chat), MessageId(mid)),
+            );
+            r.payload_mut().reaction = Some(reaction.clone());
+            r
         })
         .await
         .map_err(|e| wire_error(self, "setMessageReaction", &e))?;
@@ -508,13 +532,20 @@ impl Telegram {
         let mut saved = Vec::new();
         for (i, a) in files.iter().enumerate() {
             let file_id = a["fileId"].as_str().unwrap_or_default().to_string();
-            let file = self
-                .bot
-                .get_file(FileId(file_id))
+            let file: FilePath = lean::json(&self.bot, GetFile::new(FileId(file_id)))
                 .await
                 .map_err(|e| wire_error(self, "getFile", &e))?;
+            let Some(file_path) = file.file_path else {
+                return Err(WireError::new(
+                    ErrorCode::Upstream,
+                    format!(
+                        "Telegram gave no path for file {} of message {raw} (bots cannot download files over 20 MB)",
+                        i + 1
+                    ),
+                ));
+            };
             let name = a["name"].as_str().and_then(safe_name).unwrap_or_else(|| {
-                let ext = Path::new(&file.path)
+                let ext = Path::new(&file_path)
                     .extension()
                     .and_then(|e| e.to_str())
                     .map(|e| format!(".{e}"))
@@ -524,14 +555,14 @@ impl Telegram {
             let (path, mut dst) = create_new(&dir, &name).await.map_err(|e| {
                 WireError::internal(format!("cannot create a file in {out_dir}: {e}"))
             })?;
-            if let Err(e) = self.bot.download_file(&file.path, &mut dst).await {
+            if let Err(e) = self.bot.download_file(&file_path, &mut dst).await {
                 drop(dst);
                 let _ = tokio::fs::remove_file(&path).await;
                 return Err(WireError::new(
                     ErrorCode::Upstream,
                     format!(
                         "could not download {} from Telegram: {}",
-                        file.path,
+                        file_path,
                         self.redact(&e.to_string())
                     ),
                 ));
@@ -557,7 +588,7 @@ fn has_files(e: &Value) -> bool {
 pub async fn notice(tg: &Telegram, chat: i64, text: &str) -> Result<(), WireError> {
     let mut turn = tg.queue.turn(&chat.to_string()).await;
     tg.call(&mut turn, rate_of(chat), || {
-        tg.bot.send_message(ChatId(chat), text)
+        lean::json::<_, Posted>(&tg.bot, SendMessage::new(ChatId(chat), text))
     })
     .await
     .map(|_| ())
