@@ -295,9 +295,10 @@ const READ_CHUNK: usize = 256 << 10;
 pub const MAX_ENTRIES_PER_READ: usize = 1024;
 /// How often age-based rolling and retention are checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// A batch smaller than this, right after another commit, waits
-/// [`GATHER`] once for more (not under `--fsync always`, whose fdatasync
-/// already gathers).
+/// A batch smaller than this and than the previous batch, right after
+/// another commit, waits [`GATHER`] once for more (not under `--fsync
+/// always`, whose fdatasync already gathers). A lone publisher (previous
+/// batch of one) never waits.
 const SMALL_BATCH: usize = 64;
 const BUSY: Duration = Duration::from_micros(80);
 const GATHER: Duration = Duration::from_micros(50);
@@ -357,6 +358,7 @@ impl Log {
             unsynced: false,
             last_sync: std::time::Instant::now(),
             last_commit: std::time::Instant::now(),
+            last_batch: 0,
             broken: None,
             foreign: Foreign::default(),
         };
@@ -861,6 +863,8 @@ struct Writer {
     unsynced: bool,
     last_sync: std::time::Instant,
     last_commit: std::time::Instant,
+    /// Appends in the last batch: how many publishers were active then.
+    last_batch: usize,
     /// Set when the file could not be restored after a failed write: every
     /// later append is refused rather than risk a torn log.
     broken: Option<String>,
@@ -922,7 +926,10 @@ impl Writer {
             // Under load without a per-batch fsync, batches would stay tiny
             // (the writer outruns the connections and pays a write and
             // the wake-ups per handful of events): when the last commit was
-            // just now, give the publishers a moment to queue more.
+            // just now and carried more appends than are queued now (other
+            // publishers are on their way), give them a moment to queue
+            // more. A request that comes alone, as the last one did, is
+            // committed at once: there is nothing to gather.
             let mut waited = false;
             loop {
                 while batch.len() < MAX_BATCH {
@@ -938,7 +945,7 @@ impl Writer {
                 let busy = self.last_commit.elapsed() < BUSY;
                 if waited
                     || shutdown.is_some()
-                    || batch.len() >= SMALL_BATCH
+                    || batch.len() >= SMALL_BATCH.min(self.last_batch)
                     || !busy
                     || self.opts.fsync == FsyncPolicy::Always
                 {
@@ -947,6 +954,7 @@ impl Writer {
                 std::thread::sleep(GATHER);
                 waited = true;
             }
+            self.last_batch = batch.len();
             self.commit(&mut batch);
             self.last_commit = std::time::Instant::now();
             if shutdown.is_some() {

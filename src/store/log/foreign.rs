@@ -380,6 +380,7 @@ mod tests {
             unsynced: false,
             last_sync: Instant::now(),
             last_commit: Instant::now(),
+            last_batch: 0,
             broken: None,
             foreign: Foreign::default(),
         };
