@@ -61,7 +61,7 @@ use foreign::{Foreign, ForeignStats};
 use mint::Mint;
 pub use read::MAX_ENTRIES_PER_READ;
 use read::{back_target, read_back, scan_back_for_newline};
-use writer::{writer_thread, Pending, Writer, WriterMsg};
+use writer::{writer_thread, Core, Pending, Writer, WriterMsg};
 
 /// How appends are made durable before they are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +174,7 @@ pub struct Log {
     shared: Arc<Shared>,
     tx: mpsc::Sender<WriterMsg>,
     end_rx: watch::Receiver<u64>,
+    core: Arc<Core>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     foreign: Arc<ForeignStats>,
 }
@@ -242,18 +243,23 @@ impl Log {
             last_batch: 0,
             broken: None,
             foreign: Foreign::default(),
+            stopped: false,
+            defer_roll: false,
         };
         let foreign = w.foreign.stats.clone();
         // Retention applies at startup too (the limits may have shrunk).
         w.retention();
+        let core = Arc::new(Core::new(w));
+        let thread_core = core.clone();
         let handle = std::thread::Builder::new()
             .name("metro-log-writer".into())
-            .spawn(move || writer_thread(w, rx))?;
+            .spawn(move || writer_thread(thread_core, rx))?;
         let log = Log {
             dir: dir.to_path_buf(),
             shared,
             tx,
             end_rx,
+            core,
             writer: Mutex::new(Some(handle)),
             foreign,
         };
@@ -300,6 +306,8 @@ impl Log {
 
     /// Appends one event (its `id` and `ts` are minted here) and waits until
     /// it is durable under the fsync policy.
+    /// A lone append under `--fsync never` is committed right here (see
+    /// `log/writer.rs`); the others go to the writer thread.
     pub async fn append(&self, event: Event) -> Result<Appended, AppendError> {
         self.append_as(event, false).await
     }
@@ -311,7 +319,12 @@ impl Log {
     }
 
     async fn append_as(&self, event: Event, keep_id: bool) -> Result<Appended, AppendError> {
+        let event = match self.core.commit_here(event, keep_id) {
+            Ok(done) => return done,
+            Err(event) => event,
+        };
         let (reply, rx) = oneshot::channel();
+        let queued = self.core.enqueue();
         self.tx
             .send(WriterMsg::Append(Pending {
                 event,
@@ -320,6 +333,7 @@ impl Log {
             }))
             .await
             .map_err(|_| AppendError::ShuttingDown)?;
+        queued.sent();
         rx.await.map_err(|_| AppendError::ShuttingDown)?
     }
 

@@ -383,6 +383,8 @@ mod tests {
             last_batch: 0,
             broken: None,
             foreign: Foreign::default(),
+            stopped: false,
+            defer_roll: false,
         };
         (w, end_rx)
     }

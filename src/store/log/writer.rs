@@ -6,11 +6,20 @@
 //! publisher. It also runs the timers: interval syncs, the idle foreign
 //! check, age-based rolling and retention (`retention.rs`).
 //!
+//! Under `--fsync never` a lone append skips the thread: when nothing is
+//! queued for the writer thread, the writer is idle and its last commit was
+//! not just now, the appending task commits its event itself
+//! ([`Core::commit_here`]), saving the two thread wake-ups of the hand-off
+//! (to the writer thread and back). Nothing can be passed that way: an
+//! append queued earlier keeps every later one on the queue until it is
+//! committed.
+//!
 //! Must not import the readers (`read.rs`) or anything above the store.
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,8 +55,121 @@ const BUSY: Duration = Duration::from_micros(80);
 const GATHER: Duration = Duration::from_micros(50);
 /// Most appends committed in one batch.
 const MAX_BATCH: usize = 4096;
+/// An append within this time of the last commit is never committed in
+/// place (see [`Core::commit_here`]).
+const QUIET: Duration = Duration::from_micros(10);
 
-pub(super) fn writer_thread(mut w: Writer, rx: mpsc::Receiver<WriterMsg>) {
+/// The writer's state and what decides whether an append may be committed
+/// in place.
+pub(super) struct Core {
+    writer: Mutex<Writer>,
+    /// Appends handed to the writer thread and not yet committed or
+    /// refused. Bumped before the send, lowered under the lock after the
+    /// commit: while it is 0 under the lock, nothing older is waiting.
+    queued: AtomicUsize,
+    /// Commits in place are allowed (`--fsync never`: a commit is one
+    /// `write`, it never waits for the disk).
+    in_place: bool,
+    /// Wakes the writer thread for a roll a commit in place left due (a
+    /// roll syncs files: it never runs in a connection's task).
+    roll_due: tokio::sync::Notify,
+}
+
+impl Core {
+    pub(super) fn new(w: Writer) -> Core {
+        let in_place = w.opts.fsync == FsyncPolicy::Never;
+        Core {
+            writer: Mutex::new(w),
+            queued: AtomicUsize::new(0),
+            in_place,
+            roll_due: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The writer, also after a panic in a commit (the log is then refused
+    /// for good rather than risk a torn file).
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|poisoned| {
+            let mut w = poisoned.into_inner();
+            w.broken.get_or_insert_with(|| {
+                "a commit of the log writer panicked; restart metrod".to_string()
+            });
+            w
+        })
+    }
+
+    /// Commits `event` now, in the calling task, when that is allowed and
+    /// the writer is idle with nothing queued (a lone append); else hands
+    /// the event back for the writer thread.
+    // The event goes back by value, as appends travel: no allocation.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn commit_here(
+        &self,
+        event: Event,
+        keep_id: bool,
+    ) -> Result<Result<Appended, AppendError>, Event> {
+        if !self.in_place || self.queued.load(Ordering::Acquire) != 0 {
+            return Err(event);
+        }
+        let Ok(mut w) = self.writer.try_lock() else {
+            return Err(event);
+        };
+        // A commit just now means appends are coming back to back (a
+        // pipelining connection, or many publishers): leave them to the
+        // writer thread, which batches them.
+        if w.stopped
+            || self.queued.load(Ordering::Acquire) != 0
+            || w.last_commit.elapsed() < QUIET
+            || w.roll_is_due()
+        {
+            return Err(event);
+        }
+        let (reply, mut rx) = oneshot::channel();
+        let mut batch = vec![Pending {
+            event,
+            keep_id,
+            reply,
+        }];
+        w.last_batch = 1;
+        w.defer_roll = true;
+        w.commit(&mut batch);
+        w.defer_roll = false;
+        w.last_commit = std::time::Instant::now();
+        let roll = w.roll_is_due();
+        drop(w);
+        if roll {
+            self.roll_due.notify_one();
+        }
+        Ok(rx.try_recv().unwrap_or(Err(AppendError::ShuttingDown)))
+    }
+
+    /// Counts an append about to be sent to the writer thread; the count
+    /// drops again if the returned guard is dropped before [`Queued::sent`].
+    pub(super) fn enqueue(&self) -> Queued<'_> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        Queued(Some(&self.queued))
+    }
+}
+
+/// An append counted in [`Core::queued`] on its way to the writer thread.
+pub(super) struct Queued<'a>(Option<&'a AtomicUsize>);
+
+impl Queued<'_> {
+    /// The writer thread has it: it lowers the count after the commit.
+    pub(super) fn sent(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(q) = self.0 {
+            q.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+pub(super) fn writer_thread(core: Arc<Core>, rx: mpsc::Receiver<WriterMsg>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -58,7 +180,7 @@ pub(super) fn writer_thread(mut w: Writer, rx: mpsc::Receiver<WriterMsg>) {
             return;
         }
     };
-    rt.block_on(w.run(rx));
+    rt.block_on(run(&core, rx));
 }
 
 pub(super) struct Writer {
@@ -82,114 +204,158 @@ pub(super) struct Writer {
     pub(super) broken: Option<String>,
     /// Bytes other processes appended (see `log/foreign.rs`).
     pub(super) foreign: Foreign,
+    /// Set when the writer thread has stopped: no more commits in place.
+    pub(super) stopped: bool,
+    /// Set during a commit in place: a roll it makes due is left to the
+    /// writer thread.
+    pub(super) defer_roll: bool,
+}
+
+async fn run(core: &Core, mut rx: mpsc::Receiver<WriterMsg>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut shutdown = None;
+    let (timed, fsync) = {
+        let w = core.lock();
+        (
+            w.opts.segment_age.is_some() || w.opts.retain_age.is_some(),
+            w.opts.fsync,
+        )
+    };
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_check = tokio::time::interval(foreign::IDLE_CHECK);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let sync_at = {
+            let w = core.lock();
+            match (fsync, w.unsynced) {
+                (FsyncPolicy::Interval(every), true) => {
+                    Some(tokio::time::Instant::from_std(w.last_sync + every))
+                }
+                _ => None,
+            }
+        };
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = async {
+                match sync_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                core.lock().sync();
+                continue;
+            }
+            _ = idle_check.tick() => {
+                let mut w = core.lock();
+                if w.broken.is_none() {
+                    w.check_foreign(false);
+                }
+                continue;
+            }
+            _ = core.roll_due.notified() => {
+                let mut w = core.lock();
+                if w.roll_is_due() {
+                    w.roll();
+                }
+                continue;
+            }
+            _ = housekeeping.tick(), if timed => {
+                let mut w = core.lock();
+                if w.opts.segment_age.is_some_and(|age| w.opened.elapsed() >= age)
+                    && w.pos > w.active_base
+                {
+                    w.roll();
+                }
+                w.retention();
+                continue;
+            }
+        };
+        match msg {
+            None => break,
+            Some(WriterMsg::Shutdown(tx)) => {
+                shutdown = Some(tx);
+                break;
+            }
+            Some(WriterMsg::Append(p)) => batch.push(p),
+        }
+        // Under load without a per-batch fsync, batches would stay tiny
+        // (the writer outruns the connections and pays a write and
+        // the wake-ups per handful of events): when the last commit was
+        // just now and carried more appends than are queued now (other
+        // publishers are on their way), give them a moment to queue
+        // more. A request that comes alone, as the last one did, is
+        // committed at once: there is nothing to gather.
+        let mut waited = false;
+        loop {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(WriterMsg::Append(p)) => batch.push(p),
+                    Ok(WriterMsg::Shutdown(tx)) => {
+                        shutdown = Some(tx);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (busy, last_batch) = {
+                let w = core.lock();
+                (w.last_commit.elapsed() < BUSY, w.last_batch)
+            };
+            if waited
+                || shutdown.is_some()
+                || batch.len() >= SMALL_BATCH.min(last_batch)
+                || !busy
+                || fsync == FsyncPolicy::Always
+            {
+                break;
+            }
+            std::thread::sleep(GATHER);
+            waited = true;
+        }
+        let n = batch.len();
+        let mut w = core.lock();
+        // A roll a commit in place left due comes first: these appends go
+        // into the new file, as they would have after a roll by the thread.
+        if w.roll_is_due() {
+            w.roll();
+        }
+        w.last_batch = n;
+        w.commit(&mut batch);
+        w.last_commit = std::time::Instant::now();
+        core.queued.fetch_sub(n, Ordering::AcqRel);
+        drop(w);
+        if shutdown.is_some() {
+            break;
+        }
+    }
+    let mut w = core.lock();
+    w.stopped = true;
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            WriterMsg::Append(p) => {
+                core.queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = p.reply.send(Err(AppendError::ShuttingDown));
+            }
+            WriterMsg::Shutdown(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+    if fsync != FsyncPolicy::Never || w.unsynced {
+        w.sync();
+    }
+    drop(w);
+    if let Some(tx) = shutdown {
+        let _ = tx.send(());
+    }
 }
 
 impl Writer {
-    async fn run(&mut self, mut rx: mpsc::Receiver<WriterMsg>) {
-        let mut batch: Vec<Pending> = Vec::new();
-        let mut shutdown = None;
-        let timed = self.opts.segment_age.is_some() || self.opts.retain_age.is_some();
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut idle_check = tokio::time::interval(foreign::IDLE_CHECK);
-        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let sync_at = match (self.opts.fsync, self.unsynced) {
-                (FsyncPolicy::Interval(every), true) => {
-                    Some(tokio::time::Instant::from_std(self.last_sync + every))
-                }
-                _ => None,
-            };
-            let msg = tokio::select! {
-                m = rx.recv() => m,
-                _ = async {
-                    match sync_at {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    self.sync();
-                    continue;
-                }
-                _ = idle_check.tick() => {
-                    if self.broken.is_none() {
-                        self.check_foreign(false);
-                    }
-                    continue;
-                }
-                _ = housekeeping.tick(), if timed => {
-                    if self.opts.segment_age.is_some_and(|age| self.opened.elapsed() >= age)
-                        && self.pos > self.active_base
-                    {
-                        self.roll();
-                    }
-                    self.retention();
-                    continue;
-                }
-            };
-            match msg {
-                None => break,
-                Some(WriterMsg::Shutdown(tx)) => {
-                    shutdown = Some(tx);
-                    break;
-                }
-                Some(WriterMsg::Append(p)) => batch.push(p),
-            }
-            // Under load without a per-batch fsync, batches would stay tiny
-            // (the writer outruns the connections and pays a write and
-            // the wake-ups per handful of events): when the last commit was
-            // just now and carried more appends than are queued now (other
-            // publishers are on their way), give them a moment to queue
-            // more. A request that comes alone, as the last one did, is
-            // committed at once: there is nothing to gather.
-            let mut waited = false;
-            loop {
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(WriterMsg::Append(p)) => batch.push(p),
-                        Ok(WriterMsg::Shutdown(tx)) => {
-                            shutdown = Some(tx);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let busy = self.last_commit.elapsed() < BUSY;
-                if waited
-                    || shutdown.is_some()
-                    || batch.len() >= SMALL_BATCH.min(self.last_batch)
-                    || !busy
-                    || self.opts.fsync == FsyncPolicy::Always
-                {
-                    break;
-                }
-                std::thread::sleep(GATHER);
-                waited = true;
-            }
-            self.last_batch = batch.len();
-            self.commit(&mut batch);
-            self.last_commit = std::time::Instant::now();
-            if shutdown.is_some() {
-                break;
-            }
-        }
-        rx.close();
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                WriterMsg::Append(p) => {
-                    let _ = p.reply.send(Err(AppendError::ShuttingDown));
-                }
-                WriterMsg::Shutdown(tx) => {
-                    let _ = tx.send(());
-                }
-            }
-        }
-        if self.opts.fsync != FsyncPolicy::Never || self.unsynced {
-            self.sync();
-        }
-        if let Some(tx) = shutdown {
-            let _ = tx.send(());
-        }
+    /// `history.jsonl` holds `--segment-bytes` or more: roll it.
+    pub(super) fn roll_is_due(&self) -> bool {
+        self.pos - self.active_base >= self.opts.segment_bytes
     }
 
     pub(super) fn sync(&mut self) {
@@ -336,7 +502,7 @@ impl Writer {
                 offset: e.end,
             }));
         }
-        if self.pos - self.active_base >= self.opts.segment_bytes {
+        if self.roll_is_due() && !self.defer_roll {
             self.roll();
         }
     }
