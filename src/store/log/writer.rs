@@ -130,7 +130,8 @@ impl Core {
             keep_id,
             reply,
         }];
-        w.last_batch = 1;
+        // `last_batch` stays the thread's: a commit in place between two
+        // batches of many publishers must not end their gathering.
         w.defer_roll = true;
         w.commit(&mut batch);
         w.defer_roll = false;
