@@ -169,21 +169,77 @@ impl PubStats {
     }
 }
 
+/// How a publisher speaks to the system under test: the same publisher
+/// loop drives metro (JSON lines) and Redis (RESP, see `resp.rs`).
+pub trait Wire: Clone + Send + Sync + 'static {
+    type Answers: Answers;
+    /// Appends the `i`-th publish request of publisher `p`.
+    fn publish(&self, p: usize, i: u64, out: &mut Vec<u8>);
+    /// A fresh answer counter for one connection.
+    fn answers(&self) -> Self::Answers;
+}
+
+/// Counts the answers in a stream of bytes read from one connection.
+pub trait Answers: Send + 'static {
+    /// Complete answers in `chunk` (a partial one is carried to the next
+    /// chunk). An error answer is an `Err`.
+    fn count(&mut self, chunk: &[u8]) -> Result<u64, Error>;
+}
+
+/// metro's `publish` with the event written by `body(p, i, out)`.
+#[derive(Clone)]
+pub struct Metro<F>(pub F);
+
+impl<F> Wire for Metro<F>
+where
+    F: Fn(usize, u64, &mut Vec<u8>) + Send + Sync + Clone + 'static,
+{
+    type Answers = JsonLines;
+
+    fn publish(&self, p: usize, i: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"op\":\"publish\",\"req\":");
+        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        out.extend_from_slice(b",\"event\":");
+        (self.0)(p, i, out);
+        out.extend_from_slice(b"}\n");
+    }
+
+    fn answers(&self) -> JsonLines {
+        JsonLines
+    }
+}
+
+/// metro's answers: one line each, never parsed (only `"ok":false` is
+/// looked for).
+pub struct JsonLines;
+
+impl Answers for JsonLines {
+    fn count(&mut self, chunk: &[u8]) -> Result<u64, Error> {
+        if let Some(i) = find(chunk, b"\"ok\":false") {
+            let end = chunk.len().min(i + 300);
+            return Err(format!(
+                "publish failed: {}",
+                String::from_utf8_lossy(&chunk[i..end])
+            )
+            .into());
+        }
+        Ok(bytecount(chunk, b'\n'))
+    }
+}
+
 /// Publishes over `conn` with up to `window` requests in flight until
 /// `limit`, then closes its sending side and counts answers to EOF.
-/// `body(i, out)` appends the `event` object of the i-th publish.
-pub async fn publisher<F>(
+pub async fn publisher<W: Wire>(
     conn: Conn,
     window: usize,
     limit: Limit,
-    body: F,
-) -> Result<PubStats, Error>
-where
-    F: Fn(u64, &mut Vec<u8>) + Send + 'static,
-{
+    p: usize,
+    wire: W,
+) -> Result<PubStats, Error> {
     let Conn { mut rd, mut wr, .. } = conn;
     let permits = Arc::new(Semaphore::new(window));
     let reader_permits = permits.clone();
+    let mut answers = wire.answers();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 256 << 10];
         let mut answered = 0u64;
@@ -193,32 +249,25 @@ where
             if k == 0 {
                 return Ok::<_, Error>((answered, last));
             }
-            let chunk = &buf[..k];
-            if let Some(i) = find(chunk, b"\"ok\":false") {
-                let end = chunk.len().min(i + 300);
-                return Err(format!(
-                    "publish failed: {}",
-                    String::from_utf8_lossy(&chunk[i..end])
-                )
-                .into());
+            let n = answers.count(&buf[..k])?;
+            if n > 0 {
+                answered += n;
+                last = Instant::now();
+                reader_permits.add_permits(n as usize);
             }
-            let n = bytecount(chunk, b'\n');
-            answered += n;
-            last = Instant::now();
-            reader_permits.add_permits(n as usize);
         }
     });
     let first_sent = Instant::now();
     let mut sent = 0u64;
     let mut out = Vec::with_capacity(64 << 10);
     while sent < limit.events && Instant::now() < limit.until {
-        let p = permits.acquire().await?;
-        p.forget();
+        let permit = permits.acquire().await?;
+        permit.forget();
         let mut batch = 1u64;
         while batch < limit.events - sent && batch < 256 {
             match permits.try_acquire() {
-                Ok(p) => {
-                    p.forget();
+                Ok(permit) => {
+                    permit.forget();
                     batch += 1;
                 }
                 Err(_) => break,
@@ -226,11 +275,7 @@ where
         }
         out.clear();
         for i in sent..sent + batch {
-            out.extend_from_slice(b"{\"op\":\"publish\",\"req\":");
-            out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
-            out.extend_from_slice(b",\"event\":");
-            body(i, &mut out);
-            out.extend_from_slice(b"}\n");
+            wire.publish(p, i, &mut out);
         }
         wr.write_all(&out).await?;
         sent += batch;
@@ -247,8 +292,9 @@ where
     })
 }
 
-/// Runs `publishers` publishers (own connections) with `window` in flight
-/// each; returns their combined stats.
+/// Runs `publishers` metro publishers (own connections) with `window` in
+/// flight each; `body(p, i, out)` appends the `event` object of publisher
+/// `p`'s `i`-th publish. Returns their combined stats.
 pub async fn publish_all<F>(
     path: &Path,
     publishers: usize,
@@ -259,6 +305,17 @@ pub async fn publish_all<F>(
 where
     F: Fn(usize, u64, &mut Vec<u8>) + Send + Sync + Clone + 'static,
 {
+    publish_all_wire(path, publishers, window, limit, Metro(body)).await
+}
+
+/// [`publish_all`] in any [`Wire`].
+pub async fn publish_all_wire<W: Wire>(
+    path: &Path,
+    publishers: usize,
+    window: usize,
+    limit: Limit,
+    wire: W,
+) -> Result<PubStats, Error> {
     let mut conns = Vec::new();
     for _ in 0..publishers {
         conns.push(Conn::connect(path).await?);
@@ -269,10 +326,7 @@ where
     };
     let mut tasks = Vec::new();
     for (p, c) in conns.into_iter().enumerate() {
-        let body = body.clone();
-        tasks.push(tokio::spawn(publisher(c, window, per, move |i, out| {
-            body(p, i, out)
-        })));
+        tasks.push(tokio::spawn(publisher(c, window, per, p, wire.clone())));
     }
     let mut total: Option<PubStats> = None;
     for t in tasks {

@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! cargo run --release --bin metro-bench -- [--json] [--smoke] [--only NAME] [--metrod PATH]
+//! cargo run --release --bin metro-bench -- --redis     # metro beside Redis
 //! ```
 
 mod client;
 mod daemon;
 mod loggen;
 mod report;
+mod resp;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -32,9 +34,13 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Run only this scenario (repeatable): publish, fanout, latency,
-    /// replay, startup, memory, claims, bridge.
+    /// replay, startup, memory, claims, bridge, redis.
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+    /// Measure metro beside a `redis-server` from PATH with the same client
+    /// (the `redis` scenario; same as `--only redis`).
+    #[arg(long)]
+    redis: bool,
     /// Within the scenarios run, only the cases whose name contains this
     /// (e.g. `16x64_fsync_never`; for profiling one case).
     #[arg(long, value_name = "SUBSTR")]
@@ -86,8 +92,19 @@ pub fn clock_ns() -> u64 {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let names: Vec<&str> = scenarios::NAMES.to_vec();
+    let mut args = Args::parse();
+    if args.redis {
+        args.only.push("redis".into());
+    }
+    let names: Vec<&str> = if args.only.is_empty() {
+        scenarios::NAMES.to_vec()
+    } else {
+        scenarios::NAMES
+            .iter()
+            .chain(&scenarios::OPTIONAL)
+            .copied()
+            .collect()
+    };
     for o in &args.only {
         if !names.contains(&o.as_str()) {
             eprintln!(
@@ -132,6 +149,8 @@ fn main() -> ExitCode {
         }
     };
     let limit = Duration::from_secs(ctx.pick(240, 60));
+    // The comparison runs every shape twice per round, three rounds.
+    let redis_limit = Duration::from_secs(ctx.pick(1200, 120));
     let mut results = Vec::new();
     for name in names {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
@@ -141,15 +160,22 @@ fn main() -> ExitCode {
         let t0 = Instant::now();
         let cpu0 = report::CpuTicks::now();
         let outcome = rt.block_on(async {
+            let limit = if name == "redis" { redis_limit } else { limit };
             match tokio::time::timeout(limit, scenarios::run(name, &ctx)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {limit:?}").into()),
             }
         });
         let other_cpu_pct = report::CpuTicks::now().other_pct_since(&cpu0);
-        let (cases, error) = match outcome {
-            Ok(c) => (c, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
+        let (cases, error, skipped) = match outcome {
+            Ok(c) => (c, None, None),
+            Err(e) => match e.downcast::<report::Skipped>() {
+                Ok(s) => {
+                    eprintln!("metro-bench: {name} skipped: {s}");
+                    (Vec::new(), None, Some(s.0))
+                }
+                Err(e) => (Vec::new(), Some(e.to_string()), None),
+            },
         };
         eprintln!(
             "metro-bench: {name} done in {:.1} s{}",
@@ -163,6 +189,7 @@ fn main() -> ExitCode {
             name,
             cases,
             error,
+            skipped,
             other_cpu_pct,
         });
     }

@@ -23,11 +23,25 @@ impl Case {
     }
 }
 
+/// A scenario that could not run here, and why (not a failure).
+#[derive(Debug)]
+pub struct Skipped(pub String);
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Skipped {}
+
 pub struct Scenario {
     pub name: &'static str,
     pub cases: Vec<Case>,
     /// Set when the scenario failed or timed out.
     pub error: Option<String>,
+    /// Set when the scenario was skipped ([`Skipped`]).
+    pub skipped: Option<String>,
     /// Share of the machine's CPU time (all cores = 100) used during the
     /// scenario by processes other than the bench and its daemons: how
     /// disturbed the numbers may be on a shared machine.
@@ -119,6 +133,9 @@ pub fn to_json(smoke: bool, scenarios: &[Scenario]) -> Value {
         if let Some(e) = &sc.error {
             entry["error"] = json!(e);
         }
+        if let Some(why) = &sc.skipped {
+            entry["skipped"] = json!(why);
+        }
         s.insert(sc.name.to_string(), entry);
     }
     json!({ "smoke": smoke, "machine": machine(), "scenarios": s })
@@ -163,6 +180,9 @@ pub fn table(scenarios: &[Scenario]) -> String {
     for sc in scenarios {
         if let Some(e) = &sc.error {
             rows.push([sc.name.into(), "FAILED".into(), e.clone()]);
+        }
+        if let Some(why) = &sc.skipped {
+            rows.push([sc.name.into(), "SKIPPED".into(), why.clone()]);
         }
         for c in &sc.cases {
             let ms: Vec<String> = c

@@ -380,8 +380,11 @@ mod tests {
             unsynced: false,
             last_sync: Instant::now(),
             last_commit: Instant::now(),
+            last_batch: 0,
             broken: None,
             foreign: Foreign::default(),
+            stopped: false,
+            defer_roll: false,
         };
         (w, end_rx)
     }

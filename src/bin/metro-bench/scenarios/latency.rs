@@ -10,16 +10,16 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
-use crate::client::{bytecount, calibrate, find, subscribers, Conn};
+use crate::client::{calibrate, find, subscribers, Answers, Conn, JsonLines};
 use crate::daemon::Daemon;
 use crate::report::Case;
 use crate::{clock_ns, Ctx, Error};
 
-const SUBSCRIBERS: usize = 16;
+pub(super) const SUBSCRIBERS: usize = 16;
 /// `t` + 20 digits at the start of the text.
-const STAMP: usize = 21;
+pub(super) const STAMP: usize = 21;
 /// The line the events go to.
-const LINE: &str = "metro://claude/bench/p00";
+pub(super) const LINE: &str = "metro://claude/bench/p00";
 
 pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
     let mut cases = Vec::new();
@@ -28,31 +28,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
         if !ctx.wants(&name) {
             continue;
         }
-        let secs = ctx.pick(5.0, 0.3);
-        let n = ((rate as f64 * secs) as u64).max(10);
-        let d = Daemon::start(&ctx.spec(fsync), "lat")?;
-        let xpad = calibrate(&d.socket).await?.saturating_sub(STAMP);
-        let subs = subscribers(
-            &d.socket,
-            SUBSCRIBERS,
-            &json!({"mode": "all", "follow": true, "since": "tail"}),
-        )
-        .await?;
-        let receivers: Vec<_> = subs
-            .into_iter()
-            .map(|c| tokio::spawn(receive(c, n, xpad)))
-            .collect();
-        let socket = d.socket.clone();
-        let publisher =
-            tokio::task::spawn_blocking(move || paced_publisher(&socket, LINE, rate, n, xpad));
-        let sent_secs = publisher.await??;
-        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-        for r in receivers {
-            let h = tokio::time::timeout(Duration::from_secs(30), r)
-                .await
-                .map_err(|_| "subscribers did not receive every event within 30 s")???;
-            all.add(&h)?;
-        }
+        let (all, achieved, _) = one(ctx, rate, fsync, ctx.pick(5.0, 0.3)).await?;
         let us = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
         cases.push(
             Case::new(name)
@@ -60,11 +36,47 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
                 .m("p99_us", us(0.99))
                 .m("p999_us", us(0.999))
                 .m("max_us", all.max() as f64 / 1000.0)
-                .m("achieved_events_per_s", n as f64 / sent_secs)
+                .m("achieved_events_per_s", achieved)
                 .m("samples", all.len() as f64),
         );
     }
     Ok(cases)
+}
+
+/// One metro run: [`SUBSCRIBERS`] subscribers, `rate` events/s for `secs`;
+/// every delivery's latency (ns), the rate achieved and the padding after
+/// the stamp (for the same payload elsewhere).
+pub(super) async fn one(
+    ctx: &Ctx,
+    rate: u64,
+    fsync: &str,
+    secs: f64,
+) -> Result<(Histogram<u64>, f64, usize), Error> {
+    let n = ((rate as f64 * secs) as u64).max(10);
+    let d = Daemon::start(&ctx.spec(fsync), "lat")?;
+    let xpad = calibrate(&d.socket).await?.saturating_sub(STAMP);
+    let subs = subscribers(
+        &d.socket,
+        SUBSCRIBERS,
+        &json!({"mode": "all", "follow": true, "since": "tail"}),
+    )
+    .await?;
+    let receivers: Vec<_> = subs
+        .into_iter()
+        .map(|c| tokio::spawn(receive(c, n, xpad)))
+        .collect();
+    let socket = d.socket.clone();
+    let publisher =
+        tokio::task::spawn_blocking(move || paced_publisher(&socket, LINE, rate, n, xpad));
+    let sent_secs = publisher.await??;
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    for r in receivers {
+        let h = tokio::time::timeout(Duration::from_secs(30), r)
+            .await
+            .map_err(|_| "subscribers did not receive every event within 30 s")???;
+        all.add(&h)?;
+    }
+    Ok((all, n as f64 / sent_secs, xpad))
 }
 
 /// One subscriber: `n` event frames, each latency recorded.
@@ -88,7 +100,7 @@ pub(super) async fn receive(c: Conn, n: u64, xpad: usize) -> Result<Histogram<u6
 }
 
 /// The stamp: `…"text":"t<20 digits><xpad × x>"}}\n`.
-fn stamp(line: &[u8], xpad: usize) -> Option<u64> {
+pub(super) fn stamp(line: &[u8], xpad: usize) -> Option<u64> {
     let at = line
         .len()
         .checked_sub(4 + xpad + 20)
@@ -111,22 +123,45 @@ pub(super) fn paced_publisher(
     n: u64,
     xpad: usize,
 ) -> Result<f64, Error> {
+    paced(socket, rate, n, JsonLines, |i, out| {
+        out.extend_from_slice(b"{\"op\":\"publish\",\"req\":");
+        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        out.extend_from_slice(b",\"event\":{\"line\":\"");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\",\"text\":\"");
+        stamped_text(out, xpad);
+        out.extend_from_slice(b"\"}}\n");
+    })
+}
+
+/// `t` + the 20-digit time (ns, [`clock_ns`]) + `xpad` × `x`: written just
+/// before the request goes out.
+pub(super) fn stamped_text(out: &mut Vec<u8>, xpad: usize) {
+    out.push(b't');
+    out.extend_from_slice(format!("{:020}", clock_ns()).as_bytes());
+    out.resize(out.len() + xpad, b'x');
+}
+
+/// The pacing loop of [`paced_publisher`] for any wire: `request(i, out)`
+/// appends the `i`-th request, `answers` counts what comes back.
+pub(super) fn paced<A: Answers>(
+    socket: &std::path::Path,
+    rate: u64,
+    n: u64,
+    mut answers: A,
+    mut request: impl FnMut(u64, &mut Vec<u8>),
+) -> Result<f64, Error> {
     let s = std::os::unix::net::UnixStream::connect(socket)?;
     let mut r = s.try_clone()?;
     let drain = std::thread::spawn(move || -> Result<u64, Error> {
         let mut buf = vec![0u8; 64 << 10];
-        let mut answers = 0;
+        let mut got = 0;
         loop {
             let k = r.read(&mut buf)?;
             if k == 0 {
-                return Ok(answers);
+                return Ok(got);
             }
-            if find(&buf[..k], b"\"ok\":false").is_some() {
-                return Err(
-                    format!("publish failed: {}", String::from_utf8_lossy(&buf[..k])).into(),
-                );
-            }
-            answers += bytecount(&buf[..k], b'\n');
+            got += answers.count(&buf[..k])?;
         }
     });
     let mut w = &s;
@@ -140,21 +175,14 @@ pub(super) fn paced_publisher(
             std::thread::sleep(due - now);
         }
         out.clear();
-        out.extend_from_slice(b"{\"op\":\"publish\",\"req\":");
-        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
-        out.extend_from_slice(b",\"event\":{\"line\":\"");
-        out.extend_from_slice(line.as_bytes());
-        out.extend_from_slice(b"\",\"text\":\"t");
-        out.extend_from_slice(format!("{:020}", clock_ns()).as_bytes());
-        out.resize(out.len() + xpad, b'x');
-        out.extend_from_slice(b"\"}}\n");
+        request(i, &mut out);
         w.write_all(&out)?;
     }
     let secs = start.elapsed().as_secs_f64();
     s.shutdown(std::net::Shutdown::Write)?;
-    let answers = drain.join().map_err(|_| "answer thread panicked")??;
-    if answers != n {
-        return Err(format!("{n} publishes, {answers} answers").into());
+    let got = drain.join().map_err(|_| "answer thread panicked")??;
+    if got != n {
+        return Err(format!("{n} publishes, {got} answers").into());
     }
     Ok(secs)
 }

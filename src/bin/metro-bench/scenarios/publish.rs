@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{calibrate, plain_body, publish_all, Limit};
+use crate::client::{calibrate, plain_body, publish_all, Limit, PubStats};
 use crate::daemon::Daemon;
 use crate::report::Case;
 use crate::{Ctx, Error};
@@ -13,21 +13,12 @@ use crate::{Ctx, Error};
 pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
     let mut cases = Vec::new();
     for fsync in ["always", "never"] {
-        for (publishers, window) in [(1usize, 1usize), (16, 64), (50, 1)] {
+        for (publishers, window) in SHAPES {
             let name = format!("{publishers}x{window}_fsync_{fsync}");
             if !ctx.wants(&name) {
                 continue;
             }
-            let d = Daemon::start(&ctx.spec(fsync), "pub")?;
-            let pad = calibrate(&d.socket).await?;
-            let limit = Limit {
-                events: ctx.pick(u64::MAX, 2_000),
-                until: Instant::now() + Duration::from_secs_f64(ctx.pick(5.0, 0.3)),
-            };
-            let s = publish_all(&d.socket, publishers, window, limit, move |p, _, out| {
-                plain_body(p, pad, out)
-            })
-            .await?;
+            let (s, _) = one(ctx, fsync, publishers, window, ctx.pick(5.0, 0.3)).await?;
             cases.push(
                 Case::new(name)
                     .m("events_per_s", s.rate())
@@ -37,4 +28,29 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
         }
     }
     Ok(cases)
+}
+
+/// Publishers × requests in flight each.
+pub(super) const SHAPES: [(usize, usize); 3] = [(1, 1), (16, 64), (50, 1)];
+
+/// One metro run of a shape for `secs`; also the text padding of a
+/// 300-byte event (for the same payload elsewhere).
+pub(super) async fn one(
+    ctx: &Ctx,
+    fsync: &str,
+    publishers: usize,
+    window: usize,
+    secs: f64,
+) -> Result<(PubStats, usize), Error> {
+    let d = Daemon::start(&ctx.spec(fsync), "pub")?;
+    let pad = calibrate(&d.socket).await?;
+    let limit = Limit {
+        events: ctx.pick(u64::MAX, 2_000),
+        until: Instant::now() + Duration::from_secs_f64(secs),
+    };
+    let s = publish_all(&d.socket, publishers, window, limit, move |p, _, out| {
+        plain_body(p, pad, out)
+    })
+    .await?;
+    Ok((s, pad))
 }
