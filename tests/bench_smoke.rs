@@ -12,17 +12,7 @@ const SCENARIOS: [&str; 9] = [
 
 #[test]
 fn smoke_run_reports_every_scenario() {
-    let out = Command::new(env!("CARGO_BIN_EXE_metro-bench"))
-        .args(["--smoke", "--json"])
-        // The debug metrod (and metroctl, for `bridge`) built next to it by
-        // `cargo test`.
-        .args(["--metrod", env!("CARGO_BIN_EXE_metrod")])
-        .output()
-        .expect("run metro-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "metro-bench failed: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("metro-bench --json printed no JSON ({e}): {stderr}"));
+    let v = smoke_json(&[]);
     assert_eq!(v["smoke"], Value::Bool(true));
     assert!(v["machine"]["cpus"].as_u64().is_some_and(|n| n > 0), "{v}");
     let scenarios = v["scenarios"].as_object().expect("scenarios object");
@@ -62,15 +52,7 @@ fn redis_comparison_reports_metro_redis_and_ratio() {
         eprintln!("SKIPPED: no redis-server on PATH, the Redis comparison was not tested");
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_metro-bench"))
-        .args(["--smoke", "--json", "--redis"])
-        .args(["--metrod", env!("CARGO_BIN_EXE_metrod")])
-        .output()
-        .expect("run metro-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "metro-bench failed: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("metro-bench --json printed no JSON ({e}): {stderr}"));
+    let v = smoke_json(&["--redis"]);
     let scenarios = v["scenarios"].as_object().expect("scenarios object");
     assert_eq!(scenarios.len(), 1, "only the comparison runs: {v}");
     let s = &scenarios["redis"];
@@ -117,4 +99,20 @@ fn redis_comparison_reports_metro_redis_and_ratio() {
             );
         }
     }
+}
+
+/// `metro-bench --smoke --json` plus `extra`, run against the debug metrod
+/// (and metroctl, for `bridge`) built next to it by `cargo test`: its JSON,
+/// once it exited 0.
+fn smoke_json(extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_metro-bench"))
+        .args(["--smoke", "--json"])
+        .args(extra)
+        .args(["--metrod", env!("CARGO_BIN_EXE_metrod")])
+        .output()
+        .expect("run metro-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "metro-bench failed: {stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("metro-bench --json printed no JSON ({e}): {stderr}"))
 }

@@ -341,6 +341,28 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
     };
     let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // A send by another identity: the TypeScript sentence, then the id
+    // reply/edit/react take; the skipped auto-claim names the owner.
+    let notified_but_not_claimed = |o: &Output| {
+        let said = stdout(o);
+        assert!(
+            said.starts_with("notified metro://telegram/42 · id "),
+            "{said}"
+        );
+        assert!(
+            said.trim_end()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .is_ok(),
+            "{said}"
+        );
+        assert_eq!(
+            stderr(o),
+            format!("auto-claim skipped: line owned by {A}\n")
+        );
+    };
 
     let o = human(&["claim", "telegram/42", "--as", A]);
     assert_eq!(stdout(&o), format!("claimed metro://telegram/42 → {A}\n"));
@@ -353,25 +375,7 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
         "--from",
         "metro://codex/user/b",
     ]);
-    // The TypeScript sentence, then the id reply/edit/react take.
-    let said = stdout(&o);
-    assert!(
-        said.starts_with("notified metro://telegram/42 · id "),
-        "{said}"
-    );
-    assert!(
-        said.trim_end()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .is_ok(),
-        "{said}"
-    );
-    assert_eq!(
-        stderr(&o),
-        format!("auto-claim skipped: line owned by {A}\n")
-    );
+    notified_but_not_claimed(&o);
     fake.wait_calls("sendMessage", 1);
     // --json, before or after the subcommand, gives the answer's fields.
     let o = human(&["--json", "send", "telegram/42", "again", "--from", A]);
@@ -389,25 +393,7 @@ fn a_terminal_gets_the_typescript_sentences_and_json_on_request() {
         "--from",
         "metro://codex/user/b",
     ]);
-    // The TypeScript sentence, then the id reply/edit/react take.
-    let said = stdout(&o);
-    assert!(
-        said.starts_with("notified metro://telegram/42 · id "),
-        "{said}"
-    );
-    assert!(
-        said.trim_end()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .is_ok(),
-        "{said}"
-    );
-    assert_eq!(
-        stderr(&o),
-        format!("auto-claim skipped: line owned by {A}\n")
-    );
+    notified_but_not_claimed(&o);
     let o = human(&["release", "telegram/42"]);
     assert_eq!(stdout(&o), "released metro://telegram/42\n");
     let o = human(&["release", "telegram/42"]);

@@ -13,11 +13,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::latency::{paced_publisher, receive};
-use crate::client::{calibrate, subscribers, Conn};
+use super::latency::{case, paced_publisher, paced_run, STAMP};
+use crate::client::{calibrate, Conn};
 use crate::daemon::{Daemon, TempDir};
 use crate::report::Case;
 use crate::{Ctx, Error};
@@ -126,40 +125,11 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
         joined(&b).await?;
         let rate = 1_000u64;
         let n = ((rate as f64 * ctx.pick(5.0, 0.3)) as u64).max(10);
-        let xpad = calibrate(&a.socket).await?.saturating_sub(21);
+        let xpad = calibrate(&a.socket).await?.saturating_sub(STAMP);
         // The calibration event reaches b first, before b's subscriber.
         received(&b, 1).await?;
-        let subs = subscribers(
-            &b.socket,
-            1,
-            &json!({"mode": "all", "follow": true, "since": "tail"}),
-        )
-        .await?;
-        let receivers: Vec<_> = subs
-            .into_iter()
-            .map(|c| tokio::spawn(receive(c, n, xpad)))
-            .collect();
-        let socket = a.socket.clone();
-        let publisher =
-            tokio::task::spawn_blocking(move || paced_publisher(&socket, LINE, rate, n, xpad));
-        let sent_secs = publisher.await??;
-        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-        for r in receivers {
-            let h = tokio::time::timeout(Duration::from_secs(60), r)
-                .await
-                .map_err(|_| "node b did not receive every event within 60 s")???;
-            all.add(&h)?;
-        }
-        let us = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
-        cases.push(
-            Case::new("cross_node_1000_per_s")
-                .m("p50_us", us(0.5))
-                .m("p99_us", us(0.99))
-                .m("p999_us", us(0.999))
-                .m("max_us", all.max() as f64 / 1000.0)
-                .m("achieved_events_per_s", n as f64 / sent_secs)
-                .m("samples", all.len() as f64),
-        );
+        let (all, achieved) = paced_run(&b.socket, &a.socket, 1, rate, n, xpad, 60).await?;
+        cases.push(case("cross_node_1000_per_s", &all, achieved));
     }
     if ctx.wants("publish_cluster_on_vs_off") {
         let n = ctx.pick(50_000u64, 500);

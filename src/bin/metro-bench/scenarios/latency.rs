@@ -29,18 +29,21 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Case>, Error> {
             continue;
         }
         let (all, achieved, _) = one(ctx, rate, fsync, ctx.pick(5.0, 0.3)).await?;
-        let us = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
-        cases.push(
-            Case::new(name)
-                .m("p50_us", us(0.5))
-                .m("p99_us", us(0.99))
-                .m("p999_us", us(0.999))
-                .m("max_us", all.max() as f64 / 1000.0)
-                .m("achieved_events_per_s", achieved)
-                .m("samples", all.len() as f64),
-        );
+        cases.push(case(name, &all, achieved));
     }
     Ok(cases)
+}
+
+/// A latency case: the quantiles of `all` (ns) in µs, the rate achieved.
+pub(super) fn case(name: impl Into<String>, all: &Histogram<u64>, achieved: f64) -> Case {
+    let us = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    Case::new(name)
+        .m("p50_us", us(0.5))
+        .m("p99_us", us(0.99))
+        .m("p999_us", us(0.999))
+        .m("max_us", all.max() as f64 / 1000.0)
+        .m("achieved_events_per_s", achieved)
+        .m("samples", all.len() as f64)
 }
 
 /// One metro run: [`SUBSCRIBERS`] subscribers, `rate` events/s for `secs`;
@@ -55,28 +58,46 @@ pub(super) async fn one(
     let n = ((rate as f64 * secs) as u64).max(10);
     let d = Daemon::start(&ctx.spec(fsync), "lat")?;
     let xpad = calibrate(&d.socket).await?.saturating_sub(STAMP);
-    let subs = subscribers(
-        &d.socket,
-        SUBSCRIBERS,
+    let (all, achieved) = paced_run(&d.socket, &d.socket, SUBSCRIBERS, rate, n, xpad, 30).await?;
+    Ok((all, achieved, xpad))
+}
+
+/// `subs` follow subscribers on `sub_socket`, then `n` stamped events at
+/// `rate`/s published on `pub_socket`: every delivery's latency (ns) and
+/// the rate achieved. Each subscriber has `wait_secs` after the last send.
+pub(super) async fn paced_run(
+    sub_socket: &std::path::Path,
+    pub_socket: &std::path::Path,
+    subs: usize,
+    rate: u64,
+    n: u64,
+    xpad: usize,
+    wait_secs: u64,
+) -> Result<(Histogram<u64>, f64), Error> {
+    let conns = subscribers(
+        sub_socket,
+        subs,
         &json!({"mode": "all", "follow": true, "since": "tail"}),
     )
     .await?;
-    let receivers: Vec<_> = subs
+    let receivers: Vec<_> = conns
         .into_iter()
         .map(|c| tokio::spawn(receive(c, n, xpad)))
         .collect();
-    let socket = d.socket.clone();
+    let socket = pub_socket.to_path_buf();
     let publisher =
         tokio::task::spawn_blocking(move || paced_publisher(&socket, LINE, rate, n, xpad));
     let sent_secs = publisher.await??;
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     for r in receivers {
-        let h = tokio::time::timeout(Duration::from_secs(30), r)
+        let h = tokio::time::timeout(Duration::from_secs(wait_secs), r)
             .await
-            .map_err(|_| "subscribers did not receive every event within 30 s")???;
+            .map_err(|_| {
+                format!("subscribers did not receive every event within {wait_secs} s")
+            })???;
         all.add(&h)?;
     }
-    Ok((all, n as f64 / sent_secs, xpad))
+    Ok((all, n as f64 / sent_secs))
 }
 
 /// One subscriber: `n` event frames, each latency recorded.
