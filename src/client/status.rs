@@ -129,32 +129,6 @@ fn station(row: &Value) -> Value {
     json!({"name": row["name"], "word": word, "status": status})
 }
 
-/// "12 s", "10 min", "3 h 5 min", "2 days".
-pub fn duration_words(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=59 => format!("{s} s"),
-        60..=3599 => format!("{} min", s / 60),
-        3600..=86_399 => match (s % 3600) / 60 {
-            0 => format!("{} h", s / 3600),
-            m => format!("{} h {m} min", s / 3600),
-        },
-        _ => match s / 86_400 {
-            1 => "1 day".into(),
-            d => format!("{d} days"),
-        },
-    }
-}
-
-/// "512 bytes", "4.0 KiB", "3.2 MiB".
-pub fn bytes_words(n: u64) -> String {
-    match n {
-        0..=1023 => format!("{n} bytes"),
-        1024..=1_048_575 => format!("{:.1} KiB", n as f64 / 1024.0),
-        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
-    }
-}
-
 fn human(r: &Value) -> String {
     let mut out = String::new();
     let mut row = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
@@ -186,7 +160,7 @@ fn human(r: &Value) -> String {
         format!(
             "{}, up {}{pid}",
             d["version"].as_str().unwrap_or("?"),
-            duration_words(d["uptimeMs"].as_u64().unwrap_or(0)),
+            super::output::duration(d["uptimeMs"].as_u64().unwrap_or(0)),
         ),
     );
     row("state", d["stateDir"].as_str().unwrap_or("").to_string());
@@ -228,10 +202,13 @@ fn human(r: &Value) -> String {
         match (c["stored"] == json!(true), behind) {
             (false, _) => format!(
                 "none stored yet: `metroctl tail` starts at the beginning ({} of log)",
-                bytes_words(behind)
+                super::output::bytes(behind)
             ),
             (true, 0) => format!("offset {offset}, up to date"),
-            (true, b) => format!("offset {offset}, {} behind the log end", bytes_words(b)),
+            (true, b) => format!(
+                "offset {offset}, {} behind the log end",
+                super::output::bytes(b)
+            ),
         },
     );
     out
@@ -243,12 +220,15 @@ mod tests {
 
     #[test]
     fn words() {
-        assert_eq!(duration_words(12_400), "12 s");
-        assert_eq!(duration_words(600_000), "10 min");
-        assert_eq!(duration_words(3_600_000 * 3 + 300_000), "3 h 5 min");
-        assert_eq!(duration_words(86_400_000 * 2), "2 days");
-        assert_eq!(bytes_words(512), "512 bytes");
-        assert_eq!(bytes_words(4096), "4.0 KiB");
+        assert_eq!(super::output::duration(12_400), "12 s");
+        assert_eq!(super::output::duration(600_000), "10 min");
+        assert_eq!(
+            super::output::duration(3_600_000 * 3 + 300_000),
+            "3 h 5 min"
+        );
+        assert_eq!(super::output::duration(86_400_000 * 2), "2 days");
+        assert_eq!(super::output::bytes(512), "512 bytes");
+        assert_eq!(super::output::bytes(4096), "4.0 KiB");
         assert_eq!(
             station(&json!({"name": "discord", "enabled": true, "status": "down: 401"}))["word"],
             "down"
