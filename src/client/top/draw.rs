@@ -234,7 +234,7 @@ fn draw_pane(frame: &mut Frame, area: Rect, view: &View, pane: Pane) {
             let rows = shown.iter().map(|e| {
                 Row::new(vec![
                     e.ts.get(11..19).unwrap_or(&e.ts).to_string(),
-                    super::model::short(&e.line).to_string(),
+                    crate::client::output::short(&e.line).to_string(),
                     e.from.clone(),
                     e.kind.clone(),
                     e.text.replace('\n', "⏎"),

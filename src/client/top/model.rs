@@ -18,6 +18,7 @@
 //! [`RECENT_EVENTS`], the per-second counts 121 seconds, the ids already
 //! counted [`SEEN_IDS`], the filter [`FILTER_CHARS`] characters.
 
+use crate::client::output::{count, short};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde_json::{Map, Value};
@@ -453,9 +454,9 @@ impl Top {
                 format!(
                     "metro top · metrod up {} · {} · {} · {} · log {}",
                     duration(stats["uptimeMs"].as_u64().unwrap_or(0)),
-                    plural(conns, "connection"),
-                    plural(subs as u64, "subscription"),
-                    plural(stats["claims"].as_u64().unwrap_or(0), "claim"),
+                    count(conns, "connection"),
+                    count(subs as u64, "subscription"),
+                    count(stats["claims"].as_u64().unwrap_or(0), "claim"),
                     bytes(stats["logBytes"].as_u64().unwrap_or(0)),
                 )
             }
@@ -635,11 +636,6 @@ impl Top {
     }
 }
 
-/// A URI without `metro://`.
-pub fn short(uri: &str) -> &str {
-    uri.strip_prefix(crate::line::SCHEME).unwrap_or(uri)
-}
-
 /// An RFC 3339 time in ms since the epoch.
 pub fn ts_ms(ts: &str) -> Option<i64> {
     crate::clock::parse_ms(ts).and_then(|ms| i64::try_from(ms).ok())
@@ -668,14 +664,6 @@ pub fn bytes(n: u64) -> String {
         format!("{:.1} MiB", f / (K * K))
     } else {
         format!("{:.1} GiB", f / (K * K * K))
-    }
-}
-
-fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
     }
 }
 
