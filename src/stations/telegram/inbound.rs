@@ -18,14 +18,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use teloxide::payloads::GetUpdatesSetters;
+use serde_json::Value;
+use teloxide::payloads::{GetUpdates, GetUpdatesSetters};
 use teloxide::requests::{Request, Requester};
-use teloxide::types::{AllowedUpdate, Update, UpdateKind};
+use teloxide::types::AllowedUpdate;
 use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use super::map::map_update;
-use super::{bump, ids, Telegram};
+use super::update::{read, Read, Update};
+use super::{bump, ids, lean, Telegram};
 use crate::station::access::Gate;
 use crate::stations::{append_retrying, pause, Backoff};
 use crate::store::log::Log;
@@ -124,14 +126,15 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
     }
     let mut offset: Option<i32> = None;
     loop {
-        let mut req = tg
-            .bot
-            .get_updates()
+        let mut payload = GetUpdates::new()
             .timeout(tg.poll_timeout)
             .allowed_updates(ALLOWED);
         if let Some(o) = offset {
-            req = req.offset(o);
+            payload = payload.offset(o);
         }
+        // Read as a list of values first: one unreadable update must not
+        // cost the batch (see super::update).
+        let req = lean::json::<_, Vec<Value>>(&tg.bot, payload);
         let got = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = req.send() => r,
@@ -148,14 +151,33 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
         };
         backoff.reset();
         tg.set_status("ok");
-        for u in updates {
-            let id = u.id.0;
-            if !handle(&log, &tg, u, &shutdown).await {
-                return;
-            }
+        for v in updates {
+            let id = match read(v) {
+                Read::Update(u) => {
+                    let id = u.update_id;
+                    if !handle(&log, &tg, &u, &shutdown).await {
+                        return;
+                    }
+                    id
+                }
+                Read::Unreadable { update_id, why } => {
+                    bump(&tg.counters.skipped);
+                    let which =
+                        update_id.map_or("with no update_id".to_string(), |i| i.to_string());
+                    tracing::warn!(
+                        "telegram: update {which} is not readable ({why}); skipped (docs/broker.md, \
+                         \"Limits and threat model\": what an update must contain)"
+                    );
+                    match update_id {
+                        Some(id) => id,
+                        None => continue,
+                    }
+                }
+            };
             // Durable (or deliberately not stored): confirm it with the
             // next getUpdates.
-            offset = i32::try_from(id).ok().map(|i| i.saturating_add(1));
+            let next = i32::try_from(id).ok().map(|i| i.saturating_add(1));
+            offset = offset.max(next);
         }
     }
 }
@@ -165,25 +187,16 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
 async fn handle(
     log: &Log,
     tg: &Arc<Telegram>,
-    update: Update,
+    update: &Update,
     shutdown: &CancellationToken,
 ) -> bool {
-    let update_id = update.id.0;
+    let update_id = update.update_id;
     if tg.seen(update_id) {
         bump(&tg.counters.duplicates);
         tracing::debug!("telegram: update {update_id} is already in the log");
         return true;
     }
-    if matches!(update.kind, UpdateKind::Error(_)) {
-        // teloxide could not read it (see docs/broker.md, "Limits and
-        // threat model": what a message must contain); its text stays out
-        // of the log.
-        tracing::warn!(
-            "telegram: update {update_id} is not in a shape teloxide reads (a message needs \
-             message_id, date, chat.id and chat.type; a user id, is_bot and first_name); skipped"
-        );
-    }
-    let Some(inbound) = map_update(&update, &tg.ids) else {
+    let Some(inbound) = map_update(update, &tg.ids) else {
         bump(&tg.counters.skipped);
         tracing::debug!("telegram: update {update_id} carries nothing to store");
         return true;

@@ -6,10 +6,9 @@
 //! Owns: the mapping. Must not import: `broker`, `server`, the log.
 
 use serde_json::{json, Map, Value};
-use teloxide::types::{
-    CallbackQuery, Chat, Message, MessageReactionUpdated, ReactionType, Update, UpdateKind, User,
-};
+use teloxide::types::CallbackQueryId;
 
+use super::update::{Callback, Chat, Message, Reaction, Update, User};
 use super::{ids, line_of};
 use crate::proto::Event;
 
@@ -32,39 +31,30 @@ pub struct Inbound {
     /// The Telegram message id to record in the id map.
     pub record: Option<i32>,
     /// The callback query to answer once stored.
-    pub callback: Option<teloxide::types::CallbackQueryId>,
+    pub callback: Option<CallbackQueryId>,
 }
 
 fn user_uri(u: &User) -> String {
-    format!("metro://telegram/user/{}", u.id.0)
+    format!("metro://telegram/user/{}", u.id)
 }
 
 fn sender_of(u: &User) -> Sender {
     Sender {
-        id: u.id.0.to_string(),
+        id: u.id.to_string(),
         name: u.full_name(),
     }
 }
 
 /// The name of a chat for `lines`: its title, or the person's name.
 fn chat_name(c: &Chat) -> Option<String> {
-    if let Some(t) = c.title() {
-        return Some(t.to_string());
+    if let Some(t) = &c.title {
+        return Some(t.clone());
     }
-    let first = c.first_name()?;
-    Some(match c.last_name() {
+    let first = c.first_name.as_deref()?;
+    Some(match &c.last_name {
         Some(l) => format!("{first} {l}"),
         None => first.to_string(),
     })
-}
-
-/// The topic of a forum message (not the reply thread of a plain group).
-fn topic_of(m: &Message) -> Option<i32> {
-    if m.is_topic_message {
-        m.thread_id.map(|t| t.0 .0)
-    } else {
-        None
-    }
 }
 
 fn base_event(kind: &str, line: String, update_id: u32, chat: &Chat) -> Event {
@@ -83,60 +73,61 @@ fn base_event(kind: &str, line: String, update_id: u32, chat: &Chat) -> Event {
     }
 }
 
-/// The files of a message: `{type, fileId, name?, mime?, size, …}`.
+/// The files of a message: `{type, fileId, name?, mime?, size?, …}`
+/// (`size` when Telegram says).
 pub fn attachments(m: &Message) -> Vec<Value> {
-    fn mime<M: ToString>(m: &Option<M>) -> Option<String> {
-        m.as_ref().map(ToString::to_string)
-    }
     let mut out = Vec::new();
-    if let Some(sizes) = m.photo() {
-        if let Some(p) = sizes.iter().max_by_key(|p| p.width * p.height) {
+    if let Some(sizes) = &m.photo {
+        let area = |p: &&super::update::Photo| {
+            u64::from(p.width.unwrap_or(0)) * u64::from(p.height.unwrap_or(0))
+        };
+        if let Some(p) = sizes.iter().max_by_key(area) {
             out.push(json!({
-                "type": "image", "fileId": p.file.id.0, "mime": "image/jpeg",
-                "size": p.file.size, "width": p.width, "height": p.height,
+                "type": "image", "fileId": p.file_id, "mime": "image/jpeg",
+                "size": p.file_size, "width": p.width, "height": p.height,
             }));
         }
     }
-    if let Some(d) = m.document() {
+    if let Some(d) = &m.document {
         out.push(json!({
-            "type": "document", "fileId": d.file.id.0, "name": d.file_name,
-            "mime": mime(&d.mime_type), "size": d.file.size,
+            "type": "document", "fileId": d.file_id, "name": d.file_name,
+            "mime": d.mime_type, "size": d.file_size,
         }));
     }
-    if let Some(v) = m.voice() {
+    if let Some(v) = &m.voice {
         out.push(json!({
-            "type": "voice", "fileId": v.file.id.0, "mime": mime(&v.mime_type),
-            "size": v.file.size, "duration": v.duration.seconds(),
+            "type": "voice", "fileId": v.file_id, "mime": v.mime_type,
+            "size": v.file_size, "duration": v.duration,
         }));
     }
-    if let Some(a) = m.audio() {
+    if let Some(a) = &m.audio {
         out.push(json!({
-            "type": "audio", "fileId": a.file.id.0, "name": a.file_name,
-            "mime": mime(&a.mime_type), "size": a.file.size, "duration": a.duration.seconds(),
+            "type": "audio", "fileId": a.file_id, "name": a.file_name,
+            "mime": a.mime_type, "size": a.file_size, "duration": a.duration,
         }));
     }
-    if let Some(v) = m.video() {
+    if let Some(v) = &m.video {
         out.push(json!({
-            "type": "video", "fileId": v.file.id.0, "name": v.file_name,
-            "mime": mime(&v.mime_type), "size": v.file.size, "duration": v.duration.seconds(),
+            "type": "video", "fileId": v.file_id, "name": v.file_name,
+            "mime": v.mime_type, "size": v.file_size, "duration": v.duration,
         }));
     }
-    if let Some(a) = m.animation() {
+    if let Some(a) = &m.animation {
         out.push(json!({
-            "type": "animation", "fileId": a.file.id.0, "name": a.file_name,
-            "mime": mime(&a.mime_type), "size": a.file.size,
+            "type": "animation", "fileId": a.file_id, "name": a.file_name,
+            "mime": a.mime_type, "size": a.file_size,
         }));
     }
-    if let Some(v) = m.video_note() {
+    if let Some(v) = &m.video_note {
         out.push(json!({
-            "type": "video_note", "fileId": v.file.id.0, "mime": "video/mp4",
-            "size": v.file.size, "duration": v.duration.seconds(),
+            "type": "video_note", "fileId": v.file_id, "mime": "video/mp4",
+            "size": v.file_size, "duration": v.duration,
         }));
     }
-    if let Some(s) = m.sticker() {
+    if let Some(s) = &m.sticker {
         out.push(json!({
-            "type": "sticker", "fileId": s.file.id.0, "emoji": s.emoji,
-            "size": s.file.size,
+            "type": "sticker", "fileId": s.file_id, "emoji": s.emoji,
+            "size": s.file_size,
         }));
     }
     // Drop nulls: absent, not null.
@@ -149,12 +140,12 @@ pub fn attachments(m: &Message) -> Vec<Value> {
 }
 
 fn message_event(kind: &str, update_id: u32, m: &Message, ids: &ids::Ids) -> Event {
-    let chat = m.chat.id.0;
-    let line = line_of(chat, topic_of(m));
+    let chat = m.chat.id;
+    let line = line_of(chat, m.topic());
     let mut ev = base_event(kind, line, update_id, &m.chat);
     match (&m.from, &m.sender_chat) {
         (_, Some(c)) => {
-            ev.from = format!("metro://telegram/chat/{}", c.id.0);
+            ev.from = format!("metro://telegram/chat/{}", c.id);
             ev.from_name = chat_name(c);
         }
         (Some(u), None) => {
@@ -163,54 +154,53 @@ fn message_event(kind: &str, update_id: u32, m: &Message, ids: &ids::Ids) -> Eve
         }
         (None, None) => ev.from = format!("metro://telegram/chat/{chat}"),
     }
-    ev.text = m.text().or(m.caption()).map(str::to_string);
-    ev.message_id = Some(m.id.0.to_string());
-    if let Some(r) = m.reply_to_message() {
+    ev.text = m.text.clone().or_else(|| m.caption.clone());
+    ev.message_id = Some(m.message_id.to_string());
+    if let Some(r) = &m.reply_to_message {
         // In a forum every message "replies" to its topic's first message.
-        if topic_of(m) != Some(r.id.0) {
-            ev.reply_to = Some(r.id.0.to_string());
+        if m.topic() != Some(r.message_id) {
+            ev.reply_to = Some(r.message_id.to_string());
         }
     }
     let files = attachments(m);
     if !files.is_empty() {
         ev.attachments = Some(files);
     }
-    if let Some(g) = m.media_group_id() {
-        ev.extra.insert("mediaGroupId".into(), json!(g.0));
+    if let Some(g) = &m.media_group_id {
+        ev.extra.insert("mediaGroupId".into(), json!(g));
     }
     if kind == "edit" {
-        if let Some(orig) = ids.metro(chat, m.id.0) {
+        if let Some(orig) = ids.metro(chat, m.message_id) {
             ev.extra.insert("originalId".into(), json!(orig.id));
         }
     }
     ev
 }
 
-fn reaction_event(update_id: u32, r: &MessageReactionUpdated, ids: &ids::Ids) -> Event {
-    let chat = r.chat.id.0;
-    let orig = ids.metro(chat, r.message_id.0);
+fn reaction_event(update_id: u32, r: &Reaction, ids: &ids::Ids) -> Event {
+    let chat = r.chat.id;
+    let orig = ids.metro(chat, r.message_id);
     let line = orig
         .as_ref()
         .map(|o| o.line.clone())
         .unwrap_or_else(|| line_of(chat, None));
     let mut ev = base_event("react", line, update_id, &r.chat);
-    match (r.user(), r.chat()) {
+    match (&r.user, &r.actor_chat) {
         (Some(u), _) => {
             ev.from = user_uri(u);
             ev.from_name = Some(u.full_name());
         }
         (None, Some(c)) => {
-            ev.from = format!("metro://telegram/chat/{}", c.id.0);
+            ev.from = format!("metro://telegram/chat/{}", c.id);
             ev.from_name = chat_name(c);
         }
         (None, None) => ev.from = format!("metro://telegram/chat/{chat}"),
     }
-    ev.message_id = Some(r.message_id.0.to_string());
+    ev.message_id = Some(r.message_id.to_string());
     ev.emoji = Some(
         r.new_reaction
             .iter()
-            .filter_map(ReactionType::emoji)
-            .cloned()
+            .filter_map(|t| t.emoji.as_deref())
             .collect(),
     );
     if let Some(o) = orig {
@@ -219,14 +209,13 @@ fn reaction_event(update_id: u32, r: &MessageReactionUpdated, ids: &ids::Ids) ->
     ev
 }
 
-fn callback_event(update_id: u32, q: &CallbackQuery) -> Option<Event> {
+fn callback_event(update_id: u32, q: &Callback) -> Option<Event> {
     let msg = q.message.as_ref()?;
-    let chat = msg.chat();
-    let topic = msg.regular_message().and_then(topic_of);
-    let mut ev = base_event("callback", line_of(chat.id.0, topic), update_id, chat);
+    let line = line_of(msg.chat.id, msg.topic());
+    let mut ev = base_event("callback", line, update_id, &msg.chat);
     ev.from = user_uri(&q.from);
     ev.from_name = Some(q.from.full_name());
-    ev.message_id = Some(msg.id().0.to_string());
+    ev.message_id = Some(msg.message_id.to_string());
     ev.text = Some(q.data.clone().unwrap_or_default());
     Some(ev)
 }
@@ -234,41 +223,45 @@ fn callback_event(update_id: u32, q: &CallbackQuery) -> Option<Event> {
 /// Turns an update into what metro stores; `None` for updates that carry
 /// nothing metro keeps (service messages, kinds it did not ask for).
 pub fn map_update(u: &Update, ids: &ids::Ids) -> Option<Inbound> {
-    let update_id = u.id.0;
-    match &u.kind {
-        UpdateKind::Message(m) | UpdateKind::EditedMessage(m) => {
-            let edit = matches!(u.kind, UpdateKind::EditedMessage(_));
-            let ev = message_event(if edit { "edit" } else { "inbound" }, update_id, m, ids);
-            if ev.text.is_none() && ev.attachments.is_none() {
-                return None;
-            }
-            Some(Inbound {
-                sender: m.from.as_ref().map(sender_of),
-                private: m.chat.is_private(),
-                message: !edit,
-                record: (!edit).then_some(m.id.0),
-                callback: None,
-                event: ev,
-            })
+    let update_id = u.update_id;
+    if let Some((m, edit)) = u
+        .message
+        .as_ref()
+        .map(|m| (m, false))
+        .or_else(|| u.edited_message.as_ref().map(|m| (m, true)))
+    {
+        let ev = message_event(if edit { "edit" } else { "inbound" }, update_id, m, ids);
+        if ev.text.is_none() && ev.attachments.is_none() {
+            return None;
         }
-        UpdateKind::MessageReaction(r) => Some(Inbound {
-            sender: r.user().map(sender_of),
+        return Some(Inbound {
+            sender: m.from.as_ref().map(sender_of),
+            private: m.chat.is_private(),
+            message: !edit,
+            record: (!edit).then_some(m.message_id),
+            callback: None,
+            event: ev,
+        });
+    }
+    if let Some(r) = &u.message_reaction {
+        return Some(Inbound {
+            sender: r.user.as_ref().map(sender_of),
             private: r.chat.is_private(),
             message: false,
             record: None,
             callback: None,
             event: reaction_event(update_id, r, ids),
-        }),
-        UpdateKind::CallbackQuery(q) => Some(Inbound {
-            sender: Some(sender_of(&q.from)),
-            private: q.message.as_ref().is_some_and(|m| m.chat().is_private()),
-            message: false,
-            record: None,
-            callback: Some(q.id.clone()),
-            event: callback_event(update_id, q)?,
-        }),
-        _ => None,
+        });
     }
+    let q = u.callback_query.as_ref()?;
+    Some(Inbound {
+        sender: Some(sender_of(&q.from)),
+        private: q.message.as_ref().is_some_and(|m| m.chat.is_private()),
+        message: false,
+        record: None,
+        callback: Some(CallbackQueryId(q.id.clone())),
+        event: callback_event(update_id, q)?,
+    })
 }
 
 #[cfg(test)]
@@ -276,8 +269,11 @@ mod tests {
     use super::*;
 
     fn update(v: Value) -> Update {
-        // As metrod reads it: from the text of an answer.
-        serde_json::from_str(&v.to_string()).expect("an update")
+        // As metrod reads it.
+        match super::super::update::read(v) {
+            super::super::update::Read::Update(u) => *u,
+            other => panic!("not readable: {other:?}"),
+        }
     }
 
     fn text_message(update_id: u32, text: &str) -> Value {

@@ -13,6 +13,8 @@
 //!   plain-text resend when Telegram cannot parse the formatting.
 //! - [`ids`]: metro event ids ↔ Telegram message ids, kept in
 //!   `telegram-ids.jsonl`, so `messageId`/`replyTo` accept either.
+//! - [`update`]: `getUpdates` answers, read with only the fields metro
+//!   uses; an update that lacks one is skipped, the batch is kept.
 //! - [`access`]: who gets through (the allowlist, pairing codes), on top of
 //!   the generic [`crate::station::access`].
 //!
@@ -29,6 +31,7 @@ pub mod lean;
 pub mod map;
 pub mod me;
 pub mod outbound;
+pub mod update;
 
 use std::io;
 use std::path::Path;
