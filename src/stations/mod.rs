@@ -15,14 +15,16 @@
 //!
 //! Shared by the chat stations: [`queue`] (per-conversation turns, rate
 //! limits, `retry_after`), [`ids`] (metro ids ↔ platform message ids),
-//! [`text`] (splitting, buttons, files), and here: [`Status`],
-//! [`Backoff`], [`append_retrying`], [`Recent`]; the allowlist is the
-//! seam's ([`crate::station::access`]).
+//! [`text`] (splitting, buttons, files), [`lenient`] (platform payloads
+//! read with only the fields used, what is missing named without quoting
+//! it), and here: [`Status`], [`Backoff`], [`append_retrying`],
+//! [`Recent`]; the allowlist is the seam's ([`crate::station::access`]).
 //!
 //! Must not import: `broker`, `server`, `service`, `monitor`, `daemon`.
 
 pub mod discord;
 pub mod ids;
+pub mod lenient;
 pub mod local;
 pub mod queue;
 pub mod telegram;

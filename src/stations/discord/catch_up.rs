@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use reqwest::Method;
-use serde_json::json;
-use serenity::all::Message;
+use serde_json::{json, Value};
 use serenity::http::Route;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::Message;
 use super::inbound::store;
 use super::map::created;
 use super::{bump, Discord};
@@ -42,11 +42,18 @@ pub(super) async fn catch_up(log: &Log, dc: &Arc<Discord>, shutdown: &Cancellati
             let Some(messages) = read_after(dc, channel, after, shutdown).await else {
                 return false;
             };
-            let Ok(messages) = messages else {
+            let Ok(Listing {
+                messages,
+                entries,
+                newest,
+            }) = messages
+            else {
                 break;
             };
-            let full = messages.len() >= CATCH_UP_PAGE;
+            let full = entries >= CATCH_UP_PAGE;
             let from = after;
+            // An unreadable entry is skipped, but read past all the same.
+            after = after.max(newest);
             for m in messages.iter().filter(|m| m.id.get() > from) {
                 after = after.max(m.id.get());
                 let Some(mut inbound) = created(m) else {
@@ -77,6 +84,49 @@ pub(super) async fn catch_up(log: &Log, dc: &Arc<Discord>, shutdown: &Cancellati
     true
 }
 
+/// A page of a channel's messages, read with only the fields metro uses.
+pub(super) struct Listing {
+    /// The readable messages, oldest first.
+    pub messages: Vec<Message>,
+    /// Entries in Discord's answer, readable or not.
+    pub entries: usize,
+    /// The newest id in the answer, readable or not (0: none).
+    pub newest: u64,
+}
+
+/// Reads each entry of a message listing on its own: one that lacks what
+/// metro needs is logged by id and skipped (docs/broker.md, "Limits and
+/// threat model"), the others are kept.
+pub(super) fn listing(channel: u64, entries: Vec<Value>) -> Listing {
+    let count = entries.len();
+    let mut newest = 0;
+    let mut messages = Vec::with_capacity(count);
+    for v in entries {
+        match super::dispatch::message(v) {
+            Ok(m) => {
+                newest = newest.max(m.id.get());
+                messages.push(m);
+            }
+            Err(e) => {
+                if let Some(id) = e.id.as_deref().and_then(|i| i.parse::<u64>().ok()) {
+                    newest = newest.max(id);
+                }
+                tracing::warn!(
+                    "discord: message {} of channel {channel} is not readable ({}); skipped",
+                    e.id.as_deref().unwrap_or("with no id"),
+                    e.why
+                );
+            }
+        }
+    }
+    messages.sort_by_key(|m| m.id);
+    Listing {
+        messages,
+        entries: count,
+        newest,
+    }
+}
+
 /// The messages of `channel` after `after`, oldest first; `None` at
 /// shutdown, `Err` when Discord would not say (logged).
 async fn read_after(
@@ -84,7 +134,7 @@ async fn read_after(
     channel: u64,
     after: u64,
     shutdown: &CancellationToken,
-) -> Option<Result<Vec<Message>, ()>> {
+) -> Option<Result<Listing, ()>> {
     let mut req = dc.req(
         Method::GET,
         Route::ChannelMessages {
@@ -96,13 +146,10 @@ async fn read_after(
     let conversation = channel.to_string();
     let got = tokio::select! {
         _ = shutdown.cancelled() => return None,
-        r = dc.call_json::<Vec<Message>>(&conversation, &req) => r,
+        r = dc.call_json::<Vec<Value>>(&conversation, &req) => r,
     };
     Some(match got {
-        Ok(mut m) => {
-            m.sort_by_key(|m| m.id);
-            Ok(m)
-        }
+        Ok(entries) => Ok(listing(channel, entries)),
         Err(e) => {
             tracing::warn!(
                 "discord: could not read back channel {channel} after a new session: {}",

@@ -11,6 +11,15 @@
 //! else Discord's answer to `GET /gateway` (through metro's REST queue, so
 //! a failed lookup shows in the status instead of a silent fallback).
 //!
+//! Reading: serenity parses each dispatch into its own strict types; one
+//! it cannot read (a field metro does not need is missing) it still hands
+//! over, as `Event::Unknown` with the raw payload. The handler turns
+//! either back into JSON and reads it with only the fields metro uses
+//! ([`super::dispatch`]); one that lacks those is logged by id and
+//! skipped, and the gateway goes on. READY and RESUMED are read by
+//! serenity's shard itself (it needs their session id): they must be in
+//! the shape serenity reads.
+//!
 //! Order: serenity hands each dispatch to a raw event handler in a task it
 //! spawns per event. The shard runs on a current-thread runtime, whose
 //! tasks run in the order they were spawned, and the handler's first step
@@ -143,15 +152,70 @@ impl RawEventHandler for Forward {
                 tracing::info!("discord: gateway session resumed");
                 return;
             }
-            Event::MessageCreate(_)
-            | Event::MessageUpdate(_)
-            | Event::ReactionAdd(_)
-            | Event::ReactionRemove(_)
-            | Event::InteractionCreate(_) => {}
-            _ => return,
+            _ => {}
         }
-        self.hand_over(Feed::Dispatch(Box::new(ev)));
+        // Before any await: the order of hand-overs is the gateway's.
+        let Some((t, d)) = raw(ev) else {
+            return;
+        };
+        match super::dispatch::read(&t, d) {
+            Ok(dispatch) => self.hand_over(Feed::Dispatch(Box::new(dispatch))),
+            Err(e) => {
+                bump(&self.dc.counters.skipped);
+                tracing::warn!(
+                    "discord: {t} {} is not readable ({}); skipped",
+                    e.id.as_deref().unwrap_or("with no id"),
+                    e.why
+                );
+            }
+        }
     }
+}
+
+/// A dispatch metro keeps, as its kind and its JSON payload: serenity's
+/// parse turned back into JSON, or the raw payload serenity could not
+/// read. `None` for what metro does not keep.
+fn raw(ev: Event) -> Option<(String, serde_json::Value)> {
+    use serenity::all::Interaction;
+    let json = |v: Result<serde_json::Value, serde_json::Error>| match v {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("discord: a dispatch could not be turned back into JSON: {e}; skipped");
+            None
+        }
+    };
+    let (t, d) = match ev {
+        Event::MessageCreate(m) => ("MESSAGE_CREATE", json(serde_json::to_value(&m.message))?),
+        Event::MessageUpdate(u) => ("MESSAGE_UPDATE", json(serde_json::to_value(&u))?),
+        Event::ReactionAdd(r) => (
+            "MESSAGE_REACTION_ADD",
+            json(serde_json::to_value(&r.reaction))?,
+        ),
+        Event::ReactionRemove(r) => (
+            "MESSAGE_REACTION_REMOVE",
+            json(serde_json::to_value(&r.reaction))?,
+        ),
+        Event::InteractionCreate(i) => match &i.interaction {
+            // serenity writes a component interaction without its type.
+            Interaction::Component(c) => {
+                let mut v = json(serde_json::to_value(c))?;
+                v["type"] = super::dispatch::COMPONENT.into();
+                ("INTERACTION_CREATE", v)
+            }
+            // Not a button: only its type (metro keeps none of it).
+            other => (
+                "INTERACTION_CREATE",
+                serde_json::json!({"type": u8::from(other.kind())}),
+            ),
+        },
+        Event::Unknown(u) => {
+            let t = super::dispatch::KINDS.iter().find(|k| **k == u.kind)?;
+            tracing::debug!("discord: serenity could not read a {t}; reading it as metro does");
+            (*t, u.value)
+        }
+        _ => return None,
+    };
+    Some((t.to_string(), d))
 }
 
 impl Forward {
@@ -298,5 +362,156 @@ fn describe(e: &GatewayError) -> String {
             "Discord says the requested gateway intents are invalid (close 4013)".to_string()
         }
         other => format!("the gateway failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dispatch::{read, Dispatch};
+    use super::*;
+    use serde_json::{json, Value};
+    use serenity::model::event::GatewayEvent;
+
+    /// A dispatch frame as serenity's shard parses it.
+    fn event(t: &str, d: Value) -> Event {
+        let frame = json!({"op": 0, "s": 1, "t": t, "d": d});
+        match serde_json::from_value::<GatewayEvent>(frame).expect("a frame") {
+            GatewayEvent::Dispatch(_, ev) => ev,
+            other => panic!("not a dispatch: {other:?}"),
+        }
+    }
+
+    fn read_back(ev: Event) -> Dispatch {
+        let (t, d) = raw(ev).expect("kept");
+        read(&t, d).expect("readable")
+    }
+
+    fn user(id: &str, name: &str) -> Value {
+        json!({"id": id, "username": name, "global_name": name, "discriminator": "0",
+            "avatar": null, "bot": false})
+    }
+
+    fn member(user: Value) -> Value {
+        json!({"user": user, "nick": "Annie", "roles": [], "deaf": false, "mute": false,
+            "joined_at": "2024-01-01T00:00:00.000000+00:00", "flags": 0})
+    }
+
+    #[test]
+    fn a_message_serenity_cannot_read_still_reaches_metro() {
+        // No timestamp, tts, mentions, …: serenity's Message refuses it.
+        let ev = event(
+            "MESSAGE_CREATE",
+            json!({"id": "5", "channel_id": "42", "author": {"id": "7"}, "content": "hi"}),
+        );
+        assert!(matches!(ev, Event::Unknown(_)), "{ev:?}");
+        let Dispatch::Created(m) = read_back(ev) else {
+            panic!("a message")
+        };
+        assert_eq!((m.id.get(), m.content.as_str()), (5, "hi"));
+    }
+
+    #[test]
+    fn what_serenity_reads_is_read_back_the_same() {
+        let ev = event(
+            "MESSAGE_CREATE",
+            json!({
+                "id": "1001", "channel_id": "42", "guild_id": "9", "content": "deploy?",
+                "author": user("7", "ann"), "member": {"nick": "Annie", "roles": [],
+                    "joined_at": "2024-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false},
+                "timestamp": "2026-11-29T10:00:00.000000+00:00", "edited_timestamp": null,
+                "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+                "attachments": [{"id": "77", "filename": "a.png", "size": 3, "url": "http://x/a.png",
+                    "proxy_url": "http://x/a.png", "content_type": "image/png", "width": 2, "height": 1}],
+                "embeds": [], "pinned": false, "type": 19,
+                "message_reference": {"message_id": "999", "channel_id": "42"}
+            }),
+        );
+        assert!(matches!(ev, Event::MessageCreate(_)), "{ev:?}");
+        let Dispatch::Created(m) = read_back(ev) else {
+            panic!("a message")
+        };
+        assert_eq!(m.kind, super::super::dispatch::REPLY);
+        assert_eq!(m.guild_id.map(|g| g.get()), Some(9));
+        assert_eq!(m.member.and_then(|p| p.nick).as_deref(), Some("Annie"));
+        assert_eq!(
+            m.message_reference
+                .and_then(|r| r.message_id)
+                .map(|i| i.get()),
+            Some(999)
+        );
+        let a = &m.attachments[0];
+        assert_eq!(
+            (a.filename.as_str(), a.size, a.width),
+            ("a.png", Some(3), Some(2))
+        );
+
+        let press = event(
+            "INTERACTION_CREATE",
+            json!({
+                "id": "55", "application_id": "1", "type": 3, "token": "tok",
+                "data": {"custom_id": "yes", "component_type": 2},
+                "channel_id": "42", "channel": {"id": "42", "type": 0}, "guild_id": "9",
+                "member": member(user("7", "ann")), "version": 1, "locale": "en-US",
+                "message": {"id": "1001", "channel_id": "42", "author": user("8", "bot"),
+                    "content": "ok?", "timestamp": "2026-11-29T10:00:00.000000+00:00",
+                    "edited_timestamp": null, "tts": false, "mention_everyone": false,
+                    "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
+                    "pinned": false, "type": 0},
+                "app_permissions": "0", "entitlements": [], "attachment_size_limit": 1
+            }),
+        );
+        assert!(matches!(press, Event::InteractionCreate(_)), "{press:?}");
+        let Dispatch::Pressed(p) = read_back(press) else {
+            panic!("a press")
+        };
+        assert_eq!((p.custom_id.as_str(), p.token.as_str()), ("yes", "tok"));
+        assert_eq!((p.user.id.get(), p.nick.as_deref()), (7, Some("Annie")));
+        assert_eq!((p.message_id.get(), p.channel_id.get()), (1001, 42));
+
+        let react = event(
+            "MESSAGE_REACTION_ADD",
+            json!({"user_id": "7", "channel_id": "42", "message_id": "1001", "guild_id": "9",
+                "emoji": {"id": null, "name": "👍"}, "member": member(user("7", "ann")),
+                "burst": false, "type": 0}),
+        );
+        assert!(matches!(react, Event::ReactionAdd(_)), "{react:?}");
+        let Dispatch::Reacted { reaction, added } = read_back(react) else {
+            panic!("a reaction")
+        };
+        assert!(added);
+        assert_eq!(reaction.emoji.to_string(), "👍");
+        assert_eq!(
+            reaction.member.and_then(|m| m.user).map(|u| u.id.get()),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn an_edit_serenity_reads_is_read_back_the_same() {
+        let ev = event(
+            "MESSAGE_UPDATE",
+            json!({"id": "1001", "channel_id": "42", "guild_id": "9", "content": "deploy!",
+                "edited_timestamp": "2026-11-29T10:00:01.000000+00:00",
+                "author": user("7", "ann"), "attachments": []}),
+        );
+        assert!(matches!(ev, Event::MessageUpdate(_)), "{ev:?}");
+        let Dispatch::Updated(u) = read_back(ev) else {
+            panic!("an edit")
+        };
+        assert_eq!(u.content.as_deref(), Some("deploy!"));
+        assert_eq!(u.author.map(|a| a.id.get()), Some(7));
+        assert!(u.edited_timestamp.is_some() && u.webhook_id.is_none());
+    }
+
+    #[test]
+    fn a_dispatch_without_what_metro_needs_is_not_read() {
+        let ev = event(
+            "MESSAGE_CREATE",
+            json!({"id": "5", "content": "secret words"}),
+        );
+        let (t, d) = raw(ev).expect("kept");
+        let e = read(&t, d).unwrap_err();
+        assert_eq!(e.id.as_deref(), Some("5"));
+        assert_eq!(e.why, "missing field `channel_id` in the payload");
     }
 }

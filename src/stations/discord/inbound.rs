@@ -23,12 +23,12 @@ use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use serenity::all::Event as Dispatch;
 use serenity::http::Route;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::catch_up::catch_up;
+use super::dispatch::Dispatch;
 use super::map::{map, Inbound};
 use super::rest::Body;
 use super::{bump, Discord};
@@ -40,7 +40,7 @@ use crate::store::log::Log;
 /// What the gateway thread hands over, in order.
 #[derive(Debug)]
 pub enum Feed {
-    /// A dispatch to store.
+    /// A dispatch to store, read ([`super::dispatch`]).
     Dispatch(Box<Dispatch>),
     /// A new session started (READY): what it may have missed is read
     /// back first ([`super::catch_up`]).

@@ -13,11 +13,11 @@
 //! Owns: the mapping. Must not import: `broker`, `server`, the log.
 
 use serde_json::{json, Value};
-use serenity::all::{
-    Attachment, ChannelId, ComponentInteraction, Event as Dispatch, Interaction, Message,
-    MessageType, MessageUpdateEvent, Reaction, User,
-};
+use serenity::all::ChannelId;
 
+use super::dispatch::{
+    Attachment, Dispatch, Message, Press, Reaction, Update, User, REGULAR, REPLY,
+};
 use super::{line_of, Discord};
 use crate::proto::Event;
 
@@ -129,7 +129,7 @@ pub fn message_event(kind: &str, m: &Message) -> Event {
         ev.text = Some(m.content.clone());
     }
     ev.message_id = Some(m.id.to_string());
-    if m.kind == MessageType::InlineReply {
+    if m.kind == REPLY {
         ev.reply_to = m
             .message_reference
             .as_ref()
@@ -157,8 +157,7 @@ pub fn message_event(kind: &str, m: &Message) -> Event {
 }
 
 fn stored_kind(m: &Message) -> bool {
-    matches!(m.kind, MessageType::Regular | MessageType::InlineReply)
-        && (!m.content.is_empty() || !m.attachments.is_empty())
+    matches!(m.kind, REGULAR | REPLY) && (!m.content.is_empty() || !m.attachments.is_empty())
 }
 
 pub(super) fn created(m: &Message) -> Option<Inbound> {
@@ -180,20 +179,16 @@ pub(super) fn created(m: &Message) -> Option<Inbound> {
     })
 }
 
-fn updated(u: &MessageUpdateEvent, dc: &Discord) -> Option<Inbound> {
+fn updated(u: &Update, dc: &Discord) -> Option<Inbound> {
     // Embeds unfolding and pins update a message too; only an edit has an
     // edit time and text.
     let (Some(text), Some(at), Some(author)) = (&u.content, &u.edited_timestamp, &u.author) else {
         return None;
     };
     let mut ev = base_event("edit", u.channel_id);
-    let nick = u
-        .member
-        .as_ref()
-        .and_then(|m| m.as_ref())
-        .and_then(|p| p.nick.as_deref());
+    let nick = u.member.as_ref().and_then(|p| p.nick.as_deref());
     let mut sender = sender_of(author, nick);
-    sender.bot |= u.webhook_id.flatten().is_some();
+    sender.bot |= u.webhook_id.is_some();
     ev.from = user_uri(sender.id);
     ev.from_name = Some(sender.name.clone());
     ev.text = Some(text.clone());
@@ -226,8 +221,12 @@ fn updated(u: &MessageUpdateEvent, dc: &Discord) -> Option<Inbound> {
 fn reacted(r: &Reaction, added: bool, dc: &Discord) -> Option<Inbound> {
     let user = r.user_id?;
     let mut ev = base_event("react", r.channel_id);
-    let sender = match &r.member {
-        Some(m) => sender_of(&m.user, m.nick.as_deref()),
+    let member = r
+        .member
+        .as_ref()
+        .and_then(|m| Some((m.user.as_ref()?, m.nick.as_deref())));
+    let sender = match member {
+        Some((u, nick)) => sender_of(u, nick),
         None => Sender {
             id: user.get(),
             name: user.to_string(),
@@ -235,7 +234,7 @@ fn reacted(r: &Reaction, added: bool, dc: &Discord) -> Option<Inbound> {
         },
     };
     ev.from = user_uri(user.get());
-    if r.member.is_some() {
+    if member.is_some() {
         ev.from_name = Some(sender.name.clone());
     }
     ev.message_id = Some(r.message_id.to_string());
@@ -266,14 +265,13 @@ fn reacted(r: &Reaction, added: bool, dc: &Discord) -> Option<Inbound> {
     })
 }
 
-fn pressed(c: &ComponentInteraction) -> Inbound {
-    let nick = c.member.as_ref().and_then(|m| m.nick.as_deref());
-    let sender = sender_of(&c.user, nick);
+fn pressed(c: &Press) -> Inbound {
+    let sender = sender_of(&c.user, c.nick.as_deref());
     let mut ev = base_event("callback", c.channel_id);
     ev.from = user_uri(sender.id);
     ev.from_name = Some(sender.name.clone());
-    ev.message_id = Some(c.message.id.to_string());
-    ev.text = Some(c.data.custom_id.clone());
+    ev.message_id = Some(c.message_id.to_string());
+    ev.text = Some(c.custom_id.clone());
     ev.extra
         .insert("interactionId".into(), json!(c.id.to_string()));
     if let Some(g) = c.guild_id {
@@ -293,15 +291,11 @@ fn pressed(c: &ComponentInteraction) -> Inbound {
 /// What metro stores of a dispatch; `None` for what it does not keep.
 pub fn map(ev: &Dispatch, dc: &Discord) -> Option<Inbound> {
     match ev {
-        Dispatch::MessageCreate(m) => created(&m.message),
-        Dispatch::MessageUpdate(u) => updated(u, dc),
-        Dispatch::ReactionAdd(r) => reacted(&r.reaction, true, dc),
-        Dispatch::ReactionRemove(r) => reacted(&r.reaction, false, dc),
-        Dispatch::InteractionCreate(i) => match &i.interaction {
-            Interaction::Component(c) => Some(pressed(c)),
-            _ => None,
-        },
-        _ => None,
+        Dispatch::Created(m) => created(m),
+        Dispatch::Updated(u) => updated(u, dc),
+        Dispatch::Reacted { reaction, added } => reacted(reaction, *added, dc),
+        Dispatch::Pressed(c) => Some(pressed(c)),
+        Dispatch::Other => None,
     }
 }
 
@@ -310,7 +304,7 @@ mod tests {
     use super::*;
 
     fn msg(v: Value) -> Message {
-        serde_json::from_value(v).expect("a message")
+        super::super::dispatch::message(v).expect("a message")
     }
 
     fn base(content: &str) -> Value {

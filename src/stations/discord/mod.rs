@@ -5,6 +5,8 @@
 //!   (heartbeats, RESUME after a drop, a new IDENTIFY after an invalid
 //!   session, retried forever) on a thread of its own; every dispatch is
 //!   handed over in the order it arrived.
+//! - [`dispatch`]: what metro reads of a dispatch or a listed message —
+//!   only the fields it uses; one that lacks them is logged and skipped.
 //! - [`inbound`]: dispatches → events (messages, edits, reactions, button
 //!   presses), filtered by the allowlist, appended durably, one at a time.
 //!   The bot's own messages never come back; other bots only when their id
@@ -23,6 +25,7 @@
 //! `METRO_DISCORD_ALLOW` (see [`crate::config`]).
 
 mod catch_up;
+pub mod dispatch;
 pub mod gateway;
 pub mod inbound;
 pub mod kind;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use reqwest::Method;
 use serde_json::{json, Value};
-use serenity::all::{Message, ReactionType};
+use serenity::all::ReactionType;
 use serenity::http::Route;
 
 use super::lean::{self, Posted};
@@ -446,18 +446,16 @@ impl Discord {
             },
         );
         req.query.push(("limit", limit.to_string()));
-        let mut messages: Vec<Message> = self.call_json(&channel.to_string(), &req).await?;
-        messages.sort_by_key(|m| m.id);
+        let entries: Vec<Value> = self.call_json(&channel.to_string(), &req).await?;
+        let messages = super::catch_up::listing(channel, entries).messages;
         let mut out = Vec::with_capacity(messages.len());
         for m in &messages {
             let mut ev = super::map::message_event("inbound", m);
             if m.author.id.get() == self.bot_id() {
                 ev.kind = "outbound".into();
             }
-            ev.ts = m
-                .timestamp
-                .to_rfc3339()
-                .unwrap_or_else(|| m.timestamp.to_string());
+            let sent = m.sent_at();
+            ev.ts = sent.to_rfc3339().unwrap_or_else(|| sent.to_string());
             if let Some(at) = m.edited_timestamp {
                 ev.extra.insert("editedAt".into(), json!(at.to_string()));
             }

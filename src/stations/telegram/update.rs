@@ -238,28 +238,9 @@ pub fn read(v: Value) -> Read {
         .get("update_id")
         .and_then(Value::as_u64)
         .and_then(|i| u32::try_from(i).ok());
-    match serde_path_to_error::deserialize::<_, Update>(v) {
+    match crate::stations::lenient::decode::<Update>(v) {
         Ok(u) => Read::Update(Box::new(u)),
-        Err(e) => Read::Unreadable {
-            update_id,
-            why: why(&e),
-        },
-    }
-}
-
-/// "missing field `chat` in message", "message.chat.id is not i64":
-/// serde's own words quote the wrong value, these do not.
-pub fn why(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let path = e.path().to_string();
-    let msg = e.inner().to_string();
-    let place = if path == "." { "the update" } else { &path };
-    if msg.starts_with("missing field") {
-        return format!("{msg} in {place}");
-    }
-    // serde puts what was expected last, after the value it got.
-    match msg.rsplit_once(", expected ") {
-        Some((_, expected)) => format!("{place} is not {expected}"),
-        None => format!("{place} is not in the expected shape"),
+        Err(why) => Read::Unreadable { update_id, why },
     }
 }
 
