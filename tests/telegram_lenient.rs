@@ -231,3 +231,31 @@ fn an_unreadable_update_is_skipped_and_its_batch_kept() {
         .collect();
     assert_eq!(texts, ["before", "after", "next"]);
 }
+
+/// An update without an `update_id` cannot be confirmed: metro says so in
+/// the status and asks again after a pause (not at once, forever); a good
+/// update that follows is stored and confirms past it.
+#[test]
+fn an_update_without_an_id_is_said_and_polling_goes_on() {
+    let fake = Fake::start();
+    fake.push_raw(json!({"message": {"message_id": 11, "chat": {"id": 42}, "text": "no id"}}));
+    let env = fake.env("*");
+    let d = Daemon::start_env(&[], &env);
+    let status = wait_station_status(&d, "telegram", "the id-less update said", |s| {
+        s.contains("without a usable update_id")
+    });
+    assert!(status.starts_with("down:"), "{status}");
+    assert!(
+        d.stderr().contains(
+            "update with no update_id is not readable (missing field `update_id` in the payload)"
+        ),
+        "{}",
+        d.stderr()
+    );
+    let good =
+        fake.push(json!({"message": {"message_id": 12, "chat": {"id": 42}, "text": "good"}}));
+    wait_updates(&d, &[good]);
+    fake.wait("everything confirmed", PATIENCE, |f| f.pending().is_empty());
+    wait_station_status(&d, "telegram", "ok", |s| s == "ok");
+    assert!(d.history().iter().all(|e| e["text"] != "no id"));
+}

@@ -153,6 +153,13 @@ impl Fake {
         id
     }
 
+    /// Queues `update` exactly as given (no `update_id` is added): it is
+    /// handed out until a confirming `getUpdates` with any offset.
+    pub fn push_raw(&self, update: Value) {
+        self.with(|i| i.pending.push_back(update));
+        self.shared.news.notify_waiters();
+    }
+
     /// The next `n` calls of `method` answer `status` with `body`.
     pub fn fail_next(&self, method: &str, n: usize, status: u16, body: Value) {
         self.with(|i| {

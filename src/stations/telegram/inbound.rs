@@ -151,6 +151,8 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
         };
         backoff.reset();
         tg.set_status("ok");
+        let asked = offset;
+        let answered = updates.len();
         for v in updates {
             let id = match read(v) {
                 Read::Update(u) => {
@@ -178,6 +180,18 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
             // next getUpdates.
             let next = i32::try_from(id).ok().map(|i| i.saturating_add(1));
             offset = offset.max(next);
+        }
+        if answered > 0 && offset == asked {
+            // Nothing in the answer moved the offset (no usable
+            // update_id): asking again at once would get the same answer.
+            let why = format!(
+                "down: {} answered getUpdates with {answered} update(s) without a usable \
+                 update_id; asking again later",
+                tg.api_url()
+            );
+            if !tg.status.retry_later(why, &mut backoff, &shutdown).await {
+                return;
+            }
         }
     }
 }
