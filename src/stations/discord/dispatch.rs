@@ -32,10 +32,10 @@ use serenity::all::{
 };
 
 /// `type` of a plain message and of a reply.
-pub const REGULAR: u8 = 0;
-pub const REPLY: u8 = 19;
+pub const REGULAR: u64 = 0;
+pub const REPLY: u64 = 19;
 /// `type` of an interaction from a message component (a button).
-pub const COMPONENT: u8 = 3;
+pub const COMPONENT: u64 = 3;
 
 /// The dispatches metro keeps.
 pub const KINDS: [&str; 5] = [
@@ -109,7 +109,7 @@ pub struct Message {
     #[serde(default)]
     pub content: String,
     #[serde(default, rename = "type")]
-    pub kind: u8,
+    pub kind: u64,
     #[serde(default)]
     pub message_reference: Option<Reference>,
     #[serde(default)]
@@ -270,7 +270,7 @@ pub fn read(t: &str, d: Value) -> Result<Dispatch, Unreadable> {
             #[derive(Deserialize)]
             struct Kind {
                 #[serde(rename = "type")]
-                kind: u8,
+                kind: u64,
             }
             let id = id_of(&d);
             if decode::<Kind>(d.clone())?.kind != COMPONENT {
