@@ -2,7 +2,8 @@
 //! metro uses are good enough (tests/fake_discord `minimal_answers`):
 //! `GET /users/@me` only `id` and `username`, a created or edited message
 //! only `id`, a message read back only `id`, `attachments` and
-//! `reactions`. Gateway dispatches and message listings (`fetch`, the
+//! `reactions`, READY only `user` (`id`, `username`) and `session_id`
+//! (serenity cannot read that one; metro does). Gateway dispatches and message listings (`fetch`, the
 //! read-back after READY) with only the fields metro reads are stored;
 //! one that lacks such a field is logged by id and skipped, and the rest
 //! goes on.
@@ -27,6 +28,9 @@ fn minimal_answers_to_every_call_are_enough() {
     fake.wait_ready(1);
     wait_station_status(&d, "discord", "ok", |s| s == "ok");
     assert_eq!(station_row(&d, "discord")["bot"], format!("@{BOT_NAME}"));
+    // The session runs on a READY serenity could not read.
+    let log = d.stderr();
+    assert!(log.contains("serenity could not read READY"), "{log}");
     let line = format!("metro://discord/{CH}");
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("n.txt");

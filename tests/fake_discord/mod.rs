@@ -1143,24 +1143,30 @@ fn on_frame(shared: &Shared, conn: u64, text: &str) {
             } else {
                 json!([0, 1])
             };
-            let ready = json!({
-                "v": 10,
-                "user": with(bot_user(), json!({"flags": 0, "mfa_enabled": false, "verified": true, "email": null})),
-                "guilds": [],
-                "session_id": sid,
-                "session_type": "normal",
-                "resume_gateway_url": shared.gateway_url,
-                "application": {"id": APP_ID.to_string(), "flags": 0},
-                "shard": shard,
-                "private_channels": [],
-                "presences": [],
-                "relationships": [],
-                "guild_join_requests": [],
-                "geo_ordered_rtc_regions": ["us-east"],
-                "user_settings": {},
-                "auth": {},
-                "_trace": ["[\"fake-discord\"]"],
-            });
+            // A minimal READY (what some Discord-compatible servers send):
+            // serenity's strict `Ready` cannot read it.
+            let ready = if i.minimal {
+                json!({"user": {"id": BOT_ID.to_string(), "username": BOT_NAME}, "session_id": sid})
+            } else {
+                json!({
+                    "v": 10,
+                    "user": with(bot_user(), json!({"flags": 0, "mfa_enabled": false, "verified": true, "email": null})),
+                    "guilds": [],
+                    "session_id": sid,
+                    "session_type": "normal",
+                    "resume_gateway_url": shared.gateway_url,
+                    "application": {"id": APP_ID.to_string(), "flags": 0},
+                    "shard": shard,
+                    "private_channels": [],
+                    "presences": [],
+                    "relationships": [],
+                    "guild_join_requests": [],
+                    "geo_ordered_rtc_regions": ["us-east"],
+                    "user_settings": {},
+                    "auth": {},
+                    "_trace": ["[\"fake-discord\"]"],
+                })
+            };
             push_dispatch(i, &sid, "READY", ready);
             i.readies += 1;
         }

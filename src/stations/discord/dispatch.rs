@@ -252,6 +252,21 @@ fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Unreadable> {
     crate::stations::lenient::decode(v).map_err(|why| Unreadable { id, why })
 }
 
+/// READY as metro reads it when serenity's strict `Ready` cannot: the
+/// bot user (`user.id`; `user.username` optional) and, for the log, the
+/// session id.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ready {
+    pub user: User,
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// A READY's `d`.
+pub fn ready(v: Value) -> Result<Ready, Unreadable> {
+    decode(v)
+}
+
 /// One message of a listing (or of `MESSAGE_CREATE`).
 pub fn message(v: Value) -> Result<Message, Unreadable> {
     decode(v)

@@ -16,9 +16,12 @@
 //! over, as `Event::Unknown` with the raw payload. The handler turns
 //! either back into JSON and reads it with only the fields metro uses
 //! ([`super::dispatch`]); one that lacks those is logged by id and
-//! skipped, and the gateway goes on. READY and RESUMED are read by
-//! serenity's shard itself (it needs their session id): they must be in
-//! the shape serenity reads.
+//! skipped, and the gateway goes on. READY is read the same way: when
+//! serenity cannot read it, metro reads the bot user from it (only
+//! `user.id`), and the session runs, but serenity keeps no session id:
+//! after a disconnect it identifies anew instead of resuming, and the
+//! read-back after READY fetches what was missed. RESUMED carries nothing
+//! metro reads.
 //!
 //! Order: serenity hands each dispatch to a raw event handler in a task it
 //! spawns per event. The shard runs on a current-thread runtime, whose
@@ -44,7 +47,7 @@ use serenity::all::{
 };
 use serenity::http::Route;
 use serenity::prelude::TypeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
@@ -130,6 +133,23 @@ pub async fn run(log: Arc<Log>, dc: Arc<Discord>, shutdown: CancellationToken) {
 struct Forward {
     dc: Arc<Discord>,
     tx: mpsc::Sender<Feed>,
+    /// See [`Lenient`].
+    lenient: Arc<Lenient>,
+}
+
+/// A session serenity did not see begin: after a READY only metro could
+/// read, serenity's shard stays in its identifying stage although the
+/// session runs. The watcher counts the shard connected while the newest
+/// such READY (its number among sessions) came after the last time the
+/// watcher saw the shard without a connection. A reconnect serenity's
+/// manager is not told of (it learns stages late, see [`watch`]) goes
+/// unseen: the status says ok from such a READY until the manager shows
+/// the shard disconnected.
+#[derive(Default)]
+struct Lenient {
+    /// The session number of the newest READY only metro read (0: none
+    /// since the last strict READY).
+    session: AtomicU64,
 }
 
 #[serenity::async_trait]
@@ -137,14 +157,36 @@ impl RawEventHandler for Forward {
     async fn raw_event(&self, _ctx: Context, ev: Event) {
         match &ev {
             Event::Ready(r) => {
-                bump(&self.dc.counters.sessions);
-                self.dc
-                    .set_bot(r.ready.user.id.get(), format!("@{}", r.ready.user.name));
-                tracing::info!(
-                    "discord: gateway session started (READY, session {})",
-                    r.ready.session_id
+                self.session_started(
+                    r.ready.user.id.get(),
+                    &r.ready.user.name,
+                    &r.ready.session_id,
                 );
-                self.hand_over(Feed::Session);
+                self.lenient.session.store(0, Ordering::Relaxed);
+                return;
+            }
+            // A READY serenity's strict `Ready` cannot read: metro reads the
+            // bot user from it. serenity's shard then keeps no session id,
+            // so after a disconnect it identifies anew instead of resuming;
+            // the read-back after READY fills that gap.
+            Event::Unknown(u) if u.kind == "READY" => {
+                match super::dispatch::ready(u.value.clone()) {
+                    Ok(r) => {
+                        let session = r.session_id.as_deref().unwrap_or("not given");
+                        let n = self.session_started(r.user.id.get(), &r.user.username, session);
+                        self.lenient.session.store(n, Ordering::Relaxed);
+                        tracing::warn!(
+                            "discord: serenity could not read READY; metro read the bot from it, and the gateway will identify anew instead of resuming after a disconnect"
+                        );
+                    }
+                    Err(e) => {
+                        bump(&self.dc.counters.skipped);
+                        tracing::warn!(
+                            "discord: READY is not readable ({}); waiting for the next session",
+                            e.why
+                        );
+                    }
+                }
                 return;
             }
             Event::Resumed(_) => {
@@ -219,6 +261,16 @@ fn raw(ev: Event) -> Option<(String, serde_json::Value)> {
 }
 
 impl Forward {
+    /// A gateway session began (READY): the bot it is, counted, and the
+    /// read-back after READY set off. Returns the session's number.
+    fn session_started(&self, bot: u64, name: &str, session: &str) -> u64 {
+        let n = self.dc.counters.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dc.set_bot(bot, format!("@{name}"));
+        tracing::info!("discord: gateway session started (READY, session {session})");
+        self.hand_over(Feed::Session);
+        n
+    }
+
     fn hand_over(&self, feed: Feed) {
         if let Err(e) = self.tx.try_send(feed) {
             bump(&self.dc.counters.dropped);
@@ -262,9 +314,11 @@ async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Feed>, stop: CancellationTok
                     .proxy(dc.api_url())
                     .ratelimiter_disabled(true)
                     .build();
+                let lenient = Arc::new(Lenient::default());
                 let forward: Arc<dyn RawEventHandler> = Arc::new(Forward {
                     dc: dc.clone(),
                     tx: tx.clone(),
+                    lenient: lenient.clone(),
                 });
                 let (manager, mut ended) = ShardManager::new(ShardManagerOptions {
                     data: Arc::new(RwLock::new(TypeMap::new())),
@@ -284,7 +338,7 @@ async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Feed>, stop: CancellationTok
                     Ok(()) => {
                         let ended = tokio::select! {
                             r = ended.next() => r,
-                            _ = watch(&dc, &manager, &url) => None,
+                            _ = watch(&dc, &manager, &url, &lenient) => None,
                             _ = stop.cancelled() => {
                                 manager.shutdown_all().await;
                                 return;
@@ -314,18 +368,38 @@ async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Feed>, stop: CancellationTok
 }
 
 /// Keeps the status in step with the shard's stage (never returns).
-async fn watch(dc: &Discord, manager: &ShardManager, url: &str) {
+async fn watch(dc: &Discord, manager: &ShardManager, url: &str, lenient: &Lenient) {
     let mut down_since: Option<(Instant, String)> = None;
+    // Sessions up to this number had ended when the watcher last saw the
+    // shard without a connection.
+    let mut ended = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let stage = manager
+        // Read before the stage: a READY between the two reads is newer.
+        let sessions = dc.counters.sessions.load(Ordering::Relaxed);
+        let runner = manager
             .runners
             .lock()
             .await
             .values()
             .next()
-            .map(|r| r.stage);
-        if stage == Some(ConnectionStage::Connected) {
+            .map(|r| (r.stage, r.latency.is_some()));
+        let stage = runner.map(|r| r.0);
+        // serenity tells its manager of a stage change made while reading
+        // a frame or at a heartbeat ACK, not of one made while acting (the
+        // IDENTIFY sent after HELLO): identifying may still show as
+        // handshake, and until the first ACK (a latency) the stage is the
+        // one the shard was created with.
+        let told = runner.is_some_and(|r| r.1);
+        let identifying = matches!(
+            stage,
+            Some(ConnectionStage::Identifying | ConnectionStage::Handshake)
+        );
+        if told && !identifying && stage != Some(ConnectionStage::Connected) {
+            ended = sessions;
+        }
+        let lenient = (identifying || !told) && lenient.session.load(Ordering::Relaxed) > ended;
+        if stage == Some(ConnectionStage::Connected) || lenient {
             down_since = None;
             dc.set_status("ok");
             continue;
