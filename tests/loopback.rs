@@ -1,7 +1,9 @@
 //! Proves the station seam: a station written only in this file (an
 //! in-memory "loopback" platform) is registered with metrod and sends,
 //! edits and receives through it, with nothing changed outside this file
-//! but the registration call (`metro::daemon::run_with`).
+//! but the registration call (`metro::daemon::run_with`). Its inbound side
+//! runs through the shared pipeline (`metro::station::ingest`), so a post
+//! the platform delivers twice is stored once and counted.
 //!
 //! How the station gets into a metrod: a test crate cannot add a kind to
 //! the `metrod` binary, so this test runs the daemon in-process through
@@ -22,7 +24,10 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use common::{publish, Client, PATIENCE};
 use metro::proto::{self, Edit, Event, WireError};
+use metro::station::core::StationCore;
+use metro::station::ingest::{ingest, Arrival, Inlet, Outcome, Persist};
 use metro::station::{Op, SendFailure, Sent, Station, StationCtx, StationKind};
+use metro::store::log::Log;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,9 +37,10 @@ use tokio_util::sync::CancellationToken;
 struct Platform {
     /// (room, message id, text), in order.
     messages: Mutex<Vec<(String, u64, String)>>,
-    /// People's posts, for the station's inbound task.
-    posts: Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
-    inbox: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+    /// People's posts (post id, room, text), for the station's inbound
+    /// task.
+    posts: Mutex<Option<mpsc::UnboundedSender<Post>>>,
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<Post>>>,
 }
 
 impl Platform {
@@ -47,12 +53,13 @@ impl Platform {
         })
     }
 
-    /// A person posts `text` in `room`.
-    fn post(&self, room: &str, text: &str) {
+    /// A person's post `id` (`text` in `room`) reaches the bot; a
+    /// platform may deliver the same post again.
+    fn post(&self, id: u64, room: &str, text: &str) {
         let tx = self.posts.lock().unwrap();
         tx.as_ref()
             .unwrap()
-            .send((room.to_string(), text.to_string()))
+            .send((id, room.to_string(), text.to_string()))
             .unwrap();
     }
 
@@ -83,13 +90,31 @@ impl StationKind for LoopbackKind {
         Ok(Arc::new(Loopback {
             platform: self.0.clone(),
             ctx: ctx.clone(),
+            core: StationCore::new("loopback", "", "ok", 64),
         }))
     }
 }
 
+type Post = (u64, String, String);
+
 struct Loopback {
     platform: Arc<Platform>,
     ctx: StationCtx,
+    core: StationCore,
+}
+
+/// Its side of the shared inbound pipeline: no allowlist, nothing to do
+/// once stored.
+impl Inlet for Loopback {
+    type Platform = ();
+
+    fn core(&self) -> &StationCore {
+        &self.core
+    }
+
+    fn log(&self) -> &Log {
+        &self.ctx.log
+    }
 }
 
 fn room(line: &str) -> String {
@@ -102,13 +127,13 @@ impl Station for Loopback {
         "loopback"
     }
 
-    /// Each post becomes one `inbound` event in the log.
+    /// Each post becomes one `inbound` event in the log, once.
     async fn run(self: Arc<Self>, stop: CancellationToken) {
         let Some(mut inbox) = self.platform.inbox.lock().unwrap().take() else {
             return;
         };
         loop {
-            let (room, text) = tokio::select! {
+            let (id, room, text) = tokio::select! {
                 _ = stop.cancelled() => return,
                 p = inbox.recv() => match p { Some(p) => p, None => return },
             };
@@ -122,7 +147,16 @@ impl Station for Loopback {
                 text: Some(text),
                 ..Event::default()
             };
-            self.ctx.log.append(ev).await.expect("append");
+            let a = Arrival {
+                event: ev,
+                key: Some(id.to_string()),
+                sender: None,
+                offer: false,
+                platform: (),
+            };
+            if let Outcome::NotStored(_) = ingest(&self, a, Persist::UntilStored, &stop).await {
+                return;
+            }
         }
     }
 
@@ -161,6 +195,10 @@ impl Station for Loopback {
             "status": "ok",
             "capabilities": ["inbound", "send", "edit"],
         })
+    }
+
+    fn stats(&self) -> Option<Value> {
+        Some(Value::Object(self.core.counters.json()))
     }
 
     fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -257,7 +295,7 @@ fn a_station_written_outside_the_crate_sends_edits_and_receives() {
     let s = sub.subscribe(json!({"follow": true, "since": "tail"}));
 
     // Receive: a person's post is one inbound event on its line.
-    platform.post("lobby", "hello agents");
+    platform.post(7, "lobby", "hello agents");
     let f = sub.frame();
     assert_eq!(f["sub"], json!(s));
     assert_eq!(f["event"]["kind"], json!("inbound"));
@@ -300,6 +338,20 @@ fn a_station_written_outside_the_crate_sends_edits_and_receives() {
         json!({"op": "send", "line": "metro://loopback/a/b", "text": "x"}),
         "bad_request",
     );
+
+    // The platform delivers post 7 again: the pipeline knows it is in the
+    // log and counts it instead of storing it twice.
+    platform.post(7, "lobby", "hello agents");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let counted = loop {
+        let s = c.ok(json!({"op": "stats"}))["stations"]["loopback"].clone();
+        if s["duplicates"] == json!(1) {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "not counted: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(counted["received"], json!(1), "{counted}");
 
     // Nothing else reached the log in between: the next frame is this one.
     publish(&mut c, json!({"line": AGENT, "text": "marker"}));

@@ -15,6 +15,10 @@
 //! - [`access`]: the allowlist with pairing codes the chat stations share
 //!   (the server's `allow`, `deny`, `allowList` reach it through
 //!   [`Station::access`]).
+//! - [`ingest`]: the one inbound pipeline (dedupe → screen → access gate
+//!   → append → remember, count) every inbound station runs its platform
+//!   events through; [`core`]: the [`core::StationCore`] it works on
+//!   (status, counters, recent keys, redaction).
 //!
 //! Must not import: `server`, `daemon`, `service`, `monitor`, `stations`
 //! (the kinds are handed to the registry by whoever builds it), `client`.
@@ -22,6 +26,8 @@
 //! `store` ← `broker` ← `station` ← `stations/*` ← `server` ← `daemon`.
 
 pub mod access;
+pub mod core;
+pub mod ingest;
 mod registry;
 
 use std::any::Any;
