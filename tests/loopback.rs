@@ -73,9 +73,34 @@ impl Platform {
 
 struct LoopbackKind(Arc<Platform>);
 
+/// Its `[loopback]` section of the config file, which it parses itself.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoopbackConfig {
+    greeting: Option<String>,
+}
+
+fn section(config: &metro::config::Config) -> Result<LoopbackConfig, String> {
+    match config.section("loopback") {
+        None => Ok(LoopbackConfig::default()),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string()),
+    }
+}
+
 impl StationKind for LoopbackKind {
     fn name(&self) -> &'static str {
         "loopback"
+    }
+
+    fn section(&self) -> Option<&'static str> {
+        Some("loopback")
+    }
+
+    fn check_config(&self, config: &metro::config::Config) -> Result<(), String> {
+        section(config).map(|_| ())
     }
 
     fn check_line(&self, line: &str) -> Result<(), String> {
@@ -87,9 +112,11 @@ impl StationKind for LoopbackKind {
     }
 
     fn open(&self, ctx: &StationCtx) -> io::Result<Arc<dyn Station>> {
+        let greeting = section(&ctx.current()).map_err(io::Error::other)?.greeting;
         Ok(Arc::new(Loopback {
             platform: self.0.clone(),
             ctx: ctx.clone(),
+            greeting,
             core: StationCore::new("loopback", "", "ok", 64),
         }))
     }
@@ -100,6 +127,8 @@ type Post = (u64, String, String);
 struct Loopback {
     platform: Arc<Platform>,
     ctx: StationCtx,
+    /// From its config section.
+    greeting: Option<String>,
     core: StationCore,
 }
 
@@ -194,6 +223,7 @@ impl Station for Loopback {
             "enabled": true,
             "status": "ok",
             "capabilities": ["inbound", "send", "edit"],
+            "greeting": self.greeting,
         })
     }
 
@@ -214,21 +244,49 @@ struct InProcess {
     _tmp: tempfile::TempDir,
 }
 
+/// metrod's arguments on `tmp`, with the config file `config` (written
+/// `0600`).
+fn args(tmp: &std::path::Path, config: &str) -> metro::daemon::Args {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tmp.join("state");
+    let cfg = tmp.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    metro::daemon::Args::parse_from([
+        "metrod",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--webhook-addr",
+        "127.0.0.1:0",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--no-config-watch",
+    ])
+}
+
+/// Why metrod with the loopback kind does not start on `config`.
+fn start_error(config: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = args(tmp.path(), config);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kinds: Vec<Arc<dyn StationKind>> = vec![Arc::new(LoopbackKind(Platform::new()))];
+    let stop = CancellationToken::new();
+    // Stops it at once, should it start after all.
+    stop.cancel();
+    match rt.block_on(metro::daemon::run_with(args, kinds, stop)) {
+        Ok(()) => panic!("metrod started on {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 impl InProcess {
-    fn start(platform: Arc<Platform>) -> InProcess {
+    fn start(platform: Arc<Platform>, config: &str) -> InProcess {
         let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().join("state");
-        let socket = state.join("metro.sock");
-        let args = metro::daemon::Args::parse_from([
-            "metrod",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--config",
-            tmp.path().join("no-config.toml").to_str().unwrap(),
-            "--no-config-watch",
-        ]);
+        let socket = tmp.path().join("state").join("metro.sock");
+        let args = args(tmp.path(), config);
         let stop = CancellationToken::new();
         let thread = {
             let stop = stop.clone();
@@ -275,7 +333,7 @@ const AGENT: &str = "metro://claude/user/a";
 #[test]
 fn a_station_written_outside_the_crate_sends_edits_and_receives() {
     let platform = Platform::new();
-    let d = InProcess::start(platform.clone());
+    let d = InProcess::start(platform.clone(), "[loopback]\ngreeting = \"hello\"\n");
     let mut c = d.connect();
 
     // Listed like the built-in stations, after them.
@@ -290,6 +348,8 @@ fn a_station_written_outside_the_crate_sends_edits_and_receives() {
         names,
         ["local", "telegram", "discord", "webhook", "loopback"]
     );
+    // It read its own section of the config file.
+    assert_eq!(rows[4]["greeting"], json!("hello"));
 
     let mut sub = d.connect();
     let s = sub.subscribe(json!({"follow": true, "since": "tail"}));
@@ -356,4 +416,20 @@ fn a_station_written_outside_the_crate_sends_edits_and_receives() {
     // Nothing else reached the log in between: the next frame is this one.
     publish(&mut c, json!({"line": AGENT, "text": "marker"}));
     assert_eq!(sub.frame()["event"]["text"], json!("marker"));
+}
+
+/// The config's sections come from the registered kinds: `[loopback]` is
+/// known once its kind is registered, the kind parses it (and refuses what
+/// it does not know), and an unknown section names the known ones.
+#[test]
+fn a_registered_kind_brings_its_config_section() {
+    let e = start_error("[loopback]\ngreting = \"typo\"\n");
+    assert!(e.contains("[loopback]") && e.contains("greting"), "{e}");
+    let e = start_error("[slack]\ntoken = \"xoxb-1\"\n");
+    assert!(e.contains("unknown section [slack]"), "{e}");
+    assert!(
+        e.contains("[telegram], [discord], [loopback], [monitor], [cluster]"),
+        "{e}"
+    );
+    assert!(!e.contains("xoxb"), "{e}");
 }
