@@ -100,7 +100,10 @@ enum Seen {
     Pending(watch::Receiver<()>),
 }
 
-/// The newest `cap` keys, oldest forgotten first.
+/// The newest `cap` keys, oldest forgotten first. A key forgotten
+/// because it was not stored (blocked, failed) leaves a stale entry in
+/// `order` that does not count against `cap`, so arrivals that are never
+/// stored cannot push stored keys out; `order` is compacted past `2 × cap`.
 #[derive(Debug)]
 struct Keys {
     cap: usize,
@@ -110,16 +113,28 @@ struct Keys {
 }
 
 impl Keys {
+    fn live(&self, seq: u64, key: &str) -> bool {
+        self.seen.get(key).is_some_and(|(s, _)| *s == seq)
+    }
+
     fn insert(&mut self, key: &str, state: Seen) {
         self.next += 1;
         self.order.push_back((self.next, key.to_string()));
         self.seen.insert(key.to_string(), (self.next, state));
-        while self.order.len() > self.cap {
-            if let Some((seq, old)) = self.order.pop_front() {
-                if self.seen.get(&old).is_some_and(|(s, _)| *s == seq) {
-                    self.seen.remove(&old);
-                }
+        while self.seen.len() > self.cap {
+            let Some((seq, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.live(seq, &old) {
+                self.seen.remove(&old);
             }
+        }
+        if self.order.len() > 2 * self.cap {
+            let order = std::mem::take(&mut self.order);
+            self.order = order
+                .into_iter()
+                .filter(|(seq, k)| self.live(*seq, k))
+                .collect();
         }
     }
 }
@@ -282,6 +297,22 @@ mod tests {
         assert!(!core.seen("d0"));
         assert!(core.seen("d109"));
         assert!(matches!(core.begin("d109"), Claim::Duplicate(id) if id == "msg_109"));
+    }
+
+    #[test]
+    fn keys_never_stored_do_not_push_out_stored_ones() {
+        let core = StationCore::new("t", "", "ok", 10);
+        core.remember("stored", "msg_1");
+        for i in 0..1000 {
+            let Claim::Mine(done) = core.begin(&format!("blocked{i}")) else {
+                panic!("new key")
+            };
+            core.finish(&format!("blocked{i}"), None, done);
+        }
+        assert!(core.seen("stored"));
+        assert_eq!(core.keys(), 1);
+        let order = core.keys.lock().unwrap().order.len();
+        assert!(order <= 21, "{order}");
     }
 
     #[tokio::test]
