@@ -1,8 +1,9 @@
 //! [`StationCore`]: what every inbound station keeps the same way — its
 //! status in words (each change logged once, its secret never shown), the
 //! counters the inbound pipeline ([`super::ingest`]) keeps, and its recent
-//! keys (the dedupe set: what is already in the log, bounded); plus the
-//! pauses its loops take ([`Backoff`], [`pause`]).
+//! keys (the dedupe set: what is already in the log, bounded, seeded from
+//! the end of the log at open); plus the pauses its loops take
+//! ([`Backoff`], [`pause`]).
 //!
 //! Locking: the status and the keys are each behind a `std::sync::Mutex`
 //! held only to read or change them (never across an `.await`); the
@@ -19,6 +20,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::store::log::Log;
 
 /// Pauses between failed attempts: 1 s, doubling, at most 60 s.
 #[derive(Debug, Default)]
@@ -233,6 +236,23 @@ impl StationCore {
         if let Ok(mut k) = self.keys.lock() {
             k.insert(key, Seen::Stored(id.to_string()));
         }
+    }
+
+    /// Seeds the recent keys from the events in the last `bytes` of `log`
+    /// (oldest first, so the bound keeps the newest): `key_of` reads one
+    /// event's JSON and gives its key and event id, if it has one. Run
+    /// once, at open, off the async runtime's hot path (a blocking read).
+    pub fn seed(
+        &self,
+        log: &Log,
+        bytes: u64,
+        mut key_of: impl FnMut(&[u8]) -> Option<(String, String)>,
+    ) -> std::io::Result<()> {
+        log.for_each_recent_blocking(bytes, |json| {
+            if let Some((key, id)) = key_of(json) {
+                self.remember(&key, &id);
+            }
+        })
     }
 
     /// Whether `key` is known to be in the log.

@@ -405,19 +405,13 @@ fn seed_recent(
         return Ok(());
     }
     // Oldest first, so the bound keeps the newest.
-    log.for_each_recent_blocking(SEED_BYTES as u64, |json| {
-        let Ok(s) = serde_json::from_slice::<Seed>(json) else {
-            return;
-        };
-        let (Some(delivery), true) = (s.message_id, s.station == "webhook") else {
-            return;
-        };
-        let Some(ep) = s.line.strip_prefix("metro://webhook/") else {
-            return;
-        };
-        if endpoints.contains_key(ep) {
-            core.remember(&delivery_key(ep, &delivery), &s.id);
-        }
+    core.seed(log, SEED_BYTES as u64, |json| {
+        let s = serde_json::from_slice::<Seed>(json).ok()?;
+        let delivery = s.message_id.filter(|_| s.station == "webhook")?;
+        let ep = s.line.strip_prefix("metro://webhook/")?;
+        endpoints
+            .contains_key(ep)
+            .then(|| (delivery_key(ep, &delivery), s.id.clone()))
     })
 }
 

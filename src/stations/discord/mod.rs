@@ -232,19 +232,10 @@ fn seed(log: &Log, core: &StationCore) -> io::Result<HashMap<u64, u64>> {
         from: String,
     }
     let mut newest = HashMap::new();
-    log.for_each_recent_blocking(SEED_BYTES, |json| {
-        let Ok(s) = serde_json::from_slice::<Seed>(json) else {
-            return;
-        };
+    core.seed(log, SEED_BYTES, |json| {
+        let s = serde_json::from_slice::<Seed>(json).ok()?;
         if s.station != "discord" {
-            return;
-        }
-        // Only what came from Discord (agents' own sends are not).
-        if s.from.starts_with("metro://discord/") {
-            if let Some(key) = map::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
-            {
-                core.remember(&key, &s.id);
-            }
+            return None;
         }
         if matches!(s.kind.as_str(), "inbound" | "outbound") {
             if let Some(channel) = parse_line(&s.line) {
@@ -254,6 +245,12 @@ fn seed(log: &Log, core: &StationCore) -> io::Result<HashMap<u64, u64>> {
                 }
             }
         }
+        // Only what came from Discord (agents' own sends are not).
+        if !s.from.starts_with("metro://discord/") {
+            return None;
+        }
+        let key = map::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())?;
+        Some((key, s.id))
     })?;
     Ok(newest)
 }

@@ -178,17 +178,10 @@ fn seed_recent(log: &Log, core: &StationCore) -> io::Result<()> {
         #[serde(default)]
         update_id: Option<u32>,
     }
-    log.for_each_recent_blocking(SEED_BYTES as u64, |json| {
-        if let Ok(Seed {
-            id,
-            station,
-            update_id: Some(u),
-        }) = serde_json::from_slice::<Seed>(json)
-        {
-            if station == "telegram" {
-                core.remember(&update_key(u), &id);
-            }
-        }
+    core.seed(log, SEED_BYTES as u64, |json| {
+        let s = serde_json::from_slice::<Seed>(json).ok()?;
+        let u = s.update_id.filter(|_| s.station == "telegram")?;
+        Some((update_key(u), s.id))
     })
 }
 
