@@ -25,10 +25,19 @@
 //! url = "nats://10.0.0.5:4222"
 //! node = "laptop"                    # default: the host name
 //! ```
+//!
+//! Sections: the core declares its own ([`CORE_SECTIONS`]); every other
+//! section belongs to a registered station kind (`StationKind::section`).
+//! `[telegram]` and `[discord]` are read here into [`StationConfig`];
+//! any other station's section is kept as TOML in [`Config::sections`] for
+//! its kind to parse. Which sections exist is known only to the daemon
+//! (its registry): [`Config::check_sections`] refuses one no kind and not
+//! the core declares, naming the known ones.
 
 pub mod cluster;
 pub mod live;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -86,8 +95,14 @@ impl Allow {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The sections the core declares (not a station's).
+pub const CORE_SECTIONS: &[&str] = &["monitor", "cluster"];
+
+/// The sections read into fields of [`Config`]; any other goes to
+/// [`Config::sections`].
+const FIELDS: &[&str] = &["telegram", "discord", "monitor", "cluster"];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     #[serde(default)]
     pub telegram: StationConfig,
@@ -98,6 +113,11 @@ pub struct Config {
     /// Joining other metrod nodes through NATS (docs/cluster.md).
     #[serde(default, skip_serializing_if = "cluster::ClusterConfig::is_empty")]
     pub cluster: cluster::ClusterConfig,
+    /// Every other top-level key, as written: the sections of other
+    /// station kinds (each parses its own), or a mistake that
+    /// [`Config::check_sections`] names. Written back as they were.
+    #[serde(flatten, skip_deserializing)]
+    pub sections: BTreeMap<String, toml::Value>,
 }
 
 /// The monitor API and page (docs/monitor.md): off unless `token` is set.
@@ -201,7 +221,13 @@ pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
 /// what is wrong, never quoting the file: a typo next to a token must not
 /// put the token in a log, in `stats` or on a terminal.
 pub fn parse_text(text: &str) -> Result<Config, String> {
-    toml::from_str(text).map_err(|e| describe_parse_error(text, &e))
+    let mut c: Config = toml::from_str(text).map_err(|e| describe_parse_error(text, &e))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| describe_parse_error(text, &e))?;
+    c.sections = table
+        .into_iter()
+        .filter(|(k, _)| !FIELDS.contains(&k.as_str()))
+        .collect();
+    Ok(c)
 }
 
 fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
@@ -251,6 +277,41 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 impl Config {
+    /// The section `name` of a station kind that is not a field here.
+    pub fn section(&self, name: &str) -> Option<&toml::Value> {
+        self.sections.get(name)
+    }
+
+    /// Every top-level key is a section the core declares
+    /// ([`CORE_SECTIONS`]) or one of `stations` (the sections of the
+    /// registered kinds); the error names the unknown one (never its
+    /// contents) and the known ones.
+    pub fn check_sections(&self, stations: &[&str]) -> Result<(), String> {
+        for (name, value) in &self.sections {
+            let known = stations.contains(&name.as_str());
+            if known && value.is_table() {
+                continue;
+            }
+            let mut all: Vec<&str> = stations.to_vec();
+            all.extend(CORE_SECTIONS);
+            let all: Vec<String> = all.iter().map(|s| format!("[{s}]")).collect();
+            // Named only when it looks like a section name: a key can be
+            // a pasted secret, and the file is never quoted.
+            let shown = name.len() <= 32
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            let what = match (known, value.is_table(), shown) {
+                (true, _, _) => format!("`{name}` must be a section ([{name}])"),
+                (false, true, true) => format!("unknown section [{name}]"),
+                (false, false, true) => format!("unknown key `{name}` outside any section"),
+                (false, _, false) => "an unknown section or key".to_string(),
+            };
+            return Err(format!("{what}; the known sections are {}", all.join(", ")));
+        }
+        Ok(())
+    }
+
     /// The URLs are usable: `api_url` http(s)://, `gateway_url` ws(s)://.
     pub fn check_urls(&self) -> Result<(), String> {
         let check = |what: &str, url: &Option<String>, schemes: [&str; 2]| match url {
@@ -346,5 +407,45 @@ mod tests {
             read_file(&dir.path().join("none.toml")).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn other_sections_are_kept_and_checked_against_the_known_ones() {
+        let text = "[telegram]\ntoken = \"1:abc\"\n[loopback]\nroom = \"lobby\"\n[slack]\ntoken = \"xoxb-secret\"\n";
+        let c = parse_text(text).unwrap();
+        assert_eq!(c.telegram.token.as_deref(), Some("1:abc"));
+        assert_eq!(
+            c.section("loopback").unwrap()["room"].as_str(),
+            Some("lobby")
+        );
+        assert!(c.section("telegram").is_none(), "a field, not a section");
+        let e = c
+            .check_sections(&["telegram", "discord", "loopback"])
+            .unwrap_err();
+        assert!(e.contains("unknown section [slack]"), "{e}");
+        assert!(
+            e.contains("[telegram], [discord], [loopback], [monitor], [cluster]"),
+            "{e}"
+        );
+        assert!(!e.contains("xoxb"), "{e}");
+        assert!(c.check_sections(&["telegram", "loopback", "slack"]).is_ok());
+        // Written back as it was (setup rewrites the file).
+        let again = parse_text(&toml::to_string_pretty(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        let stray = parse_text("token = \"x\"\n").unwrap();
+        assert!(stray
+            .check_sections(&["telegram"])
+            .unwrap_err()
+            .contains("unknown key `token` outside any section"));
+        let pasted = parse_text("[MTk4NjIy]\nx = 1\n").unwrap();
+        let e = pasted.check_sections(&["telegram"]).unwrap_err();
+        assert!(
+            e.starts_with("an unknown section or key") && !e.contains("MTk4"),
+            "{e}"
+        );
+        assert!(parse_text("loopback = 1\n")
+            .unwrap()
+            .check_sections(&["loopback"])
+            .is_err());
     }
 }

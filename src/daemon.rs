@@ -357,6 +357,13 @@ pub async fn run_with(
     let (webhook_kind, mount) = webhook::kind::WebhookKind::new(hooks, limits);
     let mut kinds = crate::stations::builtin(webhook_kind);
     kinds.extend(extra);
+    // The config's sections are the core's and the registered kinds'.
+    let check_kinds = kinds.clone();
+    config
+        .set_check(Box::new(move |c| {
+            crate::station::check_config(&check_kinds, c)
+        }))
+        .map_err(|e| StartError::Config(format!("{e}; metrod does not start on it")))?;
     let mut cluster_cfg = config.current().cluster.clone();
     if let Some(url) = &args.cluster {
         cluster_cfg.url = Some(url.clone());

@@ -27,7 +27,9 @@
 //!   `StationCtx` (the log handle, state dir, fsync policy, a config watch:
 //!   all a station gets) and the `Registry` (line → station; start, stop,
 //!   restart one at runtime; follows the config); [`station::access`], the
-//!   allowlist with pairing codes.
+//!   allowlist with pairing codes; [`station::ingest`], the one inbound
+//!   pipeline, and [`station::core`], the status, counters and recent keys
+//!   it works on.
 //! - [`stations`]: one folder per station behind that seam: local agent
 //!   lines; [`stations::webhook`] — endpoints (`webhooks.json`) and the
 //!   HTTP listener that turns each verified POST into one logged event;

@@ -199,3 +199,40 @@ fn secrets_come_from_stdin_a_file_or_the_environment_and_argv_warns() {
     assert!(!text(&out).contains("warning"), "{}", text(&out));
     assert!(std::fs::read_to_string(&cfg).unwrap().contains(TG));
 }
+
+/// The sections of a config are the core's and the registered stations':
+/// an unknown one (a typo, a station this build does not have) stops
+/// metrod at startup and is refused on reload, naming the known sections
+/// and never quoting the file.
+#[test]
+fn an_unknown_section_is_refused_naming_the_known_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.toml");
+    let bad = format!("[telegram]\nallow = [\"1\"]\n\n[slack]\ntoken = \"{TG}\"\n");
+    write_config(&cfg, &bad, 0o600);
+    let out = metrod_with_config(&tmp.path().join("state"), &cfg);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let err = text(&out);
+    assert!(err.contains("unknown section [slack]"), "{err}");
+    assert!(
+        err.contains("the known sections are [telegram], [discord], [monitor], [cluster]"),
+        "{err}"
+    );
+    assert!(err.contains(&cfg.display().to_string()), "{err}");
+    assert!(!err.contains(TG_SECRET), "token shown: {err}");
+
+    // The same on reload: rejected, the config in force stays.
+    write_config(&cfg, &config_body(TG2, &["1"]), 0o600);
+    let d = Daemon::start_in(
+        &tmp.path().join("state"),
+        &["--config", cfg.to_str().unwrap(), "--no-config-watch"],
+    );
+    write_config(&cfg, &bad, 0o600);
+    signal(d.pid(), nix::sys::signal::Signal::SIGHUP);
+    let c = wait_config(&d, "rejected reload", |c| c["error"].is_string());
+    let e = c["error"].as_str().unwrap();
+    assert!(e.contains("unknown section [slack]"), "{e}");
+    assert!(!e.contains(TG_SECRET), "{e}");
+    assert_eq!(c["reloads"], json!(0), "{c}");
+    assert_eq!(c["telegram"]["token"], json!(true), "{c}");
+}

@@ -1318,3 +1318,26 @@ fn kill_9_while_messages_flow_loses_nothing_and_doubles_nothing() {
         serde_json::from_str::<Value>(l).expect("a whole line");
     }
 }
+
+/// The shared pipeline's order (docs/broker.md §1a): a message already in
+/// the log is recognised before the allowlist is asked, so a resend from a
+/// sender denied since is a duplicate — not blocked again, not logged as
+/// blocked — and a new message from them is blocked.
+#[test]
+fn a_resend_of_a_stored_message_is_a_duplicate_even_after_its_sender_is_denied() {
+    let fake = Fake::start();
+    let d = ready(&fake, &ANN.to_string());
+    fake.dispatch("MESSAGE_CREATE", guild_message(12001, ann(), "hello"));
+    with_message(&d, "inbound", 12001);
+    d.connect()
+        .ok(json!({"op": "deny", "userId": ANN.to_string(), "station": "discord"}));
+    fake.dispatch("MESSAGE_CREATE", guild_message(12001, ann(), "hello"));
+    fake.dispatch("MESSAGE_CREATE", guild_message(12002, ann(), "after"));
+    // Dispatches are stored in order: 12001 was decided before 12002.
+    wait_counter(&d, "blocked", 1);
+    let c = counters(&d);
+    assert_eq!(c["duplicates"], 1, "{c}");
+    assert_eq!(c["blocked"], 1, "{c}");
+    assert_eq!(c["received"], 1, "{c}");
+    assert_eq!(dc_events(&d).len(), 1);
+}

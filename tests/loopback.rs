@@ -1,7 +1,9 @@
 //! Proves the station seam: a station written only in this file (an
 //! in-memory "loopback" platform) is registered with metrod and sends,
 //! edits and receives through it, with nothing changed outside this file
-//! but the registration call (`metro::daemon::run_with`).
+//! but the registration call (`metro::daemon::run_with`). Its inbound side
+//! runs through the shared pipeline (`metro::station::ingest`), so a post
+//! the platform delivers twice is stored once and counted.
 //!
 //! How the station gets into a metrod: a test crate cannot add a kind to
 //! the `metrod` binary, so this test runs the daemon in-process through
@@ -22,7 +24,10 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use common::{publish, Client, PATIENCE};
 use metro::proto::{self, Edit, Event, WireError};
+use metro::station::core::StationCore;
+use metro::station::ingest::{ingest, Arrival, Inlet, Outcome, Persist};
 use metro::station::{Op, SendFailure, Sent, Station, StationCtx, StationKind};
+use metro::store::log::Log;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,9 +37,10 @@ use tokio_util::sync::CancellationToken;
 struct Platform {
     /// (room, message id, text), in order.
     messages: Mutex<Vec<(String, u64, String)>>,
-    /// People's posts, for the station's inbound task.
-    posts: Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
-    inbox: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+    /// People's posts (post id, room, text), for the station's inbound
+    /// task.
+    posts: Mutex<Option<mpsc::UnboundedSender<Post>>>,
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<Post>>>,
 }
 
 impl Platform {
@@ -47,12 +53,13 @@ impl Platform {
         })
     }
 
-    /// A person posts `text` in `room`.
-    fn post(&self, room: &str, text: &str) {
+    /// A person's post `id` (`text` in `room`) reaches the bot; a
+    /// platform may deliver the same post again.
+    fn post(&self, id: u64, room: &str, text: &str) {
         let tx = self.posts.lock().unwrap();
         tx.as_ref()
             .unwrap()
-            .send((room.to_string(), text.to_string()))
+            .send((id, room.to_string(), text.to_string()))
             .unwrap();
     }
 
@@ -66,9 +73,34 @@ impl Platform {
 
 struct LoopbackKind(Arc<Platform>);
 
+/// Its `[loopback]` section of the config file, which it parses itself.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoopbackConfig {
+    greeting: Option<String>,
+}
+
+fn section(config: &metro::config::Config) -> Result<LoopbackConfig, String> {
+    match config.section("loopback") {
+        None => Ok(LoopbackConfig::default()),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string()),
+    }
+}
+
 impl StationKind for LoopbackKind {
     fn name(&self) -> &'static str {
         "loopback"
+    }
+
+    fn section(&self) -> Option<&'static str> {
+        Some("loopback")
+    }
+
+    fn check_config(&self, config: &metro::config::Config) -> Result<(), String> {
+        section(config).map(|_| ())
     }
 
     fn check_line(&self, line: &str) -> Result<(), String> {
@@ -80,16 +112,38 @@ impl StationKind for LoopbackKind {
     }
 
     fn open(&self, ctx: &StationCtx) -> io::Result<Arc<dyn Station>> {
+        let greeting = section(&ctx.current()).map_err(io::Error::other)?.greeting;
         Ok(Arc::new(Loopback {
             platform: self.0.clone(),
             ctx: ctx.clone(),
+            greeting,
+            core: StationCore::new("loopback", "", "ok", 64),
         }))
     }
 }
 
+type Post = (u64, String, String);
+
 struct Loopback {
     platform: Arc<Platform>,
     ctx: StationCtx,
+    /// From its config section.
+    greeting: Option<String>,
+    core: StationCore,
+}
+
+/// Its side of the shared inbound pipeline: no allowlist, nothing to do
+/// once stored.
+impl Inlet for Loopback {
+    type Platform = ();
+
+    fn core(&self) -> &StationCore {
+        &self.core
+    }
+
+    fn log(&self) -> &Log {
+        &self.ctx.log
+    }
 }
 
 fn room(line: &str) -> String {
@@ -102,13 +156,13 @@ impl Station for Loopback {
         "loopback"
     }
 
-    /// Each post becomes one `inbound` event in the log.
+    /// Each post becomes one `inbound` event in the log, once.
     async fn run(self: Arc<Self>, stop: CancellationToken) {
         let Some(mut inbox) = self.platform.inbox.lock().unwrap().take() else {
             return;
         };
         loop {
-            let (room, text) = tokio::select! {
+            let (id, room, text) = tokio::select! {
                 _ = stop.cancelled() => return,
                 p = inbox.recv() => match p { Some(p) => p, None => return },
             };
@@ -122,7 +176,16 @@ impl Station for Loopback {
                 text: Some(text),
                 ..Event::default()
             };
-            self.ctx.log.append(ev).await.expect("append");
+            let a = Arrival {
+                event: ev,
+                key: Some(id.to_string()),
+                sender: None,
+                offer: false,
+                platform: (),
+            };
+            if let Outcome::NotStored(_) = ingest(&self, a, Persist::UntilStored, &stop).await {
+                return;
+            }
         }
     }
 
@@ -160,7 +223,12 @@ impl Station for Loopback {
             "enabled": true,
             "status": "ok",
             "capabilities": ["inbound", "send", "edit"],
+            "greeting": self.greeting,
         })
+    }
+
+    fn stats(&self) -> Option<Value> {
+        Some(Value::Object(self.core.counters.json()))
     }
 
     fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -176,21 +244,49 @@ struct InProcess {
     _tmp: tempfile::TempDir,
 }
 
+/// metrod's arguments on `tmp`, with the config file `config` (written
+/// `0600`).
+fn args(tmp: &std::path::Path, config: &str) -> metro::daemon::Args {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tmp.join("state");
+    let cfg = tmp.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    metro::daemon::Args::parse_from([
+        "metrod",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--webhook-addr",
+        "127.0.0.1:0",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--no-config-watch",
+    ])
+}
+
+/// Why metrod with the loopback kind does not start on `config`.
+fn start_error(config: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = args(tmp.path(), config);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kinds: Vec<Arc<dyn StationKind>> = vec![Arc::new(LoopbackKind(Platform::new()))];
+    let stop = CancellationToken::new();
+    // Stops it at once, should it start after all.
+    stop.cancel();
+    match rt.block_on(metro::daemon::run_with(args, kinds, stop)) {
+        Ok(()) => panic!("metrod started on {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 impl InProcess {
-    fn start(platform: Arc<Platform>) -> InProcess {
+    fn start(platform: Arc<Platform>, config: &str) -> InProcess {
         let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().join("state");
-        let socket = state.join("metro.sock");
-        let args = metro::daemon::Args::parse_from([
-            "metrod",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--config",
-            tmp.path().join("no-config.toml").to_str().unwrap(),
-            "--no-config-watch",
-        ]);
+        let socket = tmp.path().join("state").join("metro.sock");
+        let args = args(tmp.path(), config);
         let stop = CancellationToken::new();
         let thread = {
             let stop = stop.clone();
@@ -237,7 +333,7 @@ const AGENT: &str = "metro://claude/user/a";
 #[test]
 fn a_station_written_outside_the_crate_sends_edits_and_receives() {
     let platform = Platform::new();
-    let d = InProcess::start(platform.clone());
+    let d = InProcess::start(platform.clone(), "[loopback]\ngreeting = \"hello\"\n");
     let mut c = d.connect();
 
     // Listed like the built-in stations, after them.
@@ -252,12 +348,14 @@ fn a_station_written_outside_the_crate_sends_edits_and_receives() {
         names,
         ["local", "telegram", "discord", "webhook", "loopback"]
     );
+    // It read its own section of the config file.
+    assert_eq!(rows[4]["greeting"], json!("hello"));
 
     let mut sub = d.connect();
     let s = sub.subscribe(json!({"follow": true, "since": "tail"}));
 
     // Receive: a person's post is one inbound event on its line.
-    platform.post("lobby", "hello agents");
+    platform.post(7, "lobby", "hello agents");
     let f = sub.frame();
     assert_eq!(f["sub"], json!(s));
     assert_eq!(f["event"]["kind"], json!("inbound"));
@@ -301,7 +399,37 @@ fn a_station_written_outside_the_crate_sends_edits_and_receives() {
         "bad_request",
     );
 
+    // The platform delivers post 7 again: the pipeline knows it is in the
+    // log and counts it instead of storing it twice.
+    platform.post(7, "lobby", "hello agents");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let counted = loop {
+        let s = c.ok(json!({"op": "stats"}))["stations"]["loopback"].clone();
+        if s["duplicates"] == json!(1) {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "not counted: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(counted["received"], json!(1), "{counted}");
+
     // Nothing else reached the log in between: the next frame is this one.
     publish(&mut c, json!({"line": AGENT, "text": "marker"}));
     assert_eq!(sub.frame()["event"]["text"], json!("marker"));
+}
+
+/// The config's sections come from the registered kinds: `[loopback]` is
+/// known once its kind is registered, the kind parses it (and refuses what
+/// it does not know), and an unknown section names the known ones.
+#[test]
+fn a_registered_kind_brings_its_config_section() {
+    let e = start_error("[loopback]\ngreting = \"typo\"\n");
+    assert!(e.contains("[loopback]") && e.contains("greting"), "{e}");
+    let e = start_error("[slack]\ntoken = \"xoxb-1\"\n");
+    assert!(e.contains("unknown section [slack]"), "{e}");
+    assert!(
+        e.contains("[telegram], [discord], [loopback], [monitor], [cluster]"),
+        "{e}"
+    );
+    assert!(!e.contains("xoxb"), "{e}");
 }

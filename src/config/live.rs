@@ -9,7 +9,7 @@
 //! broker and the stations, which both read it).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -33,7 +33,13 @@ pub struct LiveConfig {
     path: PathBuf,
     tx: watch::Sender<Arc<Config>>,
     status: Mutex<Status>,
+    /// What the daemon checks beyond the file's syntax (the sections of
+    /// the registered station kinds), set once they are known.
+    check: OnceLock<Check>,
 }
+
+/// A check of a loaded config; `Err` says what is wrong.
+pub type Check = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +60,7 @@ impl LiveConfig {
             path,
             tx: watch::Sender::new(Arc::new(Config::default())),
             status: Mutex::new(Status::default()),
+            check: OnceLock::new(),
         }
     }
 
@@ -73,6 +80,30 @@ impl LiveConfig {
         &self.path
     }
 
+    /// Sets the check every config must pass from now on, and applies it
+    /// to the config in force (startup: an error stops metrod).
+    pub fn set_check(&self, check: Check) -> Result<(), ConfigError> {
+        let verdict = check(&self.current()).map_err(|message| self.invalid(message));
+        let _ = self.check.set(check);
+        verdict
+    }
+
+    fn invalid(&self, message: String) -> ConfigError {
+        ConfigError::Parse {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+
+    /// The file, then the environment on top, then the daemon's check.
+    fn load_checked(&self) -> Result<Config, ConfigError> {
+        let c = config::load(&self.path)?;
+        match self.check.get() {
+            Some(check) => check(&c).map(|()| c).map_err(|m| self.invalid(m)),
+            None => Ok(c),
+        }
+    }
+
     /// The config in force.
     pub fn current(&self) -> Arc<Config> {
         self.tx.borrow().clone()
@@ -87,7 +118,7 @@ impl LiveConfig {
     /// it in force if it loads and differs.
     pub fn reload(&self, why: &str) -> Reload {
         let shown = self.path.display();
-        match config::load(&self.path) {
+        match self.load_checked() {
             Err(e) => {
                 let loaded_at = self.with_status(|st| {
                     st.error = Some(e.to_string());

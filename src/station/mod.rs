@@ -15,6 +15,10 @@
 //! - [`access`]: the allowlist with pairing codes the chat stations share
 //!   (the server's `allow`, `deny`, `allowList` reach it through
 //!   [`Station::access`]).
+//! - [`ingest`]: the one inbound pipeline (dedupe → screen → access gate
+//!   → append → remember, count) every inbound station runs its platform
+//!   events through; [`core`]: the [`core::StationCore`] it works on
+//!   (status, counters, recent keys, redaction).
 //!
 //! Must not import: `server`, `daemon`, `service`, `monitor`, `stations`
 //! (the kinds are handed to the registry by whoever builds it), `client`.
@@ -22,6 +26,8 @@
 //! `store` ← `broker` ← `station` ← `stations/*` ← `server` ← `daemon`.
 
 pub mod access;
+pub mod core;
+pub mod ingest;
 mod registry;
 
 use std::any::Any;
@@ -216,9 +222,18 @@ pub trait StationKind: Send + Sync + 'static {
     /// The name of its lines and of its row.
     fn name(&self) -> &'static str;
 
-    /// The config section it reads (`[telegram]`), if any.
+    /// The config section it reads (`[telegram]`), if any: a section no
+    /// registered kind names (and the core does not declare) is refused.
     fn section(&self) -> Option<&'static str> {
         None
+    }
+
+    /// Parses and checks its section of `config` (one that is not a field
+    /// of `Config` is `config.section(name)`, as written); `Err` says what
+    /// is wrong without quoting a value. A config it refuses is not put in
+    /// force (at startup metrod does not start on it).
+    fn check_config(&self, _config: &Config) -> Result<(), String> {
+        Ok(())
     }
 
     /// Whether `config` enables it: `Err` says why not (the status of its
@@ -254,6 +269,19 @@ pub trait StationKind: Send + Sync + 'static {
     fn unavailable(&self, why: &str) -> WireError {
         WireError::unavailable(format!("the {} station is {why}", self.name()))
     }
+}
+
+/// Checks `config` against `kinds`: every section is the core's or a
+/// kind's ([`Config::check_sections`]), and each kind accepts its own
+/// ([`StationKind::check_config`]).
+pub fn check_config(kinds: &[Arc<dyn StationKind>], config: &Config) -> Result<(), String> {
+    let sections: Vec<&str> = kinds.iter().filter_map(|k| k.section()).collect();
+    config.check_sections(&sections)?;
+    for k in kinds {
+        k.check_config(config)
+            .map_err(|e| format!("[{}] {e}", k.section().unwrap_or(k.name())))?;
+    }
+    Ok(())
 }
 
 /// The row of a station that does not run.

@@ -5,7 +5,9 @@
 //!   (`0600`, replaced atomically; it holds the secrets), read once at
 //!   startup and served from an immutable snapshot. Changes (`webhookAdd`,
 //!   `webhookRemove`) are serialized and answered once the file is written.
-//! - It also remembers recent delivery ids per endpoint (bounded, seeded at
+//! - Each delivery goes through the shared inbound pipeline
+//!   ([`crate::station::ingest`]); its core ([`StationCore`]) remembers the
+//!   newest [`RECENT_DELIVERIES`] delivery ids of all endpoints (seeded at
 //!   startup from the end of the log only), so a sender's retry of a
 //!   delivery that is already stored gets 202 without a second event.
 //! - [`http`] is the listener: axum on `--webhook-addr` (`127.0.0.1:8787`),
@@ -15,21 +17,22 @@ pub mod http;
 pub mod kind;
 pub mod verify;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::sync::watch;
 
 use crate::proto::WireError;
+use crate::station::core::StationCore;
+use crate::station::ingest::Inlet;
 use crate::store::log::Log;
 
 /// Where the listener binds unless told otherwise.
@@ -38,8 +41,10 @@ pub use crate::config::DEFAULT_WEBHOOK_ADDR as DEFAULT_ADDR;
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// The endpoints file in the state dir.
 pub const FILE: &str = "webhooks.json";
-/// Delivery ids remembered per endpoint.
-const RECENT_PER_ENDPOINT: usize = 1024;
+/// Delivery ids remembered, all endpoints together. A key is the endpoint
+/// id, `/` and the delivery id (at most 227 bytes, held twice, with its
+/// event id): at most about 4 MB.
+pub const RECENT_DELIVERIES: usize = 8192;
 /// Bytes at the end of the log read at startup for recent delivery ids.
 const SEED_BYTES: usize = 4 << 20;
 /// Longest label and secret accepted.
@@ -107,48 +112,6 @@ enum Listen {
     Down { addr: SocketAddr, why: String },
 }
 
-/// What a delivery id is known as.
-#[derive(Debug, Clone)]
-enum Seen {
-    /// Stored as this event id.
-    Stored(String),
-    /// Being appended right now; the receiver wakes when that is decided.
-    Pending(watch::Receiver<()>),
-}
-
-/// Recent delivery ids of one endpoint, oldest first.
-#[derive(Debug, Default)]
-struct Recent {
-    order: VecDeque<(u64, String)>,
-    seen: HashMap<String, (u64, Seen)>,
-    next: u64,
-}
-
-impl Recent {
-    fn insert(&mut self, delivery: &str, state: Seen) {
-        self.next += 1;
-        self.order.push_back((self.next, delivery.to_string()));
-        self.seen.insert(delivery.to_string(), (self.next, state));
-        while self.order.len() > RECENT_PER_ENDPOINT {
-            if let Some((seq, old)) = self.order.pop_front() {
-                if self.seen.get(&old).is_some_and(|(s, _)| *s == seq) {
-                    self.seen.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-/// What [`Webhooks::begin_delivery`] decided.
-pub enum Delivery {
-    /// Already stored as this event id: answer 202, append nothing.
-    Duplicate(String),
-    /// Another request with the same id is being stored: wait, then ask again.
-    Wait(watch::Receiver<()>),
-    /// Ours to store; finish with [`Webhooks::finish_delivery`].
-    Mine(watch::Sender<()>),
-}
-
 /// The endpoints and the listener state of the webhook station.
 pub struct Webhooks {
     path: PathBuf,
@@ -158,7 +121,9 @@ pub struct Webhooks {
     endpoints: ArcSwap<BTreeMap<String, Endpoint>>,
     /// Serializes changes to the endpoints (read, change, write, publish).
     change: tokio::sync::Mutex<()>,
-    recent: Mutex<HashMap<String, Recent>>,
+    /// Its log, counters and recent delivery ids.
+    log: Arc<Log>,
+    core: StationCore,
 }
 
 impl Webhooks {
@@ -168,12 +133,13 @@ impl Webhooks {
     /// but does not stop the daemon: the socket protocol works without it.
     pub fn open(
         state_dir: &Path,
-        log: &Log,
+        log: &Arc<Log>,
         cfg: &Config,
     ) -> io::Result<(Webhooks, Option<std::net::TcpListener>)> {
         let path = state_dir.join(FILE);
         let endpoints = load(&path)?;
-        let recent = seed_recent(log, &endpoints)?;
+        let core = StationCore::new("webhook", "", "ok", RECENT_DELIVERIES);
+        seed_recent(log, &endpoints, &core)?;
         let (listen, listener) = match cfg.addr {
             ListenAddr::Off => (Listen::Off, None),
             ListenAddr::At(addr) => match bind(addr) {
@@ -196,7 +162,8 @@ impl Webhooks {
                 listen,
                 endpoints: ArcSwap::from_pointee(endpoints),
                 change: tokio::sync::Mutex::new(()),
-                recent: Mutex::new(recent),
+                log: log.clone(),
+                core,
             },
             listener,
         ))
@@ -318,10 +285,9 @@ impl Webhooks {
         if next.remove(id).is_none() {
             return Ok(false);
         }
+        // Its remembered delivery ids age out with the bound: endpoint
+        // ids are random and never come back.
         self.store(next, "the endpoint was not removed").await?;
-        if let Ok(mut recent) = self.recent.lock() {
-            recent.remove(id);
-        }
         Ok(true)
     }
 
@@ -339,48 +305,31 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Looks up `delivery` for `endpoint`, or marks it as being stored.
-    pub fn begin_delivery(&self, endpoint: &str, delivery: &str) -> Delivery {
-        let Ok(mut recent) = self.recent.lock() else {
-            // A poisoned lock only loses deduplication, never an event.
-            return Delivery::Mine(watch::channel(()).0);
-        };
-        let r = recent.entry(endpoint.to_string()).or_default();
-        match r.seen.get(delivery) {
-            Some((_, Seen::Stored(id))) => Delivery::Duplicate(id.clone()),
-            Some((_, Seen::Pending(rx))) => Delivery::Wait(rx.clone()),
-            None => {
-                let (tx, rx) = watch::channel(());
-                r.insert(delivery, Seen::Pending(rx));
-                Delivery::Mine(tx)
-            }
-        }
+    /// The `webhook` entry of `stats.stations`.
+    pub fn stats(&self) -> Value {
+        let c = self.core.counters.json();
+        json!({
+            "received": c.get("received"),
+            "duplicates": c.get("duplicates"),
+        })
+    }
+}
+
+impl Inlet for Webhooks {
+    type Platform = ();
+
+    fn core(&self) -> &StationCore {
+        &self.core
     }
 
-    /// Records how a delivery begun with [`Webhooks::begin_delivery`]
-    /// ended (`stored` = its event id, or `None` when it was not stored),
-    /// then wakes whoever waits on it.
-    pub fn finish_delivery(
-        &self,
-        endpoint: &str,
-        delivery: &str,
-        stored: Option<&str>,
-        done: watch::Sender<()>,
-    ) {
-        if let Ok(mut recent) = self.recent.lock() {
-            let r = recent.entry(endpoint.to_string()).or_default();
-            match stored {
-                Some(id) => match r.seen.get_mut(delivery) {
-                    Some((_, state)) => *state = Seen::Stored(id.to_string()),
-                    None => r.insert(delivery, Seen::Stored(id.to_string())),
-                },
-                None => {
-                    r.seen.remove(delivery);
-                }
-            }
-        }
-        drop(done);
+    fn log(&self) -> &Log {
+        &self.log
     }
+}
+
+/// The dedupe key of `delivery` on `endpoint`.
+pub fn delivery_key(endpoint: &str, delivery: &str) -> String {
+    format!("{endpoint}/{delivery}")
 }
 
 /// `/hooks/<id>`
@@ -432,12 +381,14 @@ fn load(path: &Path) -> io::Result<BTreeMap<String, Endpoint>> {
         .collect())
 }
 
-/// Delivery ids of the webhook events in the last [`SEED_BYTES`] of the
-/// log, for the endpoints that exist. Never reads more of the log.
+/// Remembers the delivery ids of the webhook events in the last
+/// [`SEED_BYTES`] of the log, for the endpoints that exist. Never reads
+/// more of the log.
 fn seed_recent(
     log: &Log,
     endpoints: &BTreeMap<String, Endpoint>,
-) -> io::Result<HashMap<String, Recent>> {
+    core: &StationCore,
+) -> io::Result<()> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Seed {
@@ -450,29 +401,18 @@ fn seed_recent(
         #[serde(default)]
         message_id: Option<String>,
     }
-    let mut recent: HashMap<String, Recent> = HashMap::new();
     if endpoints.is_empty() {
-        return Ok(recent);
+        return Ok(());
     }
     // Oldest first, so the bound keeps the newest.
-    log.for_each_recent_blocking(SEED_BYTES as u64, |json| {
-        let Ok(s) = serde_json::from_slice::<Seed>(json) else {
-            return;
-        };
-        let (Some(delivery), true) = (s.message_id, s.station == "webhook") else {
-            return;
-        };
-        let Some(ep) = s.line.strip_prefix("metro://webhook/") else {
-            return;
-        };
-        if endpoints.contains_key(ep) {
-            recent
-                .entry(ep.to_string())
-                .or_default()
-                .insert(&delivery, Seen::Stored(s.id));
-        }
-    })?;
-    Ok(recent)
+    core.seed(log, SEED_BYTES as u64, |json| {
+        let s = serde_json::from_slice::<Seed>(json).ok()?;
+        let delivery = s.message_id.filter(|_| s.station == "webhook")?;
+        let ep = s.line.strip_prefix("metro://webhook/")?;
+        endpoints
+            .contains_key(ep)
+            .then(|| (delivery_key(ep, &delivery), s.id.clone()))
+    })
 }
 
 fn check_label(label: &str) -> Result<(), WireError> {
@@ -550,18 +490,5 @@ mod tests {
             "127.0.0.1:0"
         );
         assert!("localhost".parse::<ListenAddr>().is_err());
-    }
-
-    #[test]
-    fn recent_is_bounded_and_keeps_the_newest() {
-        let mut r = Recent::default();
-        for i in 0..RECENT_PER_ENDPOINT + 10 {
-            r.insert(&format!("d{i}"), Seen::Stored(format!("msg_{i}")));
-        }
-        assert_eq!(r.seen.len(), RECENT_PER_ENDPOINT);
-        assert!(!r.seen.contains_key("d0"));
-        assert!(r
-            .seen
-            .contains_key(&format!("d{}", RECENT_PER_ENDPOINT + 9)));
     }
 }

@@ -6,7 +6,6 @@
 //!
 //! Must not import: `broker`, `server`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use reqwest::Method;
@@ -18,7 +17,7 @@ use super::dispatch::Message;
 use super::inbound::store;
 use super::map::created;
 use super::{bump, Discord};
-use crate::store::log::Log;
+use crate::station::ingest::Outcome;
 
 /// Messages read back per request, and requests per channel.
 pub const CATCH_UP_PAGE: usize = 100;
@@ -35,7 +34,7 @@ pub const CATCH_UP_CHANNELS: usize = 50;
 /// `caughtUp: true`, before any live dispatch that followed READY. What
 /// the live stream then brings again is recognised and not stored twice.
 /// False only at shutdown.
-pub(super) async fn catch_up(log: &Log, dc: &Arc<Discord>, shutdown: &CancellationToken) -> bool {
+pub(super) async fn catch_up(dc: &Arc<Discord>, shutdown: &CancellationToken) -> bool {
     for (channel, newest) in dc.newest_per_channel().into_iter().take(CATCH_UP_CHANNELS) {
         let mut after = newest;
         for page in 1..=CATCH_UP_PAGES {
@@ -62,12 +61,10 @@ pub(super) async fn catch_up(log: &Log, dc: &Arc<Discord>, shutdown: &Cancellati
                 // Old news: no pairing reply to a message from before.
                 inbound.message = false;
                 inbound.event.extra.insert("caughtUp".into(), json!(true));
-                let before = dc.counters.received.load(Ordering::Relaxed);
-                if !store(log, dc, inbound, shutdown).await {
-                    return false;
-                }
-                if dc.counters.received.load(Ordering::Relaxed) > before {
-                    bump(&dc.counters.caught_up);
+                match store(dc, inbound, shutdown).await {
+                    Outcome::Stored(_) => bump(&dc.counters.caught_up),
+                    Outcome::NotStored(_) => return false,
+                    _ => {}
                 }
             }
             if !full {

@@ -54,7 +54,6 @@ use tokio_util::sync::CancellationToken;
 use super::inbound::Feed;
 use super::{bump, Discord};
 use crate::stations::Backoff;
-use crate::store::log::Log;
 
 /// Dispatches waiting to be stored.
 pub const QUEUE: usize = 10_000;
@@ -75,7 +74,7 @@ pub fn intents() -> GatewayIntents {
 
 /// Runs the station until shutdown: who the bot is, then the gateway
 /// thread and the storing of its dispatches.
-pub async fn run(log: Arc<Log>, dc: Arc<Discord>, shutdown: CancellationToken) {
+pub async fn run(dc: Arc<Discord>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new();
     loop {
         let req = dc.req(Method::GET, Route::UserMe);
@@ -96,7 +95,7 @@ pub async fn run(log: Arc<Log>, dc: Arc<Discord>, shutdown: CancellationToken) {
             }
             Err(e) => {
                 let why = format!("down: {}", e.message);
-                if !dc.status.retry_later(why, &mut backoff, &shutdown).await {
+                if !dc.core.retry_later(why, &mut backoff, &shutdown).await {
                     return;
                 }
             }
@@ -125,7 +124,7 @@ pub async fn run(log: Arc<Log>, dc: Arc<Discord>, shutdown: CancellationToken) {
             return;
         }
     };
-    super::inbound::consume(&log, &dc, rx, &shutdown).await;
+    super::inbound::consume(&dc, rx, &shutdown).await;
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 }
 
@@ -180,7 +179,7 @@ impl RawEventHandler for Forward {
                         );
                     }
                     Err(e) => {
-                        bump(&self.dc.counters.skipped);
+                        bump(&self.dc.core.counters.skipped);
                         tracing::warn!(
                             "discord: READY is not readable ({}); waiting for the next session",
                             e.why
@@ -203,7 +202,7 @@ impl RawEventHandler for Forward {
         match super::dispatch::read(&t, d) {
             Ok(dispatch) => self.hand_over(Feed::Dispatch(Box::new(dispatch))),
             Err(e) => {
-                bump(&self.dc.counters.skipped);
+                bump(&self.dc.core.counters.skipped);
                 tracing::warn!(
                     "discord: {t} {} is not readable ({}); skipped",
                     e.id.as_deref().unwrap_or("with no id"),
@@ -358,7 +357,7 @@ async fn connect(dc: Arc<Discord>, tx: mpsc::Sender<Feed>, stop: CancellationTok
             backoff.reset();
         }
         if !dc
-            .status
+            .core
             .retry_later(format!("down: {why}"), &mut backoff, &stop)
             .await
         {

@@ -64,7 +64,7 @@ impl Station for Discord {
     }
 
     async fn run(self: Arc<Self>, stop: CancellationToken) {
-        super::gateway::run(self.log.clone(), self, stop).await;
+        super::gateway::run(self, stop).await;
     }
 
     fn platform(&self) -> Option<&'static str> {

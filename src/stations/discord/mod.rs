@@ -46,9 +46,10 @@ use serde_json::{json, Value};
 
 use crate::config::StationConfig;
 use crate::station::access::Access;
+pub(crate) use crate::station::core::bump;
+use crate::station::core::StationCore;
 use crate::stations::ids::Ids;
 use crate::stations::queue::{Limits, Queue, Rate};
-use crate::stations::{Recent, Status};
 use crate::store::log::Log;
 
 /// Discord's REST API, unless `METRO_DISCORD_API_URL` says otherwise.
@@ -75,36 +76,24 @@ pub const CHANNEL_RATE: Rate = Rate {
 /// A call waits at most this long in total for `retry_after` pauses.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 
-/// Counters shown by `stats`.
+/// Counters shown by `stats` besides the pipeline's
+/// ([`crate::station::core::Counters`]: `received`, `blocked`,
+/// `pairingReplies`, `duplicates` — messages seen again after a resume or
+/// a restart —, `skipped` — dispatches that carry nothing metro stores —,
+/// `sent` — REST calls Discord accepted).
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Events appended from gateway dispatches.
-    pub received: AtomicU64,
-    /// Dispatches from senders not admitted (not stored, not delivered).
-    pub blocked: AtomicU64,
     /// Messages from other bots not listed by id (not stored).
     pub bots: AtomicU64,
     /// The bot's own messages, edits and reactions coming back (not stored).
     pub own: AtomicU64,
-    /// Pairing codes sent to strangers.
-    pub pairing_replies: AtomicU64,
-    /// Messages seen again (after a resume or a restart) and not stored twice.
-    pub duplicates: AtomicU64,
     /// Messages read back after a new session and stored.
     pub caught_up: AtomicU64,
-    /// Dispatches that carry nothing metro stores.
-    pub skipped: AtomicU64,
     /// Dispatches lost because the log could not keep up (see the log).
     pub dropped: AtomicU64,
-    /// REST calls Discord accepted.
-    pub sent: AtomicU64,
     /// Gateway sessions started (IDENTIFY → READY) and resumed.
     pub sessions: AtomicU64,
     pub resumes: AtomicU64,
-}
-
-pub(crate) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The running station.
@@ -122,12 +111,13 @@ pub struct Discord {
     pub access: Access,
     pub(crate) ids: Ids,
     pub(crate) queue: Queue,
+    /// Status, the pipeline's counters, recent message keys (the newest
+    /// [`RECENT_EVENTS`]), redaction of the token.
+    pub core: StationCore,
     pub counters: Counters,
-    status: Status,
     /// The bot's user id (0 until known) and name.
     bot_id: AtomicU64,
     bot_name: Mutex<Option<String>>,
-    recent: Mutex<Recent<String>>,
     /// Server channel names (`#name`), looked up once per channel; `None`
     /// while the lookup runs or after it failed.
     channel_names: Mutex<HashMap<u64, Option<String>>>,
@@ -188,7 +178,13 @@ pub fn open(
         .map_err(|e| io::Error::other(format!("cannot build the HTTP client: {e}")))?;
     let access = Access::open(state_dir, "discord", cfg.allow.clone(), fsync)?;
     let ids = Ids::open(state_dir, IDS_FILE, channel_scope)?;
-    let (recent, newest) = seed(log)?;
+    let core = StationCore::new(
+        "discord",
+        &token,
+        "starting: asking Discord who this bot is (GET /users/@me)",
+        RECENT_EVENTS,
+    );
+    let newest = seed(log, &core)?;
     Ok(Some(Arc::new(Discord {
         log: log.clone(),
         opened: cfg.clone(),
@@ -202,27 +198,24 @@ pub fn open(
             global: GLOBAL_RATE,
             max_wait: MAX_RETRY_WAIT,
         }),
+        core,
         counters: Counters::default(),
-        status: Status::new(
-            "discord",
-            &token,
-            "starting: asking Discord who this bot is (GET /users/@me)",
-        ),
         bot_id: AtomicU64::new(0),
         bot_name: Mutex::new(None),
-        recent: Mutex::new(recent),
         newest: Mutex::new(newest),
         channel_names: Mutex::new(HashMap::new()),
     })))
 }
 
 /// From the discord events in the last [`SEED_BYTES`] of the log: the
-/// keys ([`map::key_of`]) of what came from Discord, and the newest
-/// message per channel.
-fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
+/// keys ([`map::key_of`]) of what came from Discord (remembered in
+/// `core`), and the newest message per channel.
+fn seed(log: &Log, core: &StationCore) -> io::Result<HashMap<u64, u64>> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Seed {
+        #[serde(default)]
+        id: String,
         #[serde(default)]
         station: String,
         #[serde(default)]
@@ -238,21 +231,11 @@ fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
         #[serde(default)]
         from: String,
     }
-    let mut recent = Recent::new(RECENT_EVENTS);
     let mut newest = HashMap::new();
-    log.for_each_recent_blocking(SEED_BYTES, |json| {
-        let Ok(s) = serde_json::from_slice::<Seed>(json) else {
-            return;
-        };
+    core.seed(log, SEED_BYTES, |json| {
+        let s = serde_json::from_slice::<Seed>(json).ok()?;
         if s.station != "discord" {
-            return;
-        }
-        // Only what came from Discord (agents' own sends are not).
-        if s.from.starts_with("metro://discord/") {
-            if let Some(key) = map::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())
-            {
-                recent.insert(key);
-            }
+            return None;
         }
         if matches!(s.kind.as_str(), "inbound" | "outbound") {
             if let Some(channel) = parse_line(&s.line) {
@@ -262,8 +245,14 @@ fn seed(log: &Log) -> io::Result<(Recent<String>, HashMap<u64, u64>)> {
                 }
             }
         }
+        // Only what came from Discord (agents' own sends are not).
+        if !s.from.starts_with("metro://discord/") {
+            return None;
+        }
+        let key = map::key_of(&s.kind, s.message_id.as_deref(), s.edited_at.as_deref())?;
+        Some((key, s.id))
     })?;
-    Ok((recent, newest))
+    Ok(newest)
 }
 
 fn note_newest(newest: &mut HashMap<u64, u64>, channel: u64, message: u64) {
@@ -277,11 +266,11 @@ fn channel_scope(line: &str) -> Option<String> {
 
 impl Discord {
     pub fn status(&self) -> String {
-        self.status.get()
+        self.core.status()
     }
 
     pub(crate) fn set_status(&self, s: impl Into<String>) {
-        self.status.set(s);
+        self.core.set_status(s);
     }
 
     pub(crate) fn set_bot(&self, id: u64, name: String) {
@@ -302,13 +291,7 @@ impl Discord {
 
     /// Hides the token in text that may quote it.
     pub(crate) fn redact(&self, s: &str) -> String {
-        self.status.redact(s)
-    }
-
-    pub(crate) fn seen(&self, key: &str) -> bool {
-        self.recent
-            .lock()
-            .is_ok_and(|r| r.contains(&key.to_string()))
+        self.core.redact(s)
     }
 
     /// Records a stored message (its metro id ↔ snowflakes) and notes it
@@ -375,12 +358,6 @@ impl Discord {
         None
     }
 
-    pub(crate) fn remember(&self, key: String) {
-        if let Ok(mut r) = self.recent.lock() {
-            r.insert(key);
-        }
-    }
-
     /// The `discord` row of `stations`.
     pub fn station_row(&self) -> Value {
         json!({
@@ -397,22 +374,20 @@ impl Discord {
     /// The `discord` entry of `stats.stations`.
     pub fn stats(&self) -> Value {
         let c = &self.counters;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        json!({
-            "received": n(&c.received),
-            "blocked": n(&c.blocked),
-            "bots": n(&c.bots),
-            "own": n(&c.own),
-            "pairingReplies": n(&c.pairing_replies),
-            "duplicates": n(&c.duplicates),
-            "skipped": n(&c.skipped),
-            "dropped": n(&c.dropped),
-            "caughtUp": n(&c.caught_up),
-            "sent": n(&c.sent),
-            "retries": self.queue.retries(),
-            "sessions": n(&c.sessions),
-            "resumes": n(&c.resumes),
-        })
+        let n = |a: &AtomicU64| json!(a.load(Ordering::Relaxed));
+        let mut m = self.core.counters.json();
+        for (k, v) in [
+            ("bots", n(&c.bots)),
+            ("own", n(&c.own)),
+            ("dropped", n(&c.dropped)),
+            ("caughtUp", n(&c.caught_up)),
+            ("retries", json!(self.queue.retries())),
+            ("sessions", n(&c.sessions)),
+            ("resumes", n(&c.resumes)),
+        ] {
+            m.insert(k.into(), v);
+        }
+        Value::Object(m)
     }
 }
 

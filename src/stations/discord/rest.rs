@@ -105,7 +105,7 @@ impl Discord {
         if let Some(d) = hold {
             turn.hold(d);
         }
-        bump(&self.counters.sent);
+        bump(&self.core.counters.sent);
         Ok(body)
     }
 

@@ -1,14 +1,15 @@
 //! Long polling: `getUpdates` → events, confirmed only once durable.
 //!
 //! The loop asks Telegram for updates after the last confirmed one
-//! (`offset`), turns each into at most one event ([`super::map::map_update`]), checks
-//! the sender against the allowlist, appends admitted events to the log and
-//! waits until they are durable, and only then moves `offset` past the
+//! (`offset`), turns each into at most one event ([`super::map::map_update`]),
+//! runs it through the shared pipeline ([`crate::station::ingest`]: dedupe,
+//! allowlist, append until durable), and only then moves `offset` past the
 //! update. The next `getUpdates` carries that offset and is what tells
 //! Telegram the update was received: if metrod dies before, Telegram sends
-//! the update again, and its `updateId` (kept in the event, remembered for
-//! the last [`super::RECENT_UPDATES`] updates, seeded from the end of the
-//! log at startup) keeps it from being stored twice.
+//! the update again, and its `updateId` (kept in the event, the dedupe key
+//! in the station's core for the last [`super::RECENT_UPDATES`] updates,
+//! seeded from the end of the log at startup) keeps it from being stored
+//! twice.
 //!
 //! Every failure — network, 5xx, 401, 409 from another poller, a log that
 //! cannot be written — is retried forever with a growing pause (1 s … 60
@@ -20,17 +21,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 use teloxide::payloads::{GetUpdates, GetUpdatesSetters};
-use teloxide::requests::{Request, Requester};
+use teloxide::requests::Request;
 use teloxide::types::AllowedUpdate;
 use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
+use super::inlet::arrival;
 use super::map::map_update;
 use super::update::{read, Read, Update};
-use super::{bump, ids, lean, Telegram};
-use crate::station::access::Gate;
-use crate::stations::{append_retrying, pause, Backoff};
-use crate::store::log::Log;
+use super::{bump, lean, Telegram};
+use crate::station::ingest::{ingest, Outcome, Persist};
+use crate::stations::{pause, Backoff};
 
 /// The updates asked for: messages, edits, reactions, button presses.
 pub const ALLOWED: [AllowedUpdate; 4] = [
@@ -41,9 +42,9 @@ pub const ALLOWED: [AllowedUpdate; 4] = [
 ];
 
 /// Runs the poller until shutdown, restarting it if it panics.
-pub async fn run(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
+pub async fn run(tg: Arc<Telegram>, shutdown: CancellationToken) {
     loop {
-        let task = tokio::spawn(poll(log.clone(), tg.clone(), shutdown.clone()));
+        let task = tokio::spawn(poll(tg.clone(), shutdown.clone()));
         match task.await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
@@ -92,7 +93,7 @@ pub fn describe(tg: &Telegram, method: &str, e: &RequestError) -> String {
     }
 }
 
-async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
+async fn poll(tg: Arc<Telegram>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new();
     // Who this bot is: proves the token and the URL before polling.
     loop {
@@ -118,7 +119,7 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
             }
             Err(e) => {
                 let why = describe(&tg, "getMe", &e);
-                if !tg.status.retry_later(why, &mut backoff, &shutdown).await {
+                if !tg.core.retry_later(why, &mut backoff, &shutdown).await {
                     return;
                 }
             }
@@ -143,7 +144,7 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
             Ok(u) => u,
             Err(e) => {
                 let why = describe(&tg, "getUpdates", &e);
-                if !tg.status.retry_later(why, &mut backoff, &shutdown).await {
+                if !tg.core.retry_later(why, &mut backoff, &shutdown).await {
                     return;
                 }
                 continue;
@@ -157,13 +158,13 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
             let id = match read(v) {
                 Read::Update(u) => {
                     let id = u.update_id;
-                    if !handle(&log, &tg, &u, &shutdown).await {
+                    if !handle(&tg, &u, &shutdown).await {
                         return;
                     }
                     id
                 }
                 Read::Unreadable { update_id, why } => {
-                    bump(&tg.counters.skipped);
+                    bump(&tg.core.counters.skipped);
                     let which =
                         update_id.map_or("with no update_id".to_string(), |i| i.to_string());
                     tracing::warn!(
@@ -189,72 +190,26 @@ async fn poll(log: Arc<Log>, tg: Arc<Telegram>, shutdown: CancellationToken) {
                  update_id; asking again later",
                 tg.api_url()
             );
-            if !tg.status.retry_later(why, &mut backoff, &shutdown).await {
+            if !tg.core.retry_later(why, &mut backoff, &shutdown).await {
                 return;
             }
         }
     }
 }
 
-/// Stores one update; false only at shutdown (the update stays
+/// Stores one update through the shared pipeline
+/// ([`crate::station::ingest`]); false only at shutdown (the update stays
 /// unconfirmed and comes again).
-async fn handle(
-    log: &Log,
-    tg: &Arc<Telegram>,
-    update: &Update,
-    shutdown: &CancellationToken,
-) -> bool {
+async fn handle(tg: &Arc<Telegram>, update: &Update, shutdown: &CancellationToken) -> bool {
     let update_id = update.update_id;
-    if tg.seen(update_id) {
-        bump(&tg.counters.duplicates);
-        tracing::debug!("telegram: update {update_id} is already in the log");
-        return true;
-    }
     let Some(inbound) = map_update(update, &tg.ids) else {
-        bump(&tg.counters.skipped);
+        bump(&tg.core.counters.skipped);
         tracing::debug!("telegram: update {update_id} carries nothing to store");
         return true;
     };
-    let gate = match &inbound.sender {
-        Some(s) => tg.access.gate(&s.id),
-        None if tg.access.everyone() => Gate::Admitted,
-        None => Gate::Unknown,
-    };
-    if gate != Gate::Admitted {
-        super::access::blocked(tg, &inbound, gate).await;
-        return true;
-    }
-    let line = inbound.event.line.clone();
-    let failed = |why: &str, d: std::time::Duration| {
-        tg.set_status(format!(
-            "down: cannot store update {update_id} in the log ({why}); it stays unconfirmed, retrying in {} s",
-            d.as_secs()
-        ))
-    };
-    let Some(appended) = append_retrying(log, &inbound.event, shutdown, failed).await else {
-        return false;
-    };
-    tg.set_status("ok");
-    tg.remember(update_id);
-    bump(&tg.counters.received);
-    if let Some(m) = inbound.record {
-        tg.ids.record(ids::Rec {
-            id: appended.id.clone(),
-            line,
-            message_ids: vec![m],
-        });
-    }
-    if let Some(cb) = inbound.callback {
-        // Stops the spinner on the button; the press is stored already.
-        let tg = tg.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tg.bot.answer_callback_query(cb).await {
-                tracing::warn!(
-                    "telegram: answerCallbackQuery failed: {}",
-                    tg.redact(&e.to_string())
-                );
-            }
-        });
-    }
-    true
+    let a = arrival(update_id, inbound);
+    !matches!(
+        ingest(tg, a, Persist::UntilStored, shutdown).await,
+        Outcome::NotStored(_)
+    )
 }

@@ -56,7 +56,7 @@ impl Station for Telegram {
     }
 
     async fn run(self: Arc<Self>, stop: CancellationToken) {
-        super::inbound::run(self.log.clone(), self, stop).await;
+        super::inbound::run(self, stop).await;
     }
 
     fn platform(&self) -> Option<&'static str> {

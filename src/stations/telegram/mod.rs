@@ -15,17 +15,18 @@
 //!   `telegram-ids.jsonl`, so `messageId`/`replyTo` accept either.
 //! - [`update`]: `getUpdates` answers, read with only the fields metro
 //!   uses; an update that lacks one is skipped, the batch is kept.
-//! - [`access`]: who gets through (the allowlist, pairing codes), on top of
-//!   the generic [`crate::station::access`].
+//! - [`inlet`]: its side of the shared inbound pipeline
+//!   ([`crate::station::ingest`]): dedupe by `updateId`, the allowlist and
+//!   pairing codes, recording ids, answering button presses.
 //!
 //! Configured by `METRO_TELEGRAM_TOKEN` / `[telegram] token` (no token: the
 //! station is disabled and telegram ops answer `unavailable`),
 //! `METRO_TELEGRAM_API_URL` and `METRO_TELEGRAM_ALLOW` (see
 //! [`crate::config`]).
 
-pub mod access;
 pub mod ids;
 pub mod inbound;
+pub mod inlet;
 pub mod kind;
 pub mod lean;
 pub mod map;
@@ -45,8 +46,9 @@ use teloxide::Bot;
 
 use crate::config::StationConfig;
 use crate::station::access::Access;
+pub(crate) use crate::station::core::bump;
+use crate::station::core::StationCore;
 use crate::stations::queue::{Limits, Queue, Rate};
-use crate::stations::{Recent, Status};
 use crate::store::log::Log;
 
 /// Telegram's own API, unless `METRO_TELEGRAM_API_URL` says otherwise.
@@ -75,28 +77,14 @@ pub const GROUP_RATE: Rate = Rate {
 /// A call waits at most this long in total for `retry_after` pauses.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 
-/// Counters shown by `stats`.
+/// Counters shown by `stats` besides the pipeline's
+/// ([`crate::station::core::Counters`]: `received`, `blocked`,
+/// `pairingReplies`, `duplicates` — updates seen again after a restart —,
+/// `skipped` — updates that carry nothing metro stores —, `sent`).
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Events appended from updates.
-    pub received: AtomicU64,
-    /// Updates from senders not admitted (not stored, not delivered).
-    pub blocked: AtomicU64,
-    /// Pairing codes sent to strangers.
-    pub pairing_replies: AtomicU64,
-    /// Updates seen again after a restart and not stored twice.
-    pub duplicates: AtomicU64,
-    /// Updates that carry nothing metro stores (service messages, kinds it
-    /// does not know); logged at debug level.
-    pub skipped: AtomicU64,
-    /// Messages, edits and reactions Telegram accepted from metro.
-    pub sent: AtomicU64,
     /// Formatted texts Telegram could not parse, resent as plain text.
     pub plain_fallbacks: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The running station.
@@ -111,10 +99,11 @@ pub struct Telegram {
     pub access: Access,
     pub(crate) ids: ids::Ids,
     pub(crate) queue: Queue,
+    /// Status, the pipeline's counters, recent update ids (the newest
+    /// [`RECENT_UPDATES`]), redaction of the token.
+    pub core: StationCore,
     pub counters: Counters,
-    status: Status,
     bot_name: Mutex<Option<String>>,
-    recent: Mutex<Recent<u32>>,
     pub(crate) poll_timeout: u32,
 }
 
@@ -146,7 +135,13 @@ pub fn open(
     let bot = Bot::with_client(token.clone(), client).set_api_url(url);
     let access = Access::open(state_dir, "telegram", cfg.allow.clone(), fsync)?;
     let ids = ids::Ids::open(state_dir)?;
-    let recent = seed_recent(log)?;
+    let core = StationCore::new(
+        "telegram",
+        &token,
+        "starting: asking Telegram who this bot is (getMe)",
+        RECENT_UPDATES,
+    );
+    seed_recent(log, &core)?;
     Ok(Some(Arc::new(Telegram {
         log: log.clone(),
         opened: cfg.clone(),
@@ -158,50 +153,45 @@ pub fn open(
             global: GLOBAL_RATE,
             max_wait: MAX_RETRY_WAIT,
         }),
+        core,
         counters: Counters::default(),
-        status: Status::new(
-            "telegram",
-            &token,
-            "starting: asking Telegram who this bot is (getMe)",
-        ),
         bot_name: Mutex::new(None),
-        recent: Mutex::new(recent),
         poll_timeout: POLL_TIMEOUT_SECS,
     })))
 }
 
-/// Update ids of the telegram events in the last [`SEED_BYTES`] of the log.
-fn seed_recent(log: &Log) -> io::Result<Recent<u32>> {
+/// The dedupe key of update `u`.
+pub(crate) fn update_key(u: u32) -> String {
+    u.to_string()
+}
+
+/// Remembers the update ids of the telegram events in the last
+/// [`SEED_BYTES`] of the log.
+fn seed_recent(log: &Log, core: &StationCore) -> io::Result<()> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Seed {
+        #[serde(default)]
+        id: String,
         #[serde(default)]
         station: String,
         #[serde(default)]
         update_id: Option<u32>,
     }
-    let mut recent = Recent::new(RECENT_UPDATES);
-    log.for_each_recent_blocking(SEED_BYTES as u64, |json| {
-        if let Ok(Seed {
-            station,
-            update_id: Some(u),
-        }) = serde_json::from_slice::<Seed>(json)
-        {
-            if station == "telegram" {
-                recent.insert(u);
-            }
-        }
-    })?;
-    Ok(recent)
+    core.seed(log, SEED_BYTES as u64, |json| {
+        let s = serde_json::from_slice::<Seed>(json).ok()?;
+        let u = s.update_id.filter(|_| s.station == "telegram")?;
+        Some((update_key(u), s.id))
+    })
 }
 
 impl Telegram {
     pub fn status(&self) -> String {
-        self.status.get()
+        self.core.status()
     }
 
     pub(crate) fn set_status(&self, s: impl Into<String>) {
-        self.status.set(s);
+        self.core.set_status(s);
     }
 
     pub(crate) fn set_bot_name(&self, name: Option<String>) {
@@ -216,17 +206,7 @@ impl Telegram {
 
     /// Hides the token in text that may quote a request URL.
     pub(crate) fn redact(&self, s: &str) -> String {
-        self.status.redact(s)
-    }
-
-    pub(crate) fn seen(&self, update: u32) -> bool {
-        self.recent.lock().is_ok_and(|r| r.contains(&update))
-    }
-
-    pub(crate) fn remember(&self, update: u32) {
-        if let Ok(mut r) = self.recent.lock() {
-            r.insert(update);
-        }
+        self.core.redact(s)
     }
 
     /// The `telegram` row of `stations`.
@@ -243,18 +223,13 @@ impl Telegram {
 
     /// The `telegram` entry of `stats.stations`.
     pub fn stats(&self) -> Value {
-        let c = &self.counters;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        json!({
-            "received": n(&c.received),
-            "blocked": n(&c.blocked),
-            "pairingReplies": n(&c.pairing_replies),
-            "duplicates": n(&c.duplicates),
-            "skipped": n(&c.skipped),
-            "sent": n(&c.sent),
-            "retries": self.queue.retries(),
-            "plainFallbacks": n(&c.plain_fallbacks),
-        })
+        let mut m = self.core.counters.json();
+        m.insert("retries".into(), json!(self.queue.retries()));
+        m.insert(
+            "plainFallbacks".into(),
+            json!(self.counters.plain_fallbacks.load(Ordering::Relaxed)),
+        );
+        Value::Object(m)
     }
 }
 

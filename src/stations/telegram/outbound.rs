@@ -174,7 +174,7 @@ impl Telegram {
                 }
             })
             .await?;
-        bump(&self.counters.sent);
+        bump(&self.core.counters.sent);
         Ok(out)
     }
 

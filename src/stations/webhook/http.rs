@@ -40,10 +40,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::verify::{self, SIGNATURE_HEADER};
-use super::{Delivery, Webhooks};
+use super::Webhooks;
 use crate::proto::Event;
+use crate::station::ingest::{ingest, Arrival, Outcome, Persist};
 use crate::store::log::AppendError;
-use crate::store::log::Log;
 
 /// Headers copied into the event's `headers`: content type, sender, event
 /// type and delivery id. Never `Authorization` or a signature.
@@ -122,7 +122,6 @@ pub trait Mount: Send + Sync + 'static {
 
 #[derive(Clone)]
 struct App {
-    log: Arc<Log>,
     hooks: Arc<Webhooks>,
     body_timeout: Duration,
     mount: Option<Arc<dyn Mount>>,
@@ -131,7 +130,6 @@ struct App {
 /// Serves `listener` until `shutdown`, then lets requests in flight finish
 /// (for at most a few seconds).
 pub async fn serve(
-    log: Arc<Log>,
     hooks: Arc<Webhooks>,
     listener: std::net::TcpListener,
     limits: Limits,
@@ -149,7 +147,6 @@ pub async fn serve(
         tracing::info!("webhook listener on http://{a}/hooks/<id>");
     }
     let app = Router::new().fallback(handle).with_state(App {
-        log,
         hooks,
         body_timeout: limits.body_timeout,
         mount,
@@ -440,36 +437,22 @@ fn summary(id: &str, headers: &Map<String, Value>, payload: &Value) -> String {
     format!("{kind} POST {}", super::endpoint_path(id))
 }
 
-enum Outcome {
-    Stored(String),
-    Duplicate(String),
-    Failed(AppendError),
-}
-
-/// Appends `event` unless its delivery id is already stored; answers 202
-/// once it is durable.
+/// Runs the delivery through the shared inbound pipeline
+/// ([`crate::station::ingest`]: a delivery id already stored for the
+/// endpoint is not stored again; one append, no retry: the sender retries);
+/// answers 202 once it is durable.
 async fn store(app: App, endpoint: String, delivery: Option<String>, event: Event) -> Response {
+    let hooks = app.hooks.clone();
     let task = tokio::spawn(async move {
-        let mine = match &delivery {
-            None => None,
-            Some(d) => loop {
-                match app.hooks.begin_delivery(&endpoint, d) {
-                    Delivery::Duplicate(id) => return Outcome::Duplicate(id),
-                    // Woken when the other request's append is decided.
-                    Delivery::Wait(mut rx) => while rx.changed().await.is_ok() {},
-                    Delivery::Mine(done) => break Some(done),
-                }
-            },
+        let a = Arrival {
+            event,
+            key: delivery.map(|d| super::delivery_key(&endpoint, &d)),
+            sender: None,
+            offer: false,
+            platform: (),
         };
-        let appended = app.log.append(event).await;
-        if let (Some(d), Some(done)) = (&delivery, mine) {
-            let id = appended.as_ref().ok().map(|a| a.id.as_str());
-            app.hooks.finish_delivery(&endpoint, d, id, done);
-        }
-        match appended {
-            Ok(a) => Outcome::Stored(a.id),
-            Err(e) => Outcome::Failed(e),
-        }
+        // Not stopped from outside: one append decides it.
+        ingest(&hooks, a, Persist::Once, &CancellationToken::new()).await
     });
     match task.await {
         Ok(Outcome::Stored(id)) => {
@@ -480,17 +463,22 @@ async fn store(app: App, endpoint: String, delivery: Option<String>, event: Even
             json_body(&json!({ "id": id, "duplicate": true })),
         )
             .into_response(),
-        Ok(Outcome::Failed(AppendError::ShuttingDown)) => error(
+        Ok(Outcome::NotStored(AppendError::ShuttingDown)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "metrod is shutting down; nothing was stored, try again later",
         ),
-        Ok(Outcome::Failed(AppendError::Io(why))) => {
+        Ok(Outcome::NotStored(AppendError::Io(why))) => {
             tracing::error!("webhook delivery not stored: {why}");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the event was not stored: {why}; nothing was written, try again"),
             )
         }
+        // The webhook station screens nothing and has no allowlist.
+        Ok(Outcome::Screened | Outcome::Blocked) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the delivery was not stored",
+        ),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the delivery failed: {e}"),

@@ -20,7 +20,6 @@ use super::http::{self, Limits, Mount};
 use super::{Config as HookConfig, Webhooks};
 use crate::proto::WireError;
 use crate::station::{Op, Station, StationCtx, StationKind};
-use crate::store::log::Log;
 
 /// Where the daemon puts what else the listener serves (set once, before
 /// the station starts).
@@ -58,7 +57,6 @@ impl StationKind for WebhookKind {
         Ok(Arc::new(WebhookStation {
             hooks: Arc::new(hooks),
             listener: Mutex::new(listener),
-            log: ctx.log.clone(),
             limits: self.limits,
             mount: self.mount.clone(),
         }))
@@ -71,7 +69,6 @@ pub struct WebhookStation {
     pub hooks: Arc<Webhooks>,
     /// The bound listener until the inbound task takes it.
     listener: Mutex<Option<std::net::TcpListener>>,
-    log: Arc<Log>,
     limits: Limits,
     mount: MountSlot,
 }
@@ -87,15 +84,7 @@ impl Station for WebhookStation {
         match listener {
             Some(l) => {
                 let mount = self.mount.get().cloned();
-                http::serve(
-                    self.log.clone(),
-                    self.hooks.clone(),
-                    l,
-                    self.limits,
-                    mount,
-                    stop,
-                )
-                .await
+                http::serve(self.hooks.clone(), l, self.limits, mount, stop).await
             }
             None => stop.cancelled().await,
         }
@@ -109,6 +98,10 @@ impl Station for WebhookStation {
 
     fn row(&self) -> Value {
         self.hooks.station_row()
+    }
+
+    fn stats(&self) -> Option<Value> {
+        Some(self.hooks.stats())
     }
 
     fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
