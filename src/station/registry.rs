@@ -12,8 +12,8 @@
 //!
 //! - In a cluster, a station whose kind runs on [one node at a
 //!   time](super::StationKind::one_node) opens only while this node holds
-//!   its lease ([`Gate`], set by `cluster::lease`): one gate in
-//!   [`Registry::open`], none in the stations. While another node holds it,
+//!   its lease ([`Gate`], set by `cluster::lease`): one gate where a
+//!   station is opened, none in the stations. While another node holds it,
 //!   [`Registry::route`] hands out the gate's stand-in, whose outbound ops
 //!   travel to that node.
 //!
