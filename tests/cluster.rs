@@ -711,6 +711,14 @@ fn a_reply_through_another_node_reaches_the_platform_once() {
         status.contains(&format!("node {}", ["a", "b"][h])),
         "{status}"
     );
+    let doc = doctor_cluster(other);
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("telegram on node {}", ["a", "b"][h])),
+        "{doc}"
+    );
     // Rows with `node`, stats with `cluster.stations`: what the schema says.
     let rows = c.ok(json!({"op": "stations"}));
     let row = rows["stations"]

@@ -156,7 +156,22 @@ pub async fn hold(
                             leases.status.set_station(name, Some(me.clone()));
                         }
                         Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {
-                            learn(&kv, &key, name, &leases.status).await;
+                            // Written by this node (a create that timed out
+                            // here but landed, or this node before a
+                            // restart): taken back at the revision seen.
+                            if let Some(rev) = learn(&kv, &key, name, &leases.status).await {
+                                let sent = Instant::now();
+                                let put = kv.update(&key, Bytes::from(me.clone()), rev);
+                                if let Ok(Ok(rev)) = tokio::time::timeout(poll, put).await {
+                                    tracing::info!(
+                                        "cluster: took back this node's lease of the {name} station"
+                                    );
+                                    held = Some((rev, sent));
+                                    next_renew = sent + renew_every;
+                                    took_at = sent;
+                                    started = false;
+                                }
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!("cluster: lease of {name}: {e}");
@@ -287,14 +302,18 @@ async fn lose(leases: &Leases, registry: &Registry, name: &str, why: &str) {
     registry.stop_because(name, why).await;
 }
 
-/// Records who holds the key now (nobody when it is absent).
-async fn learn(kv: &kv::Store, key: &str, name: &str, status: &Status) {
-    if let Ok(Ok(entry)) = tokio::time::timeout(Duration::from_secs(2), kv.entry(key)).await {
-        let holder = entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| String::from_utf8(e.value.to_vec()).ok());
-        status.set_station(name, holder);
-    }
+/// Records who holds the key now (nobody when it is absent); the key's
+/// revision when this node's name is in it.
+async fn learn(kv: &kv::Store, key: &str, name: &str, status: &Status) -> Option<u64> {
+    let Ok(Ok(entry)) = tokio::time::timeout(Duration::from_secs(2), kv.entry(key)).await else {
+        return None;
+    };
+    let entry = entry.filter(|e| e.operation == kv::Operation::Put);
+    let revision = entry.as_ref().map(|e| e.revision);
+    let holder = entry.and_then(|e| String::from_utf8(e.value.to_vec()).ok());
+    let mine = holder.as_deref() == Some(status.node.as_str());
+    status.set_station(name, holder);
+    revision.filter(|_| mine)
 }
 
 /// Whether this node's consumer has appended everything the stream holds.
