@@ -4,6 +4,7 @@
 //! .ci/run installs it).
 
 mod common;
+mod fake_discord;
 mod fake_telegram;
 
 use std::collections::HashMap;
@@ -492,23 +493,31 @@ fn tg_node(nats: &Nats, name: &str, fake: &Fake, host: &str) -> Daemon {
 /// The node that runs the telegram station, once one does and every node
 /// says so (`stations` rows and `stats.cluster.stations`).
 fn telegram_holder(nodes: &[(&str, &Daemon)]) -> usize {
-    wait_for("one node runs the telegram station", RECONNECT, || {
-        let running: Vec<usize> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, d))| station_row(d, "telegram")["status"] == "ok")
-            .map(|(i, _)| i)
-            .collect();
-        let [one] = running[..] else { return None };
-        let holder = nodes[one].0;
-        nodes
-            .iter()
-            .all(|(_, d)| {
-                station_row(d, "telegram")["node"] == holder
-                    && cluster_stats(d)["stations"]["telegram"] == holder
-            })
-            .then_some(one)
-    })
+    holder_of("telegram", nodes)
+}
+
+fn holder_of(station: &str, nodes: &[(&str, &Daemon)]) -> usize {
+    wait_for(
+        &format!("one node runs the {station} station"),
+        RECONNECT,
+        || {
+            let running: Vec<usize> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, d))| station_row(d, station)["status"] == "ok")
+                .map(|(i, _)| i)
+                .collect();
+            let [one] = running[..] else { return None };
+            let holder = nodes[one].0;
+            nodes
+                .iter()
+                .all(|(_, d)| {
+                    station_row(d, station)["node"] == holder
+                        && cluster_stats(d)["stations"][station] == holder
+                })
+                .then_some(one)
+        },
+    )
 }
 
 /// The `updateId`s of the telegram events in `events`, by event id (a
@@ -764,4 +773,53 @@ fn a_station_whose_lease_cannot_be_renewed_stops_polling() {
     nats.spawn();
     wait_station_status(&a, "telegram", "ok", |s| s == "ok");
     fake.wait_calls("getUpdates", polls + 1);
+}
+
+#[test]
+fn one_node_holds_the_discord_gateway_and_the_other_fetches_through_it() {
+    let nats = Nats::start();
+    let fake = fake_discord::Fake::start();
+    let url = nats.url();
+    let lease = format!("{}s", LEASE.as_secs());
+    let start = |name: &str| {
+        Daemon::start_env(
+            &[
+                "--cluster",
+                &url,
+                "--cluster-node",
+                name,
+                "--cluster-lease",
+                &lease,
+            ],
+            &fake.env("*"),
+        )
+    };
+    let nodes = [start("a"), start("b")];
+    for d in &nodes {
+        wait_joined(d);
+    }
+    let h = holder_of("discord", &[("a", &nodes[0]), ("b", &nodes[1])]);
+    assert_eq!(fake.connections(), 1, "one gateway for the bot");
+    let channel: u64 = 1_184_011_225_150_619_740;
+    fake.add_message(
+        channel,
+        fake_discord::message(
+            channel,
+            5990,
+            fake_discord::user(31, "old", false),
+            "before metro",
+        ),
+    );
+    let line = format!("metro://discord/{channel}");
+    let other = &nodes[1 - h];
+    let f = other
+        .connect()
+        .ok(json!({"op": "fetch", "line": line, "limit": 3}));
+    let msgs = f["messages"].as_array().cloned().unwrap_or_default();
+    assert!(
+        msgs.iter().any(|m| m["messageId"] == "5990"),
+        "fetched through node {}: {f}",
+        ["a", "b"][h]
+    );
+    assert_eq!(fake.connections(), 1);
 }

@@ -1,5 +1,6 @@
 //! Outbound ops from any node: `send` (and `reply`, a send with
-//! `replyTo`), `edit`, `react` and `download` on a line whose station runs
+//! `replyTo`), `edit`, `react`, `download` and a platform's `fetch` on a
+//! line whose station runs
 //! on another node travel as a NATS request to `metro.rpc.<node>`
 //! ([`names::rpc_subject`]) and come back with that node's answer.
 //!
@@ -115,9 +116,9 @@ impl Remote {
     }
 
     /// Sends `op` to the owning node; its answer, or why there is none.
-    async fn call(&self, op: Op, line: &str, args: Value) -> Result<Answer, WireError> {
+    async fn call(&self, op: &str, line: &str, args: Value) -> Result<Answer, WireError> {
         let req = Request {
-            op: op.as_str().to_string(),
+            op: op.to_string(),
             line: line.to_string(),
             args,
         };
@@ -137,9 +138,8 @@ impl Remote {
                 match e.kind() {
                     K::TimedOut => WireError::unavailable(format!(
                         "the {name} station runs on node {node}, which did not answer within {} s; \
-                         the {} may or may not have happened",
+                         the {op} may or may not have happened",
                         RPC_TIMEOUT.as_secs(),
-                        op.as_str()
                     )),
                     K::NoResponders => WireError::unavailable(format!(
                         "the {name} station runs on node {node}, which does not answer (stopped or \
@@ -148,9 +148,8 @@ impl Remote {
                     K::MaxPayloadExceeded => WireError::new(
                         ErrorCode::TooLarge,
                         format!(
-                            "the {} is larger than the NATS server carries (max_payload) to node \
-                             {node}, which runs the {name} station",
-                            op.as_str()
+                            "the {op} is larger than the NATS server carries (max_payload) to node \
+                             {node}, which runs the {name} station"
                         ),
                     ),
                     _ => WireError::unavailable(format!(
@@ -160,8 +159,7 @@ impl Remote {
             })?;
         serde_json::from_slice::<Answer>(&msg.payload).map_err(|e| {
             WireError::internal(format!(
-                "node {node} answered the {} with something unreadable: {e}",
-                op.as_str()
+                "node {node} answered the {op} with something unreadable: {e}"
             ))
         })
     }
@@ -208,7 +206,7 @@ impl Station for Remote {
     }
 
     async fn send(&self, line: &str, s: &proto::Send) -> Result<Sent, SendFailure> {
-        let a = self.call(Op::Send, line, Self::args(s)?).await?;
+        let a = self.call(Op::Send.as_str(), line, Self::args(s)?).await?;
         match (a.ok, a.error) {
             (Some(v), None) => serde_json::from_value::<WireSent>(v)
                 .map(Sent::from)
@@ -229,19 +227,46 @@ impl Station for Remote {
     }
 
     async fn edit(&self, line: &str, e: &Edit) -> Result<String, WireError> {
-        let v = Self::value(self.call(Op::Edit, line, Self::args(e)?).await?)?;
+        let v = Self::value(self.call(Op::Edit.as_str(), line, Self::args(e)?).await?)?;
         Self::message_id(v)
     }
 
     async fn react(&self, line: &str, r: &React) -> Result<String, WireError> {
-        let v = Self::value(self.call(Op::React, line, Self::args(r)?).await?)?;
+        let v = Self::value(self.call(Op::React.as_str(), line, Self::args(r)?).await?)?;
         Self::message_id(v)
     }
 
     async fn download(&self, line: &str, d: &Download) -> Result<Vec<String>, WireError> {
-        let v = Self::value(self.call(Op::Download, line, Self::args(d)?).await?)?;
+        let v = Self::value(
+            self.call(Op::Download.as_str(), line, Self::args(d)?)
+                .await?,
+        )?;
         serde_json::from_value(v["files"].clone())
             .map_err(|e| WireError::internal(format!("another node's files are unreadable: {e}")))
+    }
+
+    /// `fetch` from the platform's history, through the owning node;
+    /// `None` when that station lets metro's log answer.
+    async fn fetch(&self, line: &str, limit: u64) -> Option<Result<Vec<Bytes>, WireError>> {
+        let answer = match self.call("fetch", line, json!({ "limit": limit })).await {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        let v = match Self::value(answer) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        if v["log"] == json!(true) {
+            return None;
+        }
+        let events: Result<Vec<String>, _> = serde_json::from_value(v["events"].clone());
+        Some(
+            events
+                .map(|e| e.into_iter().map(Bytes::from).collect())
+                .map_err(|e| {
+                    WireError::internal(format!("another node's fetch answer is unreadable: {e}"))
+                }),
+        )
     }
 
     /// Tells the owning station the platform ids of a logged send (no
@@ -417,6 +442,19 @@ async fn answer(registry: &Registry, payload: &[u8]) -> Option<Answer> {
             Ok(_) => Err(station.refuse(Op::Download, &line)),
             Err(e) => Err(e),
         },
+        "fetch" => {
+            let limit = req.args["limit"].as_u64().unwrap_or(0);
+            match station.fetch(&line, limit).await {
+                None => Ok(json!({ "log": true })),
+                Some(Ok(events)) => Ok(json!({
+                    "events": events
+                        .iter()
+                        .map(|e| String::from_utf8_lossy(e).into_owned())
+                        .collect::<Vec<_>>()
+                })),
+                Some(Err(e)) => Err(e),
+            }
+        }
         other => Err(WireError::new(
             ErrorCode::UnknownOp,
             format!("unknown op {other:?} between nodes"),

@@ -322,15 +322,20 @@ impl Registry {
     }
 
     /// `fetch` on `line` from its platform, when its kind
-    /// [fetches](StationKind::fetches); `None`: metro's log answers.
+    /// [fetches](StationKind::fetches) (in a cluster, through the node that
+    /// runs the station); `None`: metro's log answers.
     pub async fn fetch(&self, line: &str, limit: u64) -> Option<Result<Vec<Bytes>, WireError>> {
         let slot = self.slot(line::station_of(line))?;
         if !slot.kind.fetches() {
             return None;
         }
+        // Here, else (in a cluster) on the node that runs it.
         let st = match slot.station() {
             Ok(st) => st,
-            Err(why) => return Some(Err(slot.kind.unavailable(&why))),
+            Err(why) => match self.remote(slot) {
+                Some(remote) => remote,
+                None => return Some(Err(slot.kind.unavailable(&why))),
+            },
         };
         if let Err(e) = line::line(line) {
             return Some(Err(WireError::bad_request(format!("field `line`: {e}"))));
