@@ -247,7 +247,11 @@ pub async fn hold(
                 }
                 if !started {
                     let waited = took_at.elapsed();
-                    let caught_up = caught_up(&js, &leases.status).await;
+                    // Never past the renewal deadline.
+                    let budget = deadline.saturating_duration_since(Instant::now()).min(poll);
+                    let caught_up = tokio::time::timeout(budget, caught_up(&js, &leases.status))
+                        .await
+                        .unwrap_or(false);
                     if caught_up || waited > lease * CATCH_UP_LEASES {
                         if !caught_up {
                             tracing::warn!(
