@@ -102,6 +102,10 @@ pub struct Args {
     /// default: the host name).
     #[arg(long, value_name = "NAME")]
     pub cluster_node: Option<String>,
+    /// How long a station's lease lasts in the cluster (overrides
+    /// `[cluster] lease`; default 10s; docs/cluster.md).
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_lease: Option<String>,
     #[command(flatten)]
     pub config: service::ConfigArgs,
 }
@@ -371,6 +375,9 @@ pub async fn run_with(
     if let Some(node) = &args.cluster_node {
         cluster_cfg.node = Some(node.clone());
     }
+    if let Some(lease) = &args.cluster_lease {
+        cluster_cfg.lease = Some(lease.clone());
+    }
     broker.config = Arc::new(config);
     let broker = Arc::new(broker);
     // No `[cluster]` and no --cluster: no NATS code runs.
@@ -396,6 +403,11 @@ pub async fn run_with(
         stations: stations.clone(),
         shutdown: shutdown.clone(),
     }));
+    // In a cluster, a chat station runs only where its lease is held: the
+    // gate is in place before anything starts.
+    if let Some(c) = &cluster {
+        c.lead(&stations);
+    }
     // Each station its config enables (the config in force: file and
     // environment): the webhook listener, telegram and discord with a token.
     stations

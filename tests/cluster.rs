@@ -4,6 +4,8 @@
 //! .ci/run installs it).
 
 mod common;
+mod fake_discord;
+mod fake_telegram;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -12,11 +14,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use fake_telegram::{text_update, Fake};
 use serde_json::{json, Value};
 
 /// Waits that span a server restart or a reconnect take longer than
 /// PATIENCE's "at once".
 const RECONNECT: Duration = Duration::from_secs(60);
+
+/// The lease of the tests' nodes (short, so takeovers come soon; long
+/// enough that a loaded machine still renews in time).
+const LEASE: Duration = Duration::from_secs(4);
 
 const ALICE: &str = "metro://claude/user/alice";
 const BOB: &str = "metro://codex/user/bob";
@@ -457,4 +464,362 @@ fn an_event_too_large_for_nats_stays_local_and_publishing_goes_on() {
     assert_eq!(id_counts(&a).get(&big), Some(&1));
     let s = cluster_stats(&a);
     assert_eq!(s["tooLarge"], 1, "{s}");
+}
+
+/// A node with the fake's Telegram token, reaching it as `host` (so the
+/// fake tells the nodes apart), with a lease of [`LEASE`].
+fn tg_node(nats: &Nats, name: &str, fake: &Fake, host: &str) -> Daemon {
+    let url = nats.url();
+    let port = fake.url.rsplit(':').next().expect("a port");
+    let mut env = fake.env("42");
+    for (k, v) in env.iter_mut() {
+        if k == "METRO_TELEGRAM_API_URL" {
+            *v = format!("http://{host}:{port}");
+        }
+    }
+    Daemon::start_env(
+        &[
+            "--cluster",
+            &url,
+            "--cluster-node",
+            name,
+            "--cluster-lease",
+            &format!("{}s", LEASE.as_secs()),
+        ],
+        &env,
+    )
+}
+
+/// The node that runs the telegram station, once one does and every node
+/// says so (`stations` rows and `stats.cluster.stations`).
+fn telegram_holder(nodes: &[(&str, &Daemon)]) -> usize {
+    holder_of("telegram", nodes)
+}
+
+fn holder_of(station: &str, nodes: &[(&str, &Daemon)]) -> usize {
+    wait_for(
+        &format!("one node runs the {station} station"),
+        RECONNECT,
+        || {
+            let running: Vec<usize> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, d))| station_row(d, station)["status"] == "ok")
+                .map(|(i, _)| i)
+                .collect();
+            let [one] = running[..] else { return None };
+            let holder = nodes[one].0;
+            nodes
+                .iter()
+                .all(|(_, d)| {
+                    station_row(d, station)["node"] == holder
+                        && cluster_stats(d)["stations"][station] == holder
+                })
+                .then_some(one)
+        },
+    )
+}
+
+/// The `updateId`s of the telegram events in `events`, by event id (a
+/// replica and its original count once).
+fn update_ids(events: &[Value]) -> HashMap<String, i64> {
+    events
+        .iter()
+        .filter(|e| e["station"] == "telegram")
+        .filter_map(|e| Some((e["id"].as_str()?.to_string(), e["updateId"].as_i64()?)))
+        .collect()
+}
+
+fn poll_hosts(fake: &Fake, from: usize) -> Vec<String> {
+    let mut hosts: Vec<String> = fake.calls("getUpdates")[from..]
+        .iter()
+        .map(|c| c.host.clone())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+#[test]
+fn one_node_polls_a_bot_and_another_takes_over_after_a_kill_losing_and_repeating_nothing() {
+    let nats = Nats::start();
+    let fake = Fake::start();
+    let hosts = ["127.0.0.1", "localhost"];
+    let mut nodes = [
+        tg_node(&nats, "a", &fake, hosts[0]),
+        tg_node(&nats, "b", &fake, hosts[1]),
+    ];
+    for d in &nodes {
+        wait_joined(d);
+    }
+    let h = telegram_holder(&[("a", &nodes[0]), ("b", &nodes[1])]);
+    let other = 1 - h;
+    // Two updates stored and confirmed, then one the old poller stores but
+    // never confirms (the fake hangs the confirming call): the new poller
+    // is handed it again and must skip it.
+    let mut before: Vec<i64> = (0..2)
+        .map(|i| fake.push(text_update(100 + i, 42, 42, "Ann", &format!("before {i}"))))
+        .collect();
+    wait_for("the first updates are confirmed", RECONNECT, || {
+        fake.pending().is_empty().then_some(())
+    });
+    fake.freeze_confirmations(true);
+    let unconfirmed = fake.push(text_update(102, 42, 42, "Ann", "before 2"));
+    before.push(unconfirmed);
+    for d in &nodes {
+        let deadline = Instant::now() + RECONNECT;
+        while !before
+            .iter()
+            .all(|u| update_ids(&d.history()).values().any(|x| x == u))
+        {
+            if Instant::now() > deadline {
+                let calls: Vec<String> = fake
+                    .all_calls()
+                    .iter()
+                    .map(|c| format!("{} {} {}", c.method, c.host, c.params))
+                    .collect();
+                panic!(
+                    "the first updates are not in every log: {:?} / {:?}\ncalls {calls:#?}\n\
+                     a: {}\nb: {}",
+                    update_ids(&nodes[0].history()),
+                    update_ids(&nodes[1].history()),
+                    nodes[0].stderr(),
+                    nodes[1].stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(
+        poll_hosts(&fake, 0).len(),
+        1,
+        "one node polls: {:?}",
+        poll_hosts(&fake, 0)
+    );
+    assert!(poll_hosts(&fake, 0)[0].starts_with(hosts[h]));
+    nodes[h].kill9();
+    let polls_at_kill = fake.calls("getUpdates").len();
+    fake.freeze_confirmations(false);
+    let after: Vec<i64> = (0..3)
+        .map(|i| fake.push(text_update(200 + i, 42, 42, "Ann", &format!("after {i}"))))
+        .collect();
+    let survivor = &nodes[other];
+    wait_for(
+        "the other node takes over and stores the new updates",
+        RECONNECT,
+        || {
+            let got = update_ids(&survivor.history());
+            after
+                .iter()
+                .all(|u| got.values().any(|x| x == u))
+                .then_some(())
+        },
+    );
+    let names = ["a", "b"];
+    assert_eq!(station_row(survivor, "telegram")["node"], names[other]);
+    let new_hosts = poll_hosts(&fake, polls_at_kill);
+    assert_eq!(new_hosts.len(), 1, "{new_hosts:?}");
+    assert!(new_hosts[0].starts_with(hosts[other]), "{new_hosts:?}");
+    // Handed the unconfirmed update again, it skipped it.
+    assert!(
+        fake.handed_out(unconfirmed) >= 2,
+        "update {unconfirmed} came again"
+    );
+    assert!(
+        station_counters(survivor, "telegram")["duplicates"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{}",
+        station_counters(survivor, "telegram")
+    );
+    wait_for("the new poller confirms everything", PATIENCE, || {
+        fake.pending().is_empty().then_some(())
+    });
+    // Across both logs (a replica and its original are one event): every
+    // update once.
+    let mut all = update_ids(&nodes[h].history());
+    all.extend(update_ids(&survivor.history()));
+    let mut per_update: HashMap<i64, usize> = HashMap::new();
+    for u in all.values() {
+        *per_update.entry(*u).or_default() += 1;
+    }
+    for u in before.iter().chain(&after) {
+        assert_eq!(per_update.get(u), Some(&1), "update {u}: {per_update:?}");
+    }
+    assert_eq!(per_update.len(), 6, "{per_update:?}");
+}
+
+#[test]
+fn a_reply_through_another_node_reaches_the_platform_once() {
+    let nats = Nats::start();
+    let fake = Fake::start();
+    let hosts = ["127.0.0.1", "localhost"];
+    let nodes = [
+        tg_node(&nats, "a", &fake, hosts[0]),
+        tg_node(&nats, "b", &fake, hosts[1]),
+    ];
+    for d in &nodes {
+        wait_joined(d);
+    }
+    let h = telegram_holder(&[("a", &nodes[0]), ("b", &nodes[1])]);
+    let (owner, other) = (&nodes[h], &nodes[1 - h]);
+    fake.push(text_update(77, 42, 42, "Ann", "hello"));
+    let inbound = wait_for("the message reaches the other node", RECONNECT, || {
+        other
+            .history()
+            .into_iter()
+            .find(|e| e["text"] == "hello" && e["kind"] == "inbound")
+    });
+    assert_eq!(inbound["node"], ["a", "b"][h], "{inbound}");
+    let id = inbound["id"].as_str().expect("an id").to_string();
+    let mut c = other.connect();
+    let answer = c.ok(json!({
+        "op": "send", "line": "telegram/42", "text": "hi from the other node",
+        "replyTo": id, "from": ALICE, "idempotencyKey": "k1",
+    }));
+    assert_eq!(answer["claim"], "claimed", "{answer}");
+    let sends = fake.calls("sendMessage");
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert_eq!(sends[0].params["text"], "hi from the other node");
+    assert_eq!(sends[0].params["reply_parameters"]["message_id"], 77);
+    assert!(sends[0].host.starts_with(hosts[h]), "sent by the owner");
+    // The same key again: the first answer, nothing sent twice.
+    let again = c.ok(json!({
+        "op": "send", "line": "telegram/42", "text": "hi from the other node",
+        "replyTo": id, "from": ALICE, "idempotencyKey": "k1",
+    }));
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(fake.calls("sendMessage").len(), 1);
+    // Logged once, on every node; claimed on every node.
+    let out_id = answer["id"].as_str().expect("an id").to_string();
+    wait_everywhere_once(&[owner, other], &[out_id]);
+    wait_for("the owner sees the auto-claim", PATIENCE, || {
+        let cl = owner.connect().ok(json!({"op": "claims"}))["claims"].clone();
+        (cl["metro://telegram/42"] == ALICE).then_some(())
+    });
+    // An error comes back as the owner gives it.
+    let bad = json!({"op": "edit", "line": "telegram/42", "messageId": "msg_nope", "text": "x"});
+    let there = owner.connect().request(bad.clone());
+    let here = other.connect().request(bad);
+    assert_eq!(here["ok"], false, "{here}");
+    assert_eq!(
+        here["error"]["code"], there["error"]["code"],
+        "{here} / {there}"
+    );
+    assert_eq!(here["error"]["message"], there["error"]["message"]);
+    // Through the other node, react and edit reach the platform too.
+    let mid = answer["messageId"].clone();
+    other.connect().ok(json!({
+        "op": "edit", "line": "telegram/42", "messageId": mid, "text": "edited",
+    }));
+    assert_eq!(fake.calls("editMessageText").len(), 1);
+    // metroctl status says where the station runs.
+    let status = ctl_ok(other, &["status"]);
+    assert!(
+        status.contains(&format!("node {}", ["a", "b"][h])),
+        "{status}"
+    );
+    let doc = doctor_cluster(other);
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("telegram on node {}", ["a", "b"][h])),
+        "{doc}"
+    );
+    // Rows with `node`, stats with `cluster.stations`: what the schema says.
+    let rows = c.ok(json!({"op": "stations"}));
+    let row = rows["stations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["name"] == "telegram"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["node"], ["a", "b"][h], "{row}");
+    assert!(
+        row["status"].as_str().unwrap_or("").starts_with("standby"),
+        "{row}"
+    );
+    c.ok(json!({"op": "stats"}));
+    check_schema(&c, other);
+}
+
+#[test]
+fn a_station_whose_lease_cannot_be_renewed_stops_polling() {
+    let mut nats = Nats::start();
+    let fake = Fake::start();
+    let a = tg_node(&nats, "a", &fake, "127.0.0.1");
+    wait_joined(&a);
+    telegram_holder(&[("a", &a)]);
+    fake.wait_calls("getUpdates", 1);
+    nats.stop();
+    let status = wait_station_status(&a, "telegram", "standby", |s| s.starts_with("standby"));
+    assert!(status.contains("renewed"), "{status}");
+    // No poll after that: the same count a few lease times later.
+    let polls = fake.calls("getUpdates").len();
+    std::thread::sleep(LEASE * 2);
+    assert_eq!(fake.calls("getUpdates").len(), polls, "it polled again");
+    // Local ops go on; telegram ops say why they cannot go out.
+    publish_text(&a, "still local");
+    let err = a.connect().err(
+        json!({"op": "send", "line": "telegram/42", "text": "x"}),
+        "unavailable",
+    );
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("lease"),
+        "{err}"
+    );
+    // NATS back: the node takes its lease again and polls.
+    nats.spawn();
+    wait_station_status(&a, "telegram", "ok", |s| s == "ok");
+    fake.wait_calls("getUpdates", polls + 1);
+}
+
+#[test]
+fn one_node_holds_the_discord_gateway_and_the_other_fetches_through_it() {
+    let nats = Nats::start();
+    let fake = fake_discord::Fake::start();
+    let url = nats.url();
+    let lease = format!("{}s", LEASE.as_secs());
+    let start = |name: &str| {
+        Daemon::start_env(
+            &[
+                "--cluster",
+                &url,
+                "--cluster-node",
+                name,
+                "--cluster-lease",
+                &lease,
+            ],
+            &fake.env("*"),
+        )
+    };
+    let nodes = [start("a"), start("b")];
+    for d in &nodes {
+        wait_joined(d);
+    }
+    let h = holder_of("discord", &[("a", &nodes[0]), ("b", &nodes[1])]);
+    assert_eq!(fake.connections(), 1, "one gateway for the bot");
+    let channel: u64 = 1_184_011_225_150_619_740;
+    fake.add_message(
+        channel,
+        fake_discord::message(
+            channel,
+            5990,
+            fake_discord::user(31, "old", false),
+            "before metro",
+        ),
+    );
+    let line = format!("metro://discord/{channel}");
+    let other = &nodes[1 - h];
+    let f = other
+        .connect()
+        .ok(json!({"op": "fetch", "line": line, "limit": 3}));
+    let msgs = f["messages"].as_array().cloned().unwrap_or_default();
+    assert!(
+        msgs.iter().any(|m| m["messageId"] == "5990"),
+        "fetched through node {}: {f}",
+        ["a", "b"][h]
+    );
+    assert_eq!(fake.connections(), 1);
 }

@@ -642,12 +642,26 @@ fn check_cluster(r: &mut Report, stats: &Value) {
             Level::Ok,
             "cluster",
             format!(
-                "node {node} connected to {url}; {seen} other nodes seen; {} unpublished; {lag} events not yet received",
-                mib(backlog)
+                "node {node} connected to {url}; {seen} other nodes seen; {} unpublished; {lag} events not yet received{}",
+                mib(backlog),
+                runs(c)
             ),
             None,
         );
     }
+}
+
+/// Which node runs each one-node station (`stats.cluster.stations`), as
+/// `; telegram on node a, discord on node b`.
+fn runs(c: &Value) -> String {
+    let Some(m) = c["stations"].as_object().filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    let list: Vec<String> = m
+        .iter()
+        .map(|(station, node)| format!("{station} on node {}", node.as_str().unwrap_or("?")))
+        .collect();
+    format!("; {}", list.join(", "))
 }
 
 fn check_service(r: &mut Report, svc: &Value) {

@@ -117,16 +117,24 @@ fn gather(conn: &mut Connection, me: Option<&str>) -> Result<Vec<(&'static str, 
     Ok(out)
 }
 
-/// A station row reduced to its name and a word: `ok`, `off`, `down`, …
-/// (the word before the status's first `:`), with the full status beside.
+/// A station row reduced to its name and a word: `ok`, `off`, `down`,
+/// `standby` (in a cluster: another node runs it), … (the word before the
+/// status's first `:`), with the full status and, in a cluster, the node
+/// that runs it beside.
 fn station(row: &Value) -> Value {
     let status = row["status"].as_str().unwrap_or("");
-    let word = if row["enabled"] == json!(false) {
+    let word = if status.starts_with("standby") {
+        "standby"
+    } else if row["enabled"] == json!(false) {
         "off"
     } else {
         status.split(':').next().unwrap_or(status).trim()
     };
-    json!({"name": row["name"], "word": word, "status": status})
+    let mut out = json!({"name": row["name"], "word": word, "status": status});
+    if let Some(node) = row.get("node") {
+        out["node"] = node.clone();
+    }
+    out
 }
 
 fn human(r: &Value) -> String {
@@ -169,8 +177,12 @@ fn human(r: &Value) -> String {
         .map(|a| {
             a.iter()
                 .map(|s| {
+                    let node = s["node"]
+                        .as_str()
+                        .map(|n| format!(" (node {n})"))
+                        .unwrap_or_default();
                     format!(
-                        "{} {}",
+                        "{} {}{node}",
                         s["name"].as_str().unwrap_or(""),
                         s["word"].as_str().unwrap_or("")
                     )
@@ -239,5 +251,10 @@ mod tests {
             )["word"],
             "off"
         );
+        let standby = station(&json!({
+            "name": "telegram", "enabled": false, "status": "standby: runs on node a", "node": "a"
+        }));
+        assert_eq!(standby["word"], "standby");
+        assert_eq!(standby["node"], "a");
     }
 }

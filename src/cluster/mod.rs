@@ -9,17 +9,23 @@
 //!   "published up to" mark.
 //! - [`consume`]: the other nodes' events into this node's log.
 //! - [`claims`]: the claims map as a KV bucket.
+//! - [`lease`]: one node at a time runs each chat station (one poller per
+//!   bot), through leases in a KV bucket.
+//! - [`rpc`]: outbound ops on a station another node runs travel there.
 //! - [`status`]: what `stats` shows.
 //!
 //! [`join`] connects (retrying forever in the background: the node works
 //! locally meanwhile), creates the stream and the bucket if missing, then
 //! starts the publisher, the consumer, the claims watch and the status
-//! refresh.
+//! refresh. [`Cluster::lead`] then puts the leases in charge of the
+//! registry's one-node stations and answers other nodes' outbound ops.
 
 pub mod claims;
 pub mod consume;
+pub mod lease;
 pub mod names;
 pub mod publish;
+pub mod rpc;
 pub mod status;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 pub use crate::config::cluster::ClusterConfig;
+use crate::station::Registry;
 use status::Status;
 
 /// How long the stream keeps events: a node away longer misses the older
@@ -48,6 +55,10 @@ pub struct Cluster {
     pub status: Arc<Status>,
     shutdown: CancellationToken,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    client: async_nats::Client,
+    lease: Duration,
+    /// The lease holders and the answering of other nodes' ops.
+    leading: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl crate::broker::ClusterView for Cluster {
@@ -58,10 +69,61 @@ impl crate::broker::ClusterView for Cluster {
 }
 
 impl Cluster {
+    /// Puts this node's leases in charge of `registry`'s stations that run
+    /// on one node at a time (before they start: they then start only
+    /// where the lease is held) and answers the outbound ops other nodes
+    /// send for the stations running here.
+    pub fn lead(&self, registry: &Arc<Registry>) {
+        let leases = Arc::new(lease::Leases::new(
+            self.status.clone(),
+            self.client.clone(),
+            self.lease,
+        ));
+        registry.set_gate(leases.clone());
+        let js = jetstream::new(self.client.clone());
+        let mut tasks: Vec<JoinHandle<()>> = registry
+            .one_node()
+            .into_iter()
+            .map(|name| {
+                tokio::spawn(lease::hold(
+                    leases.clone(),
+                    registry.clone(),
+                    js.clone(),
+                    name,
+                    self.shutdown.clone(),
+                ))
+            })
+            .collect();
+        tasks.push(tokio::spawn(rpc::serve(
+            self.client.clone(),
+            self.status.node.clone(),
+            registry.clone(),
+            self.shutdown.clone(),
+        )));
+        if let Ok(mut l) = self.leading.lock() {
+            l.extend(tasks);
+        }
+    }
+
     /// Stops the tasks: the publisher writes its mark, the consumer stops
     /// between two events. Call before the log shuts down.
     pub async fn stop(&self) {
         self.shutdown.cancel();
+        let leading: Vec<_> = self
+            .leading
+            .lock()
+            .map(|mut l| l.drain(..).collect())
+            .unwrap_or_default();
+        for t in leading {
+            // A held lease is given up (deleted) so another node takes
+            // the station over at once.
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("cluster: a lease task did not stop within 5 s");
+            }
+        }
         if let Some(t) = self.task.lock().await.take() {
             if tokio::time::timeout(Duration::from_secs(5), t)
                 .await
@@ -111,10 +173,11 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
         .await
         .map_err(|e| format!("[cluster] url: {e}"))?;
     let _ = status.client.set(client.clone());
+    let lease = cfg.lease_time()?;
     let shared = claims::SharedMap::new(status.clone());
     broker.claims.share(shared.clone());
     let shutdown = CancellationToken::new();
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let task = tokio::spawn(run(
         broker.clone(),
         js,
@@ -132,6 +195,9 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
         status,
         shutdown,
         task: tokio::sync::Mutex::new(Some(task)),
+        client,
+        lease,
+        leading: std::sync::Mutex::new(Vec::new()),
     }))
 }
 

@@ -7,6 +7,15 @@ pub const STREAM: &str = "METRO_EVENTS";
 pub const SUBJECT_PREFIX: &str = "metro.events.";
 /// The claims bucket (line → owner).
 pub const CLAIMS_BUCKET: &str = "metro-claims";
+/// The leases bucket (station → the node that runs it).
+pub const LEASES_BUCKET: &str = "metro-leases";
+/// Outbound ops for the stations a node runs: `metro.rpc.<node>`.
+pub const RPC_PREFIX: &str = "metro.rpc.";
+
+/// The subject a node answers outbound ops on.
+pub fn rpc_subject(node: &str) -> String {
+    format!("{RPC_PREFIX}{}", encode_node(node))
+}
 
 /// A node name as one subject token (and consumer name): ASCII letters,
 /// digits and `-` stay, every other byte becomes `_` and two hex digits

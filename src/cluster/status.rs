@@ -34,6 +34,8 @@ pub struct Status {
     pub ack_pending: AtomicU64,
     /// Node name → when its last event arrived.
     nodes: Mutex<BTreeMap<String, String>>,
+    /// Station → the node that holds its lease (this one included).
+    stations: Mutex<BTreeMap<String, String>>,
     last_error: Mutex<Option<(String, String)>>,
 }
 
@@ -52,6 +54,25 @@ impl Status {
                 n.insert(node.to_string(), crate::clock::now());
             }
         }
+    }
+
+    /// Who holds `station`'s lease now (`None`: nobody, or not known).
+    pub fn set_station(&self, station: &str, node: Option<String>) {
+        if let Ok(mut s) = self.stations.lock() {
+            match node {
+                Some(n) => {
+                    s.insert(station.to_string(), n);
+                }
+                None => {
+                    s.remove(station);
+                }
+            }
+        }
+    }
+
+    /// The node that holds `station`'s lease, as last seen.
+    pub fn station(&self, station: &str) -> Option<String> {
+        self.stations.lock().ok()?.get(station).cloned()
     }
 
     /// Remembers a failure (logged by the caller); the newest one is shown.
@@ -86,6 +107,7 @@ impl Status {
     pub fn json(&self, log_end: u64) -> Value {
         let nodes = self.nodes.lock().map(|n| n.clone()).unwrap_or_default();
         let err = self.last_error.lock().ok().and_then(|e| e.clone());
+        let stations = self.stations.lock().map(|s| s.clone()).unwrap_or_default();
         let published_to = self.published_to.load(Relaxed);
         json!({
             "node": self.node,
@@ -93,6 +115,7 @@ impl Status {
             "connection": self.connection(),
             "ready": self.ready.load(Relaxed),
             "nodesSeen": nodes,
+            "stations": stations,
             "unpublishedBytes": log_end.saturating_sub(published_to),
             "publishedTo": published_to,
             "published": self.published.load(Relaxed),

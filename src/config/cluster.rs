@@ -44,7 +44,17 @@ pub struct ClusterConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// How long a station's lease lasts (`10s`; docs/cluster.md, "One
+    /// poller per bot"); every node of a cluster should use the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
+
+/// A station's lease unless `[cluster] lease` or `--cluster-lease` says
+/// otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The shortest and longest lease accepted.
+pub const LEASE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
 
 /// Never prints a secret (token, password, NKey seed, credentials in the
 /// URL).
@@ -62,6 +72,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("tls_ca", &self.tls_ca)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -111,7 +122,27 @@ impl ClusterConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("[cluster] tls_cert and tls_key go together".into());
         }
+        self.lease_time()?;
         Ok(())
+    }
+
+    /// The lease time in force: `lease` (`2s`, `10s`, `1m`), else
+    /// [`DEFAULT_LEASE`].
+    pub fn lease_time(&self) -> Result<Duration, String> {
+        let Some(raw) = self.lease.as_deref() else {
+            return Ok(DEFAULT_LEASE);
+        };
+        let d = humantime::parse_duration(raw.trim())
+            .map_err(|e| format!("[cluster] lease {raw:?} is not a duration like 10s: {e}"))?;
+        let (lo, hi) = LEASE_RANGE;
+        if d < lo || d > hi {
+            return Err(format!(
+                "[cluster] lease must be between {} s and {} s",
+                lo.as_secs(),
+                hi.as_secs()
+            ));
+        }
+        Ok(d)
     }
 
     /// The client's options: authentication, TLS, reconnecting forever
@@ -174,6 +205,8 @@ pub fn shown_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
     fn parses_checks_and_hides_secrets() {
         let c: crate::config::Config = crate::config::parse_text(
@@ -196,6 +229,14 @@ mod tests {
         bad.user = Some("u".into());
         assert!(bad.check().unwrap_err().contains("password"));
         assert!(crate::config::parse_text("[cluster]\nurll = \"x\"\n").is_err());
+        let mut leased = c.cluster.clone();
+        assert_eq!(leased.lease_time(), Ok(super::DEFAULT_LEASE));
+        leased.lease = Some("2s".into());
+        assert_eq!(leased.lease_time(), Ok(Duration::from_secs(2)));
+        leased.lease = Some("10ms".into());
+        assert!(leased.check().unwrap_err().contains("lease"));
+        leased.lease = Some("soon".into());
+        assert!(leased.check().unwrap_err().contains("lease"));
         assert!(crate::config::Config::default().cluster.is_empty());
     }
 }

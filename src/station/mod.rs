@@ -44,7 +44,7 @@ use crate::config::Config;
 use crate::proto::{self, Download, Edit, React, WireError};
 use crate::store::log::Log;
 
-pub use registry::{Registry, Route};
+pub use registry::{Gate, Registry, Route};
 
 /// All a station gets from the daemon.
 #[derive(Clone)]
@@ -258,6 +258,19 @@ pub trait StationKind: Send + Sync + 'static {
     /// Takes the lines of stations no other kind registered (`local`).
     fn catches_all(&self) -> bool {
         false
+    }
+
+    /// Runs on one node of a cluster at a time (a bot token has one
+    /// poller, one gateway): the registry opens it only while this node
+    /// holds its lease (docs/cluster.md).
+    fn one_node(&self) -> bool {
+        false
+    }
+
+    /// What its stations' [`Station::platform`] says, known before one
+    /// runs here (a cluster's stand-in for a station on another node).
+    fn platform(&self) -> Option<&'static str> {
+        None
     }
 
     /// Opens the station (files, seeds from the log). Called only when

@@ -10,6 +10,13 @@
 //!   token restarts only that station, in place: the others, the
 //!   connections and the subscriptions are not touched.
 //!
+//! - In a cluster, a station whose kind runs on [one node at a
+//!   time](super::StationKind::one_node) opens only while this node holds
+//!   its lease ([`Gate`], set by `cluster::lease`): one gate where a
+//!   station is opened, none in the stations. While another node holds it,
+//!   [`Registry::route`] hands out the gate's stand-in, whose outbound ops
+//!   travel to that node.
+//!
 //! Locking: each slot's state is a `std::sync::Mutex`, held only to read
 //! or swap the running station (never across an `.await`); a
 //! `tokio::sync::Mutex` per slot serializes its start and stop, which do
@@ -18,7 +25,7 @@
 //! Owns: the slots. Must not import: `server`, `daemon`, `stations`.
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,8 +42,27 @@ use crate::proto::WireError;
 /// is storing before it is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The status of a one-node station while no node is known to hold its
+/// lease.
+const WAITING: &str = "waiting for its lease (docs/cluster.md)";
+
 /// A line's station, or why the op cannot go there.
 pub type Route = Result<Arc<dyn Station>, WireError>;
+
+/// A cluster's say over the stations that run on one node at a time
+/// ([`StationKind::one_node`]); `cluster::lease` implements it. Without a
+/// cluster there is no gate and every station runs where it is enabled.
+pub trait Gate: Send + Sync + 'static {
+    /// This node's name.
+    fn node(&self) -> &str;
+    /// Whether this node holds `station`'s lease (and may run it) now.
+    fn holds(&self, station: &str) -> bool;
+    /// The node that holds `station`'s lease, as last seen.
+    fn holder(&self, station: &str) -> Option<String>;
+    /// A stand-in for `kind`'s station running on `node`: its outbound ops
+    /// travel there and come back with that node's answer.
+    fn remote(&self, kind: &Arc<dyn StationKind>, node: &str) -> Arc<dyn Station>;
+}
 
 struct Running {
     station: Arc<dyn Station>,
@@ -76,6 +102,8 @@ pub struct Registry {
     slots: Vec<Slot>,
     /// Parent of every station's stop token: metrod's shutdown.
     shutdown: CancellationToken,
+    /// The cluster's leases, when this node is in one.
+    gate: OnceLock<Arc<dyn Gate>>,
 }
 
 impl Registry {
@@ -99,7 +127,60 @@ impl Registry {
             ctx,
             slots,
             shutdown,
+            gate: OnceLock::new(),
         }
+    }
+
+    /// Puts the cluster's leases in charge of the stations that run on one
+    /// node at a time (before any starts; once).
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// The names of the kinds that run on one node at a time.
+    pub fn one_node(&self) -> Vec<&'static str> {
+        self.slots
+            .iter()
+            .filter(|s| s.kind.one_node())
+            .map(|s| s.kind.name())
+            .collect()
+    }
+
+    /// Whether the config in force enables station `name` here.
+    pub fn wanted(&self, name: &str) -> bool {
+        self.slot(name)
+            .is_some_and(|s| s.kind.enabled(&self.ctx.current()).is_ok())
+    }
+
+    /// Stops station `name` with `why` as its row's status (a lease lost).
+    pub async fn stop_because(&self, name: &str, why: &str) -> bool {
+        let Some(slot) = self.slot(name) else {
+            return false;
+        };
+        let _turn = slot.turn.lock().await;
+        stop_slot(slot, why).await
+    }
+
+    /// Why the slot may not run here now (its lease is elsewhere), if so.
+    fn gated(&self, slot: &Slot) -> Option<String> {
+        let gate = self.gate.get().filter(|_| slot.kind.one_node())?;
+        let name = slot.kind.name();
+        if gate.holds(name) {
+            return None;
+        }
+        Some(match gate.holder(name) {
+            Some(n) if n != gate.node() => format!("standby: runs on node {n}"),
+            _ => format!("standby: {WAITING}"),
+        })
+    }
+
+    /// The stand-in for the slot's station on the node that holds its
+    /// lease, when another node does.
+    fn remote(&self, slot: &Slot) -> Option<Arc<dyn Station>> {
+        let gate = self.gate.get().filter(|_| slot.kind.one_node())?;
+        let node = gate.holder(slot.kind.name())?;
+        (node != gate.node() && !gate.holds(slot.kind.name()))
+            .then(|| gate.remote(&slot.kind, &node))
     }
 
     /// The registered kinds' names, in order.
@@ -185,6 +266,14 @@ impl Registry {
             slot.set(Err(why));
             return Ok(false);
         }
+        if self.shutdown.is_cancelled() {
+            slot.set(Err("stopped".into()));
+            return Ok(false);
+        }
+        if let Some(why) = self.gated(slot) {
+            slot.set(Err(why));
+            return Ok(false);
+        }
         let station = slot.kind.open(&self.ctx)?;
         let stop = self.shutdown.child_token();
         let task = tokio::spawn(station.clone().run(stop.clone()));
@@ -199,8 +288,19 @@ impl Registry {
         Ok(true)
     }
 
-    /// The station of `line` (already a valid line URI).
+    /// The station of `line` (already a valid line URI): the one running
+    /// here, else (in a cluster) the stand-in for the node that runs it.
     pub fn route(&self, line: &str) -> Route {
+        self.find(line, true)
+    }
+
+    /// The station of `line` running on this node (what a cluster's
+    /// request from another node is answered with).
+    pub fn local(&self, line: &str) -> Route {
+        self.find(line, false)
+    }
+
+    fn find(&self, line: &str, remote: bool) -> Route {
         let name = line::station_of(line);
         let slot = self
             .slot(name)
@@ -213,19 +313,29 @@ impl Registry {
         slot.kind
             .check_line(line)
             .map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
-        slot.station().map_err(|why| slot.kind.unavailable(&why))
+        slot.station().or_else(|why| {
+            remote
+                .then(|| self.remote(slot))
+                .flatten()
+                .ok_or_else(|| slot.kind.unavailable(&why))
+        })
     }
 
     /// `fetch` on `line` from its platform, when its kind
-    /// [fetches](StationKind::fetches); `None`: metro's log answers.
+    /// [fetches](StationKind::fetches) (in a cluster, through the node that
+    /// runs the station); `None`: metro's log answers.
     pub async fn fetch(&self, line: &str, limit: u64) -> Option<Result<Vec<Bytes>, WireError>> {
         let slot = self.slot(line::station_of(line))?;
         if !slot.kind.fetches() {
             return None;
         }
+        // Here, else (in a cluster) on the node that runs it.
         let st = match slot.station() {
             Ok(st) => st,
-            Err(why) => return Some(Err(slot.kind.unavailable(&why))),
+            Err(why) => match self.remote(slot) {
+                Some(remote) => remote,
+                None => return Some(Err(slot.kind.unavailable(&why))),
+            },
         };
         if let Err(e) = line::line(line) {
             return Some(Err(WireError::bad_request(format!("field `line`: {e}"))));
@@ -254,13 +364,41 @@ impl Registry {
         )
     }
 
-    /// The rows of the `stations` answer.
+    /// The rows of the `stations` answer; in a cluster, a station that
+    /// runs on one node at a time says which (`node`).
     pub fn rows(&self) -> Vec<Value> {
         self.slots
             .iter()
-            .map(|s| match s.station() {
-                Ok(st) => st.row(),
-                Err(why) => off_row(s.kind.name(), &why),
+            .map(|s| {
+                let mut row = match s.station() {
+                    Ok(st) => st.row(),
+                    Err(why) => {
+                        // Who runs it now; a lease lost keeps saying why
+                        // until another node is seen holding it.
+                        let why = match self.gated(s) {
+                            Some(standby)
+                                if s.kind.enabled(&self.ctx.current()).is_ok()
+                                    && !(why.starts_with("standby")
+                                        && standby.ends_with(WAITING)) =>
+                            {
+                                standby
+                            }
+                            _ => why,
+                        };
+                        off_row(s.kind.name(), &why)
+                    }
+                };
+                if let Some(gate) = self.gate.get().filter(|_| s.kind.one_node()) {
+                    let node = if gate.holds(s.kind.name()) {
+                        Some(gate.node().to_string())
+                    } else {
+                        gate.holder(s.kind.name())
+                    };
+                    if let Some(o) = row.as_object_mut() {
+                        o.insert("node".into(), node.into());
+                    }
+                }
+                row
             })
             .collect()
     }

@@ -44,6 +44,9 @@ pub struct Call {
     /// Uploaded files: (field, file name, size).
     pub files: Vec<(String, String, usize)>,
     pub at: Instant,
+    /// The request's `Host` (tells apart metrods given different URLs of
+    /// this server: `127.0.0.1:port`, `localhost:port`).
+    pub host: String,
 }
 
 /// What a confirming `getUpdates` found.
@@ -364,6 +367,12 @@ async fn method(
     Path((bot, method)): Path<(String, String)>,
     req: Request,
 ) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let (p, files) = params(req).await;
     let m = method.to_lowercase();
     let scripted = {
@@ -373,6 +382,7 @@ async fn method(
             params: p.clone(),
             files,
             at: Instant::now(),
+            host,
         });
         if bot != format!("bot{TOKEN}") {
             return fail(401, api_error(401, "Unauthorized"));

@@ -35,6 +35,14 @@ impl StationKind for DiscordKind {
         Some("discord")
     }
 
+    fn one_node(&self) -> bool {
+        true
+    }
+
+    fn platform(&self) -> Option<&'static str> {
+        Some("Discord")
+    }
+
     fn enabled(&self, config: &Config) -> Result<(), String> {
         let token = config.discord.token.as_deref().map(str::trim);
         let token = token.map(|t| t.strip_prefix("Bot ").unwrap_or(t).trim());

@@ -33,6 +33,14 @@ impl StationKind for TelegramKind {
         Some("telegram")
     }
 
+    fn one_node(&self) -> bool {
+        true
+    }
+
+    fn platform(&self) -> Option<&'static str> {
+        Some("Telegram")
+    }
+
     fn enabled(&self, config: &Config) -> Result<(), String> {
         match &config.telegram.token {
             Some(t) if !t.trim().is_empty() => Ok(()),
