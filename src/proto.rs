@@ -620,6 +620,13 @@ fn present<'de, D: serde::Deserializer<'de>>(
 /// `req` keys are ignored like any unknown field), naming the path of a
 /// wrong field in the error.
 fn field<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, WireError> {
+    // Plain serde first: tracking the path costs ≈ 5 % of the daemon's CPU
+    // under publish load (docs/benchmarks.md), and a request that parses
+    // needs no path. Only a failed one is parsed again, for the message.
+    let mut de = serde_json::Deserializer::from_slice(line);
+    if let Ok(v) = T::deserialize(&mut de) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_slice(line);
     serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -34,6 +35,8 @@ use crate::store::claims::ClaimOp;
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most bytes gathered into one socket write.
 const WRITE_COALESCE: usize = 256 << 10;
+/// Most bytes of ready answers gathered into one queued write.
+const ANSWER_COALESCE: usize = 16 << 10;
 
 /// Splits the input on `\n` (a trailing `\r` is dropped). A line longer than
 /// the limit is an error (the connection is then closed); an unterminated
@@ -285,12 +288,16 @@ pub async fn serve(
 async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> Ended {
     let mut frames = FramedRead::new(rd, RequestCodec::new(conn.broker.opts.max_request));
     let mut in_flight = FuturesUnordered::new();
+    // One wait for the stop, not a new one (and a waiter registered and
+    // removed) for every request and answer.
+    let stop = conn.stop.cancelled();
+    tokio::pin!(stop);
     let ended = loop {
         tokio::select! {
             biased;
-            _ = conn.stop.cancelled() => break Ended::Abort,
+            _ = &mut stop => break Ended::Abort,
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                if send_answer(conn, answer).await.is_err() {
+                if send_answers(conn, answer, &mut in_flight).await.is_err() {
                     break Ended::Abort;
                 }
             }
@@ -332,6 +339,40 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
         }
     }
     ended
+}
+
+/// Queues `first` and every other answer that is ready now as one write
+/// (a batch commit answers many publishes of a connection at once): one
+/// budget wait and one wake of the writer task instead of one per answer.
+/// An answer in room of its own goes alone, in its order.
+async fn send_answers<F>(
+    conn: &Conn,
+    first: ops::Answer,
+    in_flight: &mut FuturesUnordered<F>,
+) -> Result<(), Closed>
+where
+    F: std::future::Future<Output = ops::Answer> + Unpin,
+{
+    if first.room.is_some() {
+        return send_answer(conn, first).await;
+    }
+    let mut bytes = first.bytes;
+    while bytes.len() < ANSWER_COALESCE {
+        // Polled without waiting: what is not ready is polled again (with
+        // the loop's own waker) by the caller's next `select!`.
+        match in_flight.next().now_or_never() {
+            Some(Some(next)) if next.room.is_some() => {
+                conn.out.send(std::mem::take(&mut bytes), None).await?;
+                send_answer(conn, next).await?;
+            }
+            Some(Some(next)) => bytes.extend_from_slice(&next.bytes),
+            _ => break,
+        }
+    }
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    conn.out.send(bytes, None).await
 }
 
 /// Queues an op's answer, in the room it reserved if it did.

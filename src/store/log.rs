@@ -310,16 +310,23 @@ impl Log {
     /// A lone append under `--fsync never` is committed right here (see
     /// `log/writer.rs`); the others go to the writer thread.
     pub async fn append(&self, event: Event) -> Result<Appended, AppendError> {
+        self.append_as(Box::new(event), false).await
+    }
+
+    /// [`Log::append`] for an event already boxed (the publish op boxes it
+    /// once, so its futures and the writer's queue move a pointer, not the
+    /// event's ≈ 650 bytes).
+    pub async fn append_boxed(&self, event: Box<Event>) -> Result<Appended, AppendError> {
         self.append_as(event, false).await
     }
 
     /// Appends another node's event as it is (cluster replication): its
     /// `id` and `ts` are kept, nothing is minted.
     pub async fn append_replica(&self, event: Event) -> Result<Appended, AppendError> {
-        self.append_as(event, true).await
+        self.append_as(Box::new(event), true).await
     }
 
-    async fn append_as(&self, event: Event, keep_id: bool) -> Result<Appended, AppendError> {
+    async fn append_as(&self, event: Box<Event>, keep_id: bool) -> Result<Appended, AppendError> {
         let event = match self.core.commit_here(event, keep_id) {
             Ok(done) => return done,
             Err(event) => event,

@@ -105,7 +105,11 @@ pub fn append_error(e: AppendError) -> WireError {
 
 /// Appends a prepared event: what people and services say has 0 hops; an
 /// agent's event is checked by the loop guard.
-pub async fn publish(broker: Arc<Broker>, stations: Arc<Registry>, mut event: Event) -> OpResult {
+pub async fn publish(
+    broker: Arc<Broker>,
+    stations: Arc<Registry>,
+    mut event: Box<Event>,
+) -> OpResult {
     if !guard::from_people(&event) {
         // Boxed: the check's future is large, and a publish's future is
         // held for every request in flight; most publishes never check.
@@ -119,7 +123,7 @@ pub async fn publish(broker: Arc<Broker>, stations: Arc<Registry>, mut event: Ev
         ))
         .await?;
     }
-    let a = broker.log.append(event).await.map_err(append_error)?;
+    let a = broker.log.append_boxed(event).await.map_err(append_error)?;
     Ok(fields! { "id" => a.id, "ts" => a.ts, "offset" => a.offset })
 }
 

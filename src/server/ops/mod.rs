@@ -92,7 +92,7 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
     let stations = conn.stations.clone();
     match request {
         Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
-        Request::Publish(p) => match events::prepare_publish(p) {
+        Request::Publish(p) => match events::prepare_publish(p).map(Box::new) {
             // The hot path: without a key, nothing is copied or wrapped.
             Ok(event) => match event.idempotency_key.clone() {
                 None => later(req, events::publish(broker, stations, event)),

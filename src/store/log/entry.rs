@@ -43,13 +43,16 @@ struct MetaRef<'a> {
 }
 
 impl Meta {
-    pub fn of(event: &Event) -> Meta {
+    /// Takes the predicate fields out of a committed event (they are not
+    /// copied: the writer needs nothing of them after this).
+    pub fn take(event: &mut Event) -> Meta {
+        let take = |s: &mut String| std::mem::take(s).into_boxed_str();
         Meta {
-            line: event.line.as_str().into(),
-            to: event.to.as_str().into(),
-            from: event.from.as_str().into(),
-            station: event.station.as_str().into(),
-            kind: event.kind.as_str().into(),
+            line: take(&mut event.line),
+            to: take(&mut event.to),
+            from: take(&mut event.from),
+            station: take(&mut event.station),
+            kind: take(&mut event.kind),
             valid: true,
         }
     }
