@@ -328,10 +328,25 @@ pub async fn run_with(
         max_hops: args.max_hops,
         dedupe_window: args.dedupe_window,
     };
-    let (mut broker, startup) = Broker::open(&state_dir, opts).map_err(io_err(format!(
-        "cannot open the state in {}",
-        state_dir.display()
-    )))?;
+    let limits = webhook::http::Limits {
+        max_connections: args.webhook_max_connections,
+        header_timeout: args.webhook_header_timeout,
+        body_timeout: args.webhook_body_timeout,
+    };
+    let hooks = webhook::Config {
+        addr: args.webhook_addr,
+        max_body: args.webhook_max_body,
+        fsync: args.fsync != FsyncPolicy::Never,
+    };
+    let (webhook_kind, mount) = webhook::kind::WebhookKind::new(hooks, limits);
+    let mut kinds = crate::stations::builtin(webhook_kind);
+    kinds.extend(extra);
+    // Which lines are stations' rather than agents' is known from the
+    // kinds, before claims.json is read (no station opens yet).
+    let platforms = crate::station::platforms(&kinds);
+    let (mut broker, startup) = Broker::open(&state_dir, opts, platforms).map_err(io_err(
+        format!("cannot open the state in {}", state_dir.display()),
+    ))?;
     if startup.cut_bytes > 0 {
         tracing::warn!(
             "history.jsonl ended in a torn line (a crash during a write): cut {} bytes; the log now ends at offset {}",
@@ -348,19 +363,6 @@ pub async fn run_with(
             r.now
         );
     }
-    let limits = webhook::http::Limits {
-        max_connections: args.webhook_max_connections,
-        header_timeout: args.webhook_header_timeout,
-        body_timeout: args.webhook_body_timeout,
-    };
-    let hooks = webhook::Config {
-        addr: args.webhook_addr,
-        max_body: args.webhook_max_body,
-        fsync: args.fsync != FsyncPolicy::Never,
-    };
-    let (webhook_kind, mount) = webhook::kind::WebhookKind::new(hooks, limits);
-    let mut kinds = crate::stations::builtin(webhook_kind);
-    kinds.extend(extra);
     // The config's sections are the core's and the registered kinds'.
     let check_kinds = kinds.clone();
     config

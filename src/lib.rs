@@ -7,8 +7,10 @@
 //!
 //! - [`proto`]: the wire types shared by daemon and clients — requests (one
 //!   variant per op), the event object, error codes, frame builders.
-//! - [`line`]: line URIs (`metro://telegram/-100/42`), validation and the
-//!   short form.
+//! - [`line`]: line URIs (`metro://telegram/-100/42`): the grammar, the
+//!   short form, and [`line::Platforms`], the stations whose lines are not
+//!   agents' (built from the registered kinds; each kind checks the shape
+//!   of its own lines).
 //! - [`store`]: what is on disk — [`store::log`] (one writer, group commit,
 //!   recovery, ring of recent entries, chunked reads), [`store::claims`]
 //!   (snapshot + atomic `claims.json`), [`store::cursors`] (coalesced durable

@@ -1,13 +1,19 @@
-//! Line URIs: `metro://<station>/<path>`.
+//! Line URIs: `metro://<station>/<path>`, their grammar only.
 //!
-//! Two strengths of check:
-//! - [`uri`] accepts any well-formed metro URI (identities such as
-//!   `metro://telegram/user/42` or `metro://claude/user/abc`);
-//! - [`line`] additionally holds the platform stations to their conversation
-//!   shapes: `telegram/<chatId>[/<topicId>]`, `discord/<channelId>`,
-//!   `webhook/<endpointId>`.
+//! - [`uri`] accepts any well-formed metro URI (lines, and identities such
+//!   as `metro://telegram/user/42` or `metro://claude/user/abc`) and
+//!   returns it in full form; the short form (`telegram/123`) is accepted.
+//! - [`line`] is the same check where a conversation line is expected.
+//!   The shape of a station's lines (`telegram/<chatId>[/<topicId>]` …) is
+//!   not known here: each station kind checks its own
+//!   (`StationKind::check_line`, applied by the registry in metrod).
+//! - [`Platforms`]: which stations' lines are conversations on a platform
+//!   rather than agents' lines, as data built from the registered kinds.
 //!
-//! Both accept the short form (`telegram/123`) and return the full URI.
+//! Owns: the URI grammar. Must not import anything of the crate: it is a
+//! leaf that metroctl and every layer of metrod read.
+
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -20,18 +26,24 @@ pub const MAX_LEN: usize = 512;
 #[error("invalid line {input:?}: {reason}")]
 pub struct LineError {
     pub input: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
-fn err(input: &str, reason: &'static str) -> LineError {
+/// `input` is not a valid line because of `reason` (the input is shown
+/// cut to 80 characters).
+pub fn invalid(input: &str, reason: impl Into<String>) -> LineError {
     let mut shown: String = input.chars().take(80).collect();
     if shown.len() < input.len() {
         shown.push('…');
     }
     LineError {
         input: shown,
-        reason,
+        reason: reason.into(),
     }
+}
+
+fn err(input: &str, reason: &'static str) -> LineError {
+    invalid(input, reason)
 }
 
 /// The station of a full URI: the part between `metro://` and the next `/`.
@@ -40,18 +52,48 @@ pub fn station_of(uri: &str) -> &str {
     rest.split('/').next().unwrap_or("")
 }
 
-/// Platform stations whose lines have a fixed shape.
-pub fn is_platform(station: &str) -> bool {
-    matches!(station, "telegram" | "discord" | "webhook")
+/// The path segments of a full URI, after its station
+/// (`metro://telegram/-100/42` → `-100`, `42`).
+pub fn segments(uri: &str) -> impl Iterator<Item = &str> {
+    let rest = uri.strip_prefix(SCHEME).unwrap_or(uri);
+    rest.split('/').skip(1)
 }
 
-/// A local line: an agent's line (`metro://claude/user/<id>`), that is any
-/// line whose station is not a chat or webhook station. It belongs to the
-/// identity it names, and to nobody else: it is never claimed by another
-/// identity (docs/broker.md, Claims). A line below an identity
+/// The stations whose lines are conversations on a platform: every
+/// registered station kind but the one that takes all other lines
+/// (`local`). metrod builds it from its kinds before it reads
+/// `claims.json` and hands it to the claims, the delivery predicate and
+/// the loop guard. Any other line is a local line: an agent's line
+/// (`metro://claude/user/<id>`), which belongs to the identity it names
+/// and to nobody else: it is never claimed by another identity
+/// (docs/broker.md, Claims). A line below an identity
 /// (`metro://claude/user/me/s1`) is its own identity.
-pub fn is_local(uri: &str) -> bool {
-    !is_platform(station_of(uri))
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Platforms(Arc<[&'static str]>);
+
+impl Platforms {
+    pub fn new(names: impl IntoIterator<Item = &'static str>) -> Platforms {
+        let mut v: Vec<&'static str> = names.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        Platforms(v.into())
+    }
+
+    /// Whether `station` is one of them.
+    pub fn is_platform(&self, station: &str) -> bool {
+        self.0.contains(&station)
+    }
+
+    /// Whether the full URI `uri` is a local line (its station is none of
+    /// them).
+    pub fn is_local(&self, uri: &str) -> bool {
+        !self.is_platform(station_of(uri))
+    }
+
+    /// Their names, sorted.
+    pub fn names(&self) -> &[&'static str] {
+        &self.0
+    }
 }
 
 /// The TypeScript metro's "no identity": accepted wherever an identity is,
@@ -117,51 +159,11 @@ pub fn uri(input: &str) -> Result<String, LineError> {
     Ok(format!("{SCHEME}{rest}"))
 }
 
-fn is_int(s: &str) -> bool {
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    !digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_uint(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Validates a conversation line and returns it in full form.
+/// Validates a conversation line and returns it in full form: the
+/// grammar of [`uri`]. Its station's shape (numeric chat ids …) is the
+/// station kind's to check, in metrod.
 pub fn line(input: &str) -> Result<String, LineError> {
-    let full = uri(input)?;
-    let rest = &full[SCHEME.len()..];
-    let mut parts = rest.split('/');
-    let station = parts.next().unwrap_or("");
-    let path: Vec<&str> = parts.collect();
-    match station {
-        "telegram" => match path.as_slice() {
-            [chat] if is_int(chat) => {}
-            [chat, topic] if is_int(chat) && is_uint(topic) => {}
-            _ => {
-                return Err(err(
-                    input,
-                    "telegram lines are metro://telegram/<chatId>[/<topicId>] with numeric ids",
-                ))
-            }
-        },
-        "discord" => match path.as_slice() {
-            [channel] if is_uint(channel) => {}
-            _ => {
-                return Err(err(
-                    input,
-                    "discord lines are metro://discord/<channelId> with a numeric id",
-                ))
-            }
-        },
-        "webhook" => match path.as_slice() {
-            [id] if id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {}
-            _ => return Err(err(input, "webhook lines are metro://webhook/<endpointId>")),
-        },
-        _ => {}
-    }
-    Ok(full)
+    uri(input)
 }
 
 #[cfg(test)]
@@ -189,11 +191,23 @@ mod tests {
         );
         assert_eq!(uri("claude/user/abc").unwrap(), "metro://claude/user/abc");
         assert_eq!(station_of("metro://discord/1"), "discord");
-        assert!(is_local("metro://claude/user/abc"));
-        assert!(is_local("metro://claude/user/abc/s1"));
-        assert!(!is_local("metro://telegram/5"));
-        assert!(!is_local("metro://discord/5"));
-        assert!(!is_local("metro://webhook/gh"));
+        assert_eq!(
+            segments("metro://telegram/-100/42").collect::<Vec<_>>(),
+            ["-100", "42"]
+        );
+    }
+
+    #[test]
+    fn local_lines_are_those_of_no_platform() {
+        let p = Platforms::new(["telegram", "discord", "webhook", "loopback", "discord"]);
+        assert_eq!(p.names(), ["discord", "loopback", "telegram", "webhook"]);
+        assert!(p.is_local("metro://claude/user/abc"));
+        assert!(p.is_local("metro://claude/user/abc/s1"));
+        assert!(!p.is_local("metro://telegram/5"));
+        assert!(!p.is_local("metro://discord/5"));
+        assert!(!p.is_local("metro://webhook/gh"));
+        assert!(!p.is_local("metro://loopback/room"));
+        assert!(Platforms::default().is_local("metro://telegram/5"));
     }
 
     #[test]
@@ -204,9 +218,6 @@ mod tests {
             "metro:///x",
             "metro://telegram",
             "metro://telegram/",
-            "metro://telegram/abc",
-            "metro://telegram/1/-2",
-            "metro://discord/x1",
             "metro://webhook/a b",
             "http://telegram/1",
             "metro://Tele/1",
@@ -216,7 +227,8 @@ mod tests {
             assert!(line(bad).is_err(), "{bad:?} accepted");
         }
         assert!(uri("metro://telegram/user/5").is_ok());
-        assert!(line("metro://telegram/user/5").is_err());
+        // Station shapes are the kinds' (stations/*/kind.rs).
+        assert!(line("metro://telegram/abc").is_ok());
         assert!(line(&format!("metro://claude/{}", "a".repeat(600))).is_err());
     }
 }

@@ -433,3 +433,87 @@ fn a_registered_kind_brings_its_config_section() {
     );
     assert!(!e.contains("xoxb"), "{e}");
 }
+
+/// The hops of the event `id`, from the frames of `sub` (in order).
+fn hops_of(sub: &mut Client, id: &Value) -> u64 {
+    loop {
+        let f = sub.frame();
+        if &f["event"]["id"] == id {
+            return f["event"].get("hops").and_then(Value::as_u64).unwrap_or(0);
+        }
+    }
+}
+
+/// A registered kind's lines are station lines, as the built-in
+/// platforms' are (the set comes from the registered kinds, not from a
+/// list of names): an agent's send claims one, another identity may claim
+/// it, an `inbound` event on it is a person's (0 hops: it starts a new
+/// count for the loop guard). An agent's own line is none of these. Its
+/// kind's line check answers for it, in every op that names a line.
+#[test]
+fn a_registered_kinds_lines_are_station_lines() {
+    const B: &str = "metro://codex/user/b";
+    let d = InProcess::start(Platform::new(), "");
+    let mut c = d.connect();
+    let mut sub = d.connect();
+    sub.subscribe(json!({"follow": true, "since": "tail"}));
+
+    // Auto-claim: on the free station line, not on an agent's line.
+    let a = c.ok(json!({"op": "send", "line": LINE, "text": "hi", "from": AGENT}));
+    assert_eq!(a["claim"], json!("claimed"), "{a}");
+    let l = c.ok(json!({"op": "send", "line": B, "text": "hi", "from": AGENT}));
+    assert_eq!(l["claim"], json!("off"), "{l}");
+    let owners = c.ok(json!({"op": "claims"}));
+    assert_eq!(owners["claims"][LINE], json!(AGENT), "{owners}");
+    // Another identity may take the station line over; an agent's line
+    // belongs to the agent it names.
+    let cl = c.ok(json!({"op": "claim", "line": LINE, "as": B}));
+    assert_eq!(cl["previous"], json!(AGENT), "{cl}");
+    let e = c.err(json!({"op": "claim", "line": B, "as": AGENT}), "conflict");
+    assert!(
+        e["message"].as_str().unwrap().contains("is a local line"),
+        "{e}"
+    );
+
+    // The loop guard: an agent's answer is hop 1; an `inbound` event on
+    // the station line answering it is a person's (0 hops), the same on
+    // an agent's line is hop 2.
+    let first = publish(
+        &mut c,
+        json!({"line": B, "kind": "notify", "from": AGENT, "text": "q"}),
+    );
+    let answer = publish(
+        &mut c,
+        json!({"line": B, "kind": "notify", "from": AGENT, "text": "a",
+               "replyTo": first["id"]}),
+    );
+    let person = publish(
+        &mut c,
+        json!({"line": LINE, "kind": "inbound", "from": "loopback/user/ann",
+               "text": "p", "replyTo": answer["id"]}),
+    );
+    let agent = publish(
+        &mut c,
+        json!({"line": B, "kind": "inbound", "from": AGENT, "text": "x",
+               "replyTo": answer["id"]}),
+    );
+    assert_eq!(hops_of(&mut sub, &answer["id"]), 1);
+    assert_eq!(hops_of(&mut sub, &person["id"]), 0);
+    assert_eq!(hops_of(&mut sub, &agent["id"]), 2);
+
+    // Its kind's sentence, wherever a line is the target of an op.
+    for req in [
+        json!({"op": "send", "line": "loopback/a/b", "text": "x"}),
+        json!({"op": "claim", "line": "loopback/a/b", "as": AGENT}),
+        json!({"op": "publish", "event": {"line": "loopback/a/b", "text": "x"}}),
+    ] {
+        let e = c.err(req.clone(), "bad_request");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("loopback lines are metro://loopback/<room>"),
+            "{req}: {e}"
+        );
+    }
+}

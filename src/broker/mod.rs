@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::line::Platforms;
 use crate::store::claims::Claims;
 use crate::store::cursors::{Cursors, Repair};
 use crate::store::dedupe::{self, Dedupe};
@@ -90,6 +91,9 @@ pub struct Broker {
     /// Shared with the stations ([`crate::station::StationCtx`]).
     pub log: Arc<Log>,
     pub claims: Claims,
+    /// The stations whose lines are conversations on a platform (from the
+    /// registered kinds); every other line is an agent's local line.
+    pub platforms: Platforms,
     pub cursors: Arc<Cursors>,
     pub lines: Arc<Mutex<LineIndex>>,
     /// Hops of recent automatic answers (the loop guard).
@@ -118,9 +122,15 @@ const LOOP_NOTICES: usize = 1024;
 const LINES_SEED_BYTES: usize = 1 << 20;
 
 impl Broker {
-    /// Opens the state in `state_dir` (which the caller has locked). Must run
-    /// inside a tokio runtime.
-    pub fn open(state_dir: &Path, opts: BrokerOptions) -> io::Result<(Broker, Startup)> {
+    /// Opens the state in `state_dir` (which the caller has locked), with
+    /// `platforms` the stations whose lines are not local lines (claims,
+    /// the delivery predicate, the loop guard). Must run inside a tokio
+    /// runtime.
+    pub fn open(
+        state_dir: &Path,
+        opts: BrokerOptions,
+        platforms: Platforms,
+    ) -> io::Result<(Broker, Startup)> {
         let lines = Arc::new(Mutex::new(LineIndex::default()));
         let hops = Arc::new(Mutex::new(HopIndex::default()));
         let (log, recovery) = Log::open(state_dir, opts.log.clone(), lines.clone(), hops.clone())?;
@@ -132,7 +142,7 @@ impl Broker {
         seed_recent(&log, &hops, &dedupe)?;
         let fsync = opts.log.fsync != FsyncPolicy::Never;
         let (cursors, repairs) = Cursors::open(&state_dir.join("cursors"), &log, fsync)?;
-        let claims = Claims::open(&state_dir.join("claims.json"), fsync)?;
+        let claims = Claims::open(&state_dir.join("claims.json"), fsync, platforms.clone())?;
         let startup = Startup {
             log_bytes: log.end(),
             cut_bytes: recovery.cut_bytes,
@@ -144,6 +154,7 @@ impl Broker {
                 opts,
                 log: Arc::new(log),
                 claims,
+                platforms,
                 cursors: Arc::new(cursors),
                 lines,
                 hops,

@@ -3,7 +3,6 @@
 //! an identity is not fed that identity's own events (unless `echo`), and a
 //! local line belongs to the identity it names, whatever the claims say.
 
-use crate::line;
 use crate::proto::Mode;
 use crate::store::claims::ClaimMap;
 use crate::store::log::Meta;
@@ -24,7 +23,7 @@ pub struct Filter {
 /// Whose events on `m`'s line are: a local line's are the identity's it
 /// names; any other line's are its claim owner's.
 fn owner<'a>(m: &'a Meta, claims: &'a ClaimMap) -> Option<&'a str> {
-    if line::is_local(&m.line) {
+    if claims.is_local(&m.line) {
         Some(&m.line)
     } else {
         claims.owner(&m.line)

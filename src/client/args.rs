@@ -1,5 +1,7 @@
 //! How command-line arguments become request fields: lines and identities
-//! checked with [`crate::line`], `-` read from stdin, `--no-claim` and
+//! checked against the URI grammar of [`crate::line`] (the shape of a
+//! station's lines, `telegram/<chatId>` …, is its kind's: metrod checks
+//! it and metroctl shows its answer), `-` read from stdin, `--no-claim` and
 //! `$METRO_NO_AUTO_CLAIM`, the actor of an outbound op, file paths made
 //! absolute (metrod's working directory is not ours), JSON buttons. Knows
 //! nothing of printing or of the connection.
@@ -21,7 +23,8 @@ pub const LINE_FORMS: &str = "a line starts with a station name: telegram/<chatI
 discord/<channelId>, webhook/<endpointId>, or an agent's own line such as claude/user/<id> \
 or local/<name> (`metroctl lines` lists the lines metro has seen)";
 
-/// A line in full form (`telegram/42` → `metro://telegram/42`).
+/// A line in full form (`telegram/42` → `metro://telegram/42`); its
+/// station's shape is checked by metrod.
 pub fn line_arg(l: &str) -> Result<String, CliError> {
     crate::line::line(l).map_err(line_error)
 }

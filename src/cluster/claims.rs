@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::names;
 use super::status::Status;
 use crate::broker::Broker;
-use crate::line;
+use crate::line::{self, Platforms};
 use crate::store::claims::{ClaimOp, ClaimOutcome, SharedClaims};
 
 /// How long an answer waits for the watch to bring the change home.
@@ -45,15 +45,18 @@ pub const MAX_VALUE: i32 = 1024;
 
 pub struct SharedMap {
     status: Arc<Status>,
+    /// Which lines are stations' (shared); local lines stay on the node.
+    platforms: Platforms,
     kv: OnceLock<kv::Store>,
     /// The newest bucket revision the watch applied here.
     applied: watch::Sender<u64>,
 }
 
 impl SharedMap {
-    pub fn new(status: Arc<Status>) -> Arc<SharedMap> {
+    pub fn new(status: Arc<Status>, platforms: Platforms) -> Arc<SharedMap> {
         Arc::new(SharedMap {
             status,
+            platforms,
             kv: OnceLock::new(),
             applied: watch::channel(0).0,
         })
@@ -214,21 +217,21 @@ fn is_race(why: &str) -> bool {
 
 /// A chat line's durable claim: shared. Local lines and ephemeral claims
 /// stay on the node.
-fn is_shared(op: &ClaimOp) -> bool {
+fn is_shared(platforms: &Platforms, op: &ClaimOp) -> bool {
     match op {
         ClaimOp::Claim {
             line, ephemeral, ..
-        } => ephemeral.is_none() && !line::is_local(line),
+        } => ephemeral.is_none() && !platforms.is_local(line),
         ClaimOp::Release { line }
         | ClaimOp::ReleaseIfOwner { line, .. }
-        | ClaimOp::Auto { line, .. } => !line::is_local(line),
+        | ClaimOp::Auto { line, .. } => !platforms.is_local(line),
         ClaimOp::DropConnection(_) | ClaimOp::Reload => false,
     }
 }
 
 impl SharedClaims for SharedMap {
     fn takes(&self, op: &ClaimOp) -> bool {
-        is_shared(op)
+        is_shared(&self.platforms, op)
     }
 
     fn apply(
@@ -245,9 +248,10 @@ impl SharedClaims for SharedMap {
             );
             return;
         };
+        let platforms = self.platforms.clone();
         tokio::spawn(async move {
             for (line, who) in &after {
-                if line::is_local(line) || before.get(line) == Some(who) {
+                if platforms.is_local(line) || before.get(line) == Some(who) {
                     continue;
                 }
                 if let Err(e) = kv
@@ -258,7 +262,7 @@ impl SharedClaims for SharedMap {
                 }
             }
             for line in before.keys() {
-                if line::is_local(line) || after.contains_key(line) {
+                if platforms.is_local(line) || after.contains_key(line) {
                     continue;
                 }
                 if let Err(e) = kv.delete(names::line_key(line)).await {
@@ -324,7 +328,7 @@ pub async fn run(
 async fn push_local(broker: &Broker, store: &kv::Store) {
     let snap = broker.claims.snapshot();
     for (line, owner) in snap.iter_sorted() {
-        if owner.ephemeral.is_some() || line::is_local(line) {
+        if owner.ephemeral.is_some() || broker.platforms.is_local(line) {
             continue;
         }
         let key = names::line_key(line);

@@ -174,7 +174,7 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
         .map_err(|e| format!("[cluster] url: {e}"))?;
     let _ = status.client.set(client.clone());
     let lease = cfg.lease_time()?;
-    let shared = claims::SharedMap::new(status.clone());
+    let shared = claims::SharedMap::new(status.clone(), broker.platforms.clone());
     broker.claims.share(shared.clone());
     let shutdown = CancellationToken::new();
     let js = jetstream::new(client.clone());

@@ -5,7 +5,9 @@
 //!   `download`, `fetch`; "not supported" unless it says otherwise), its
 //!   row of `stations`, its counters, its allowlist, a config change.
 //! - [`StationKind`]: how a station is opened — its name, the config it
-//!   reads, whether that config enables it, the check of its lines.
+//!   reads, whether that config enables it, the check of its lines (the
+//!   shape of a station's lines is its kind's alone; [`platforms`] gives
+//!   the broker which lines are stations' rather than agents').
 //! - [`StationCtx`]: all a station gets — the log handle, the state dir,
 //!   the fsync policy and a watch of the config in force. Never the broker
 //!   or the server.
@@ -242,8 +244,14 @@ pub trait StationKind: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Checks a line of this station (`metro://<name>/…`) beyond the URI
-    /// syntax.
+    /// Checks a line of this station (a full URI, `metro://<name>/…`)
+    /// beyond the URI syntax; `Err` is the sentence a user sees, saying
+    /// what its lines look like ("telegram lines are …"). The registry
+    /// applies it to the line an op acts on (`send`, `edit`, `react`,
+    /// `download`, `claim`, `publish`, a `fetch` that asks the platform),
+    /// whether or not the station runs; filters (`chat`, `history`'s
+    /// `line`) take any URI. metroctl checks only the URI syntax and shows
+    /// this answer.
     fn check_line(&self, _line: &str) -> Result<(), String> {
         Ok(())
     }
@@ -282,6 +290,14 @@ pub trait StationKind: Send + Sync + 'static {
     fn unavailable(&self, why: &str) -> WireError {
         WireError::unavailable(format!("the {} station is {why}", self.name()))
     }
+}
+
+/// The stations whose lines are conversations on a platform: every kind
+/// but the one that [catches all](StationKind::catches_all) (`local`).
+/// Known from the kinds alone, before any station opens (metrod hands it
+/// to the broker before it reads `claims.json`).
+pub fn platforms(kinds: &[Arc<dyn StationKind>]) -> crate::line::Platforms {
+    crate::line::Platforms::new(kinds.iter().filter(|k| !k.catches_all()).map(|k| k.name()))
 }
 
 /// Checks `config` against `kinds`: every section is the core's or a

@@ -46,6 +46,12 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// lease.
 const WAITING: &str = "waiting for its lease (docs/cluster.md)";
 
+/// The answer to an op on a line its station kind refuses (`why`: the
+/// kind's sentence).
+fn bad_line(line: &str, why: String) -> WireError {
+    WireError::bad_request(format!("field `line`: {}", line::invalid(line, why)))
+}
+
 /// A line's station, or why the op cannot go there.
 pub type Route = Result<Arc<dyn Station>, WireError>;
 
@@ -197,6 +203,32 @@ impl Registry {
         self.slots.iter().find(|s| s.kind.name() == name)
     }
 
+    /// The kind that takes `line` (a full URI): the one of its name, else
+    /// the one that catches all.
+    fn slot_of(&self, line: &str) -> Option<&Slot> {
+        self.slot(line::station_of(line))
+            .or_else(|| self.slots.iter().find(|s| s.kind.catches_all()))
+    }
+
+    /// Checks `line` (a full URI, already [`line::line`]) against the
+    /// shape its station kind gives its lines
+    /// ([`StationKind::check_line`]), whether or not the station runs.
+    pub fn check_line(&self, line: &str) -> Result<(), line::LineError> {
+        match self.slot_of(line) {
+            Some(slot) => slot
+                .kind
+                .check_line(line)
+                .map_err(|why| line::invalid(line, why)),
+            None => Ok(()),
+        }
+    }
+
+    /// What station `name`'s kind says its platform is (`Telegram`), if
+    /// it has one: people speak on its lines.
+    pub fn platform(&self, name: &str) -> Option<&'static str> {
+        self.slot(name)?.kind.platform()
+    }
+
     /// Opens and starts every station its config enables (startup: an
     /// error names the station and stops metrod).
     pub async fn start_all(&self) -> io::Result<()> {
@@ -301,18 +333,15 @@ impl Registry {
     }
 
     fn find(&self, line: &str, remote: bool) -> Route {
-        let name = line::station_of(line);
-        let slot = self
-            .slot(name)
-            .or_else(|| self.slots.iter().find(|s| s.kind.catches_all()));
-        let Some(slot) = slot else {
+        let Some(slot) = self.slot_of(line) else {
             return Err(WireError::unavailable(format!(
-                "the {name} station is not available in this metrod build"
+                "the {} station is not available in this metrod build",
+                line::station_of(line)
             )));
         };
         slot.kind
             .check_line(line)
-            .map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
+            .map_err(|why| bad_line(line, why))?;
         slot.station().or_else(|why| {
             remote
                 .then(|| self.remote(slot))
@@ -329,6 +358,9 @@ impl Registry {
         if !slot.kind.fetches() {
             return None;
         }
+        if let Err(why) = slot.kind.check_line(line) {
+            return Some(Err(bad_line(line, why)));
+        }
         // Here, else (in a cluster) on the node that runs it.
         let st = match slot.station() {
             Ok(st) => st,
@@ -337,9 +369,6 @@ impl Registry {
                 None => return Some(Err(slot.kind.unavailable(&why))),
             },
         };
-        if let Err(e) = line::line(line) {
-            return Some(Err(WireError::bad_request(format!("field `line`: {e}"))));
-        }
         st.fetch(line, limit).await
     }
 

@@ -478,7 +478,8 @@ mod tests {
         assert_eq!(base32(b"f"), "my");
         let id = new_id().unwrap();
         assert_eq!(id.len(), 26);
-        assert!(crate::line::line(&format!("webhook/{id}")).is_ok());
+        let line = crate::line::line(&format!("webhook/{id}")).unwrap();
+        assert!(kind::check_line(&line).is_ok());
         assert_ne!(id, new_id().unwrap());
     }
 

@@ -8,7 +8,8 @@
 //! and with the daemon. Hand edits of `claims.json` (and a malformed file at
 //! startup) are handled in [`disk`].
 //!
-//! A local line (an agent's line, [`line::is_local`]) belongs to the
+//! A local line (an agent's line: [`Platforms::is_local`], the platform
+//! stations handed in at [`Claims::open`]) belongs to the
 //! identity it names: nobody else can claim it, and it is never auto-claimed.
 //! Such claims found in `claims.json` (written by an older metro) are kept on
 //! disk but ignored for routing until someone releases them.
@@ -25,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::line;
+use crate::line::Platforms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -34,8 +35,10 @@ pub struct Owner {
     pub ephemeral: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClaimMap {
+    /// Which lines are stations' (the others are local lines).
+    platforms: Platforms,
     owners: HashMap<String, Owner>,
     /// Claims of a local line by another identity, found in `claims.json`:
     /// line -> claimant. Written back to the file, never used for routing,
@@ -48,6 +51,22 @@ pub struct ClaimMap {
 }
 
 impl ClaimMap {
+    /// An empty map; `platforms` says which lines are not local lines.
+    pub fn new(platforms: Platforms) -> ClaimMap {
+        ClaimMap {
+            platforms,
+            owners: HashMap::new(),
+            ignored: BTreeMap::new(),
+            durable_version: 0,
+        }
+    }
+
+    /// Whether `line` (a full URI) is a local line: an agent's line, which
+    /// belongs to the identity it names.
+    pub fn is_local(&self, line: &str) -> bool {
+        self.platforms.is_local(line)
+    }
+
     pub fn owner(&self, line: &str) -> Option<&str> {
         self.owners.get(line).map(|o| o.who.as_str())
     }
@@ -89,7 +108,7 @@ impl ClaimMap {
     /// Puts a claim read from `claims.json` in the map: a local line
     /// claimed by another identity goes to the ignored claims.
     fn load(&mut self, line: String, who: String) {
-        if line::is_local(&line) && line != who {
+        if self.is_local(&line) && line != who {
             tracing::warn!(
                 "claims.json: {who} claims the local line {line}; a local line belongs to the agent it names, so this claim is ignored (`metroctl release {line}` removes it)"
             );
@@ -183,10 +202,10 @@ impl Claims {
     /// Loads `claims.json` (missing is empty; malformed is moved aside and
     /// empty; unreadable is an error the daemon refuses to start on), starts
     /// the change task and the look for hand edits.
-    pub fn open(path: &Path, fsync: bool) -> io::Result<Claims> {
+    pub fn open(path: &Path, fsync: bool, platforms: Platforms) -> io::Result<Claims> {
         let status = disk::SharedStatus::default();
         let (parsed, known) = disk::load(path, &status)?;
-        let mut map = ClaimMap::default();
+        let mut map = ClaimMap::new(platforms);
         for (line, who) in parsed {
             map.load(line, who);
         }
@@ -379,6 +398,7 @@ impl ClaimTask {
             disk::OnDisk::Edited(parsed, stamp) => {
                 let current = self.snap.load_full();
                 let mut next = ClaimMap {
+                    platforms: current.platforms.clone(),
                     owners: current
                         .owners
                         .iter()
@@ -467,7 +487,7 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
             ephemeral,
         } => {
             // A local line belongs to the identity it names.
-            if line::is_local(line) && line != who {
+            if map.is_local(line) && line != who {
                 return ClaimOutcome::Conflict {
                     owner: line.clone(),
                 };
@@ -502,7 +522,7 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
                 ClaimOutcome::Released(false)
             }
         }
-        ClaimOp::Auto { line, .. } if line::is_local(line) => ClaimOutcome::Auto("off"),
+        ClaimOp::Auto { line, .. } if map.is_local(line) => ClaimOutcome::Auto("off"),
         ClaimOp::Auto { line, who } => match map.owners.get(line) {
             None => {
                 map.set(
@@ -532,9 +552,13 @@ fn apply(map: &mut ClaimMap, op: &ClaimOp) -> ClaimOutcome {
 mod tests {
     use super::*;
 
+    fn chat_map() -> ClaimMap {
+        ClaimMap::new(Platforms::new(["telegram", "discord", "webhook"]))
+    }
+
     #[test]
     fn claim_rules() {
-        let mut m = ClaimMap::default();
+        let mut m = chat_map();
         let claim = |line: &str, who: &str, if_free| ClaimOp::Claim {
             line: line.into(),
             who: who.into(),
@@ -588,7 +612,7 @@ mod tests {
 
     #[test]
     fn local_lines_belong_to_the_identity_they_name() {
-        let mut m = ClaimMap::default();
+        let mut m = chat_map();
         let bob = "metro://codex/user/bob";
         let alice = "metro://claude/user/alice";
         let claim = |line: &str, who: &str| ClaimOp::Claim {
@@ -619,7 +643,7 @@ mod tests {
         ));
 
         // Loaded from an older claims.json: kept for the file, not in force.
-        let mut m = ClaimMap::default();
+        let mut m = chat_map();
         m.load(bob.into(), alice.into());
         m.load("metro://telegram/5".into(), alice.into());
         assert_eq!(m.owner(bob), None);

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::OpResult;
 use crate::broker::Broker;
 use crate::proto::{Claim, ErrorCode, Release, WireError};
+use crate::station::Registry;
 use crate::store::claims::{ClaimOp, ClaimOutcome};
 use crate::{fields, line};
 
@@ -15,9 +16,10 @@ fn claim_error(why: String) -> WireError {
     WireError::internal(format!("claims were not changed: {why}"))
 }
 
-pub async fn claim(broker: Arc<Broker>, conn: u64, c: Claim) -> OpResult {
-    let line =
-        line::line(&c.line).map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
+pub async fn claim(broker: Arc<Broker>, stations: Arc<Registry>, conn: u64, c: Claim) -> OpResult {
+    let line = line::line(&c.line)
+        .and_then(|l| stations.check_line(&l).map(|()| l))
+        .map_err(|e| WireError::bad_request(format!("field `line`: {e}")))?;
     let who = line::identity(&c.as_)
         .map_err(|e| WireError::bad_request(format!("field `as`: {e}")))?
         .ok_or_else(|| {
@@ -40,7 +42,7 @@ pub async fn claim(broker: Arc<Broker>, conn: u64, c: Claim) -> OpResult {
             "ephemeral" => c.ephemeral.unwrap_or(false),
         }),
         ClaimOutcome::Conflict { owner } => {
-            let why = if line::is_local(&line) {
+            let why = if broker.platforms.is_local(&line) {
                 format!(
                     "{line} is a local line: it belongs to the agent it names, and no other identity may claim it (a message sent to it reaches that agent directly)"
                 )

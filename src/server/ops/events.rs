@@ -37,7 +37,7 @@ fn bad_line(field: &str, e: line::LineError) -> WireError {
 
 /// Validates a publish and fills what the daemon defaults (`id` and `ts`
 /// are minted by the log writer).
-pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
+pub fn prepare_publish(stations: &Registry, p: Publish) -> Result<Event, WireError> {
     let n: NewEvent = p.event;
     let key = match (p.idempotency_key, n.idempotency_key) {
         (Some(a), Some(b)) if a != b => {
@@ -49,6 +49,9 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
     };
     super::once::check_key(key.as_deref())?;
     let line = line::line(&n.line).map_err(|e| bad_line("event.line", e))?;
+    stations
+        .check_line(&line)
+        .map_err(|e| bad_line("event.line", e))?;
     let kind = n.kind.unwrap_or_else(|| "inbound".into());
     check_kind(&kind).map_err(|e| WireError::bad_request(format!("event.{}", e.message)))?;
     let from = n
@@ -63,14 +66,15 @@ pub fn prepare_publish(p: Publish) -> Result<Event, WireError> {
             .flatten()
             .unwrap_or_else(|| line.clone());
     let station = line::station_of(&line).to_string();
-    // An event on a chat line that did not come from its station says so:
+    // An event on a chat line (its kind names a platform: telegram,
+    // discord) that did not come from its station says so:
     // only the station may speak for a person there (the permission relay
     // of `metroctl mcp` relies on it). A client cannot set or clear it.
     let mut extra = n.extra;
     extra.shift_remove("published");
     // Only metrod sets `node`, on other cluster nodes' events (src/cluster).
     extra.shift_remove("node");
-    if matches!(station.as_str(), "telegram" | "discord") {
+    if stations.platform(&station).is_some() {
         extra.insert("published".into(), serde_json::Value::Bool(true));
     }
     Ok(Event {
@@ -110,7 +114,7 @@ pub async fn publish(
     stations: Arc<Registry>,
     mut event: Box<Event>,
 ) -> OpResult {
-    if !guard::from_people(&event) {
+    if !guard::from_people(&broker, &event) {
         // Boxed: the check's future is large, and a publish's future is
         // held for every request in flight; most publishes never check.
         event.hops = Box::pin(guard::check(

@@ -5,9 +5,10 @@
 //! event it answers: the one its `replyTo` names (`react`: its
 //! `messageId`), as a metro id or as a platform message id that the chat
 //! station's id map knows. An `edit` revises a message rather than answers
-//! it: it has the hops of the message it edits, so it is never refused. Naming nothing: 0 hops. Events of people and
-//! services (chat and webhook stations, and `inbound` events published on
-//! their lines) have 0 hops, and so has an event the hop index does not
+//! it: it has the hops of the message it edits, so it is never refused.
+//! Naming nothing: 0 hops. Events of people and services (the stations
+//! of `Broker::platforms`: chat, webhook and any registered kind but
+//! `local`, and `inbound` events published on their lines) have 0 hops, and so has an event the hop index does not
 //! hold (it keeps only automatic answers, [`crate::store::hops`]): an
 //! answer to it is hop 1.
 //!
@@ -45,10 +46,10 @@ pub fn named_hops(broker: &Broker, stations: &Registry, line: &str, named: Optio
     broker.hops.lock().map(|h| h.get(&id)).unwrap_or(0)
 }
 
-/// True for what a person or a service says: an `inbound` event on a chat
-/// or webhook station's line.
-pub fn from_people(ev: &Event) -> bool {
-    ev.kind == "inbound" && line::is_platform(&ev.station)
+/// True for what a person or a service says: an `inbound` event on a
+/// station's line (chat, webhook, any registered kind but `local`).
+pub fn from_people(broker: &Broker, ev: &Event) -> bool {
+    ev.kind == "inbound" && broker.platforms.is_platform(&ev.station)
 }
 
 /// The hops of `who`'s event on `line` about the event `named`: `step`

@@ -92,7 +92,7 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
     let stations = conn.stations.clone();
     match request {
         Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
-        Request::Publish(p) => match events::prepare_publish(p).map(Box::new) {
+        Request::Publish(p) => match events::prepare_publish(&stations, p).map(Box::new) {
             // The hot path: without a key, nothing is copied or wrapped.
             Ok(event) => match event.idempotency_key.clone() {
                 None => later(req, events::publish(broker, stations, event)),
@@ -112,7 +112,7 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::Ack(a) => now(req, subscribe::ack(conn, a)),
         Request::Unsubscribe(u) => now(req, subscribe::unsubscribe(conn, u)),
         Request::Cursor(c) => now(req, subscribe::cursor(&broker, c)),
-        Request::Claim(c) => later(req, claims::claim(broker, conn.id, c)),
+        Request::Claim(c) => later(req, claims::claim(broker, stations, conn.id, c)),
         Request::Release(r) => later(req, claims::release(broker, r)),
         Request::Claims => now(req, claims::list(&broker)),
         Request::Send(s) => {

@@ -93,7 +93,7 @@ async fn auto_claim(
     no_claim: bool,
 ) -> Result<&'static str, WireError> {
     let Some(who) = actor else { return Ok("off") };
-    if no_claim || line::is_local(line) {
+    if no_claim || broker.platforms.is_local(line) {
         return Ok("off");
     }
     match broker

@@ -52,6 +52,20 @@ impl StationKind for DiscordKind {
         }
     }
 
+    fn check_line(&self, line: &str) -> Result<(), String> {
+        let path: Vec<&str> = crate::line::segments(line).collect();
+        match path.as_slice() {
+            [channel]
+                if !channel.is_empty()
+                    && channel.len() <= 20
+                    && channel.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Ok(())
+            }
+            _ => Err("discord lines are metro://discord/<channelId> with a numeric id".into()),
+        }
+    }
+
     fn fetches(&self) -> bool {
         true
     }
@@ -155,5 +169,26 @@ impl Station for Discord {
 
     fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discord_lines_have_numeric_ids() {
+        for good in ["5", "123456789012345678"] {
+            assert_eq!(
+                DiscordKind.check_line(&format!("metro://discord/{good}")),
+                Ok(())
+            );
+        }
+        for bad in ["x1", "-5", "1/2"] {
+            let e = DiscordKind
+                .check_line(&format!("metro://discord/{bad}"))
+                .unwrap_err();
+            assert!(e.starts_with("discord lines are"), "{bad}: {e}");
+        }
     }
 }

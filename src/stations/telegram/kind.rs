@@ -41,6 +41,17 @@ impl StationKind for TelegramKind {
         Some("Telegram")
     }
 
+    fn check_line(&self, line: &str) -> Result<(), String> {
+        let path: Vec<&str> = crate::line::segments(line).collect();
+        match path.as_slice() {
+            [chat] if is_int(chat) => Ok(()),
+            [chat, topic] if is_int(chat) && is_uint(topic) => Ok(()),
+            _ => Err(
+                "telegram lines are metro://telegram/<chatId>[/<topicId>] with numeric ids".into(),
+            ),
+        }
+    }
+
     fn enabled(&self, config: &Config) -> Result<(), String> {
         match &config.telegram.token {
             Some(t) if !t.trim().is_empty() => Ok(()),
@@ -55,6 +66,16 @@ impl StationKind for TelegramKind {
             None => Err(io::Error::other(no_token("telegram"))),
         }
     }
+}
+
+/// A chat id: an integer of at most 20 digits.
+fn is_int(s: &str) -> bool {
+    is_uint(s.strip_prefix('-').unwrap_or(s))
+}
+
+/// A topic id: digits, at most 20.
+fn is_uint(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[async_trait::async_trait]
@@ -142,5 +163,26 @@ impl Station for Telegram {
 
     fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telegram_lines_have_numeric_ids() {
+        for good in ["5", "-100", "-100/42"] {
+            assert_eq!(
+                TelegramKind.check_line(&format!("metro://telegram/{good}")),
+                Ok(())
+            );
+        }
+        for bad in ["abc", "1/-2", "1/2/3", "x1", "-"] {
+            let e = TelegramKind
+                .check_line(&format!("metro://telegram/{bad}"))
+                .unwrap_err();
+            assert!(e.starts_with("telegram lines are"), "{bad}: {e}");
+        }
     }
 }

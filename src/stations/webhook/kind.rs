@@ -52,6 +52,10 @@ impl StationKind for WebhookKind {
         "webhook"
     }
 
+    fn check_line(&self, line: &str) -> Result<(), String> {
+        check_line(line)
+    }
+
     fn open(&self, ctx: &StationCtx) -> io::Result<Arc<dyn Station>> {
         let (hooks, listener) = Webhooks::open(&ctx.state_dir, &ctx.log, &self.config)?;
         Ok(Arc::new(WebhookStation {
@@ -60,6 +64,20 @@ impl StationKind for WebhookKind {
             limits: self.limits,
             mount: self.mount.clone(),
         }))
+    }
+}
+
+/// The shape of a webhook line (a full URI): `metro://webhook/<endpointId>`.
+pub fn check_line(line: &str) -> Result<(), String> {
+    let path: Vec<&str> = crate::line::segments(line).collect();
+    match path.as_slice() {
+        [id] if id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(())
+        }
+        _ => Err("webhook lines are metro://webhook/<endpointId>".into()),
     }
 }
 
@@ -106,5 +124,17 @@ impl Station for WebhookStation {
 
     fn any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn webhook_lines_name_one_endpoint() {
+        assert!(super::check_line("metro://webhook/gh-1_x").is_ok());
+        for bad in ["metro://webhook/a.b", "metro://webhook/a/b"] {
+            let e = super::check_line(bad).unwrap_err();
+            assert!(e.starts_with("webhook lines are"), "{bad}: {e}");
+        }
     }
 }
