@@ -469,6 +469,10 @@ fn an_event_too_large_for_nats_stays_local_and_publishing_goes_on() {
 /// A node with the fake's Telegram token, reaching it as `host` (so the
 /// fake tells the nodes apart), with a lease of [`LEASE`].
 fn tg_node(nats: &Nats, name: &str, fake: &Fake, host: &str) -> Daemon {
+    tg_node_lease(nats, name, fake, host, LEASE)
+}
+
+fn tg_node_lease(nats: &Nats, name: &str, fake: &Fake, host: &str, lease: Duration) -> Daemon {
     let url = nats.url();
     let port = fake.url.rsplit(':').next().expect("a port");
     let mut env = fake.env("42");
@@ -484,7 +488,7 @@ fn tg_node(nats: &Nats, name: &str, fake: &Fake, host: &str) -> Daemon {
             "--cluster-node",
             name,
             "--cluster-lease",
-            &format!("{}s", LEASE.as_secs()),
+            &format!("{}s", lease.as_secs()),
         ],
         &env,
     )
@@ -648,6 +652,129 @@ fn one_node_polls_a_bot_and_another_takes_over_after_a_kill_losing_and_repeating
         assert_eq!(per_update.get(u), Some(&1), "update {u}: {per_update:?}");
     }
     assert_eq!(per_update.len(), 6, "{per_update:?}");
+}
+
+/// How many events of `d`'s log carry Telegram update `u`.
+fn copies_of_update(d: &Daemon, u: i64) -> usize {
+    d.history()
+        .iter()
+        .filter(|e| e["station"] == "telegram" && e["updateId"] == json!(u))
+        .count()
+}
+
+/// The hole of a takeover: the holder stores an update while NATS is
+/// unreachable (it cannot publish it) and never confirms it to Telegram,
+/// then dies. The new holder is handed the update again and stores it; the
+/// old node, restarted, publishes its own copy later. Each log keeps one.
+#[test]
+fn an_update_stored_by_a_dead_holder_and_by_its_successor_is_logged_once_on_every_node() {
+    let mut nats = Nats::start();
+    let fake = Fake::start();
+    let hosts = ["127.0.0.1", "localhost"];
+    // The default lease: the holder has several seconds between the
+    // server's going away and its stopping the station, to store the
+    // update.
+    let lease = Duration::from_secs(10);
+    let mut nodes = [
+        tg_node_lease(&nats, "a", &fake, hosts[0], lease),
+        tg_node_lease(&nats, "b", &fake, hosts[1], lease),
+    ];
+    for d in &nodes {
+        wait_joined(d);
+    }
+    let h = telegram_holder(&[("a", &nodes[0]), ("b", &nodes[1])]);
+    let other = 1 - h;
+    let first = fake.push(text_update(100, 42, 42, "Ann", "first"));
+    for d in &nodes {
+        wait_for("the first update is in every log", RECONNECT, || {
+            (copies_of_update(d, first) == 1).then_some(())
+        });
+    }
+    wait_for("the first update is confirmed", RECONNECT, || {
+        fake.pending().is_empty().then_some(())
+    });
+
+    // NATS goes away; the holder stores the update but cannot publish it,
+    // and its confirming poll never reaches Telegram.
+    fake.freeze_confirmations(true);
+    nats.stop();
+    let u = fake.push(text_update(101, 42, 42, "Ann", "stored twice?"));
+    wait_for(
+        "the holder stores the update while NATS is away",
+        RECONNECT,
+        || (copies_of_update(&nodes[h], u) == 1).then_some(()),
+    );
+    nodes[h].kill9();
+    assert_eq!(fake.pending(), vec![u], "the update is not confirmed");
+    fake.freeze_confirmations(false);
+
+    // NATS back: the other node takes the station over, is handed the
+    // update again and stores its own copy (it never saw the dead one's).
+    nats.spawn();
+    wait_joined(&nodes[other]);
+    wait_for("the new holder stores the update", RECONNECT, || {
+        (copies_of_update(&nodes[other], u) == 1).then_some(())
+    });
+    wait_for("the new holder confirms it", RECONNECT, || {
+        fake.pending().is_empty().then_some(())
+    });
+    assert_eq!(copies_of_update(&nodes[h], u), 1);
+    let theirs = nodes[other]
+        .history()
+        .into_iter()
+        .find(|e| e["updateId"] == json!(u))
+        .and_then(|e| e["id"].as_str().map(str::to_string))
+        .expect("the new holder's copy");
+    let ours = nodes[h]
+        .history()
+        .into_iter()
+        .find(|e| e["updateId"] == json!(u))
+        .and_then(|e| e["id"].as_str().map(str::to_string))
+        .expect("the dead holder's copy");
+    assert_ne!(theirs, ours, "two copies under two ids");
+
+    // The old holder comes back: it publishes its copy and receives the
+    // new holder's. An event each node publishes after that marks the
+    // point where the other has gone past both copies.
+    nodes[h].restart();
+    wait_joined(&nodes[h]);
+    let marks = [
+        publish_text(&nodes[h], "the old holder is back"),
+        publish_text(&nodes[other], "the new holder goes on"),
+    ];
+    wait_everywhere_once(&[&nodes[0], &nodes[1]], &marks);
+    wait_for("the old holder's backlog is published", RECONNECT, || {
+        (cluster_stats(&nodes[h])["unpublishedBytes"] == json!(0)).then_some(())
+    });
+    for (i, d) in nodes.iter().enumerate() {
+        assert_eq!(
+            copies_of_update(d, u),
+            1,
+            "node {i} logs update {u} once: {:?}",
+            update_ids(&d.history())
+        );
+        let dup = cluster_stats(d)["duplicates"].as_u64().unwrap_or(0);
+        assert!(dup >= 1, "node {i} skipped the other copy: {dup}");
+    }
+    // Each node kept the copy it had first.
+    let id_of = |d: &Daemon| {
+        d.history()
+            .into_iter()
+            .find(|e| e["updateId"] == json!(u))
+            .and_then(|e| e["id"].as_str().map(str::to_string))
+    };
+    assert_eq!(id_of(&nodes[h]), Some(ours));
+    assert_eq!(id_of(&nodes[other]), Some(theirs));
+
+    // Later updates flow as before: once in every log.
+    let later = fake.push(text_update(102, 42, 42, "Ann", "later"));
+    for d in &nodes {
+        wait_for("the later update is in every log", RECONNECT, || {
+            (copies_of_update(d, later) == 1).then_some(())
+        });
+    }
+    assert_eq!(copies_of_update(&nodes[0], first), 1);
+    assert_eq!(copies_of_update(&nodes[1], first), 1);
 }
 
 #[test]

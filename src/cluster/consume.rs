@@ -12,10 +12,18 @@
 //! not acknowledged, and at most [`MAX_ACK_PENDING`] are unacknowledged at
 //! once, or from a republish after a crash (at most the publisher's mark
 //! interval of events).
+//!
+//! A station event of another node whose platform key (Telegram's
+//! `updateId`, Discord's message key) the log already holds is skipped
+//! too ([`super::keys`]): at a takeover the old and the new holder of a
+//! chat station may each have stored one update. While the station runs
+//! on this node, the key is first claimed in its recent keys
+//! ([`StationCore::begin`]), so the station and this consumer never both
+//! store one update; the copy kept is whichever reached the log first.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
@@ -23,10 +31,13 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::keys::{self, Known, PlatformKey};
 use super::names;
 use super::status::Status;
 use crate::broker::Broker;
 use crate::proto::Event;
+use crate::station::core::{Claim, StationCore};
+use crate::station::{Registry, Station};
 use crate::store::log::AppendError;
 
 /// Ids of other nodes' events remembered for skipping repeats.
@@ -83,11 +94,105 @@ impl Seen {
     }
 }
 
+/// What the consumer knows of the local log, to skip repeats.
+pub struct Replicas {
+    /// Ids of replicated events.
+    pub seen: Seen,
+    /// Platform keys of station events, own and replicated.
+    pub known: Known,
+    /// The registry, once the cluster leads it (the running stations'
+    /// recent keys).
+    pub registry: Arc<OnceLock<Weak<Registry>>>,
+}
+
+/// A platform key claimed in a running station's recent keys: forgotten
+/// again unless stored (also when dropped mid-way).
+struct Claimed {
+    station: Arc<dyn Station>,
+    key: String,
+    done: Option<tokio::sync::watch::Sender<()>>,
+}
+
+impl Claimed {
+    fn core(&self) -> Option<&StationCore> {
+        self.station.inbound_core()
+    }
+
+    fn stored(mut self, id: &str) {
+        if let (Some(done), Some(core)) = (self.done.take(), self.station.inbound_core()) {
+            core.finish(&self.key, Some(id), done);
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            if let Some(core) = self.core() {
+                core.finish(&self.key, None, done);
+            }
+        }
+    }
+}
+
+/// What to do with a replica that has a platform key.
+enum Decision {
+    /// The log holds that platform event already.
+    Skip,
+    /// Append it (holding the station's claim, if it runs here).
+    Append(Option<Claimed>),
+    /// Shutting down.
+    Stop,
+}
+
+/// Looks `key` up in the log's keys and, when its station runs here, claims
+/// it in the station's recent keys (waiting while the station stores it).
+async fn decide(
+    broker: &Broker,
+    replicas: &mut Replicas,
+    key: &PlatformKey,
+    shutdown: &CancellationToken,
+) -> Decision {
+    replicas.known.catch_up(&broker.log).await;
+    if replicas.known.contains(key) {
+        return Decision::Skip;
+    }
+    let station = replicas
+        .registry
+        .get()
+        .and_then(Weak::upgrade)
+        .and_then(|r| r.get(key.station));
+    let Some(station) = station else {
+        return Decision::Append(None);
+    };
+    loop {
+        let Some(core) = station.inbound_core() else {
+            return Decision::Append(None);
+        };
+        match core.begin(&key.key) {
+            Claim::Duplicate(_) => return Decision::Skip,
+            Claim::Wait(mut rx) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Decision::Stop,
+                    _ = async { while rx.changed().await.is_ok() {} } => {}
+                }
+            }
+            Claim::Mine(done) => {
+                return Decision::Append(Some(Claimed {
+                    station: station.clone(),
+                    key: key.key.clone(),
+                    done: Some(done),
+                }))
+            }
+        }
+    }
+}
+
 pub async fn run(
     broker: Arc<Broker>,
     js: async_nats::jetstream::Context,
     status: Arc<Status>,
-    mut seen: Seen,
+    mut replicas: Replicas,
     shutdown: CancellationToken,
 ) {
     let name = names::consumer(&status.node);
@@ -95,7 +200,7 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return;
         }
-        match consume(&broker, &js, &status, &name, &mut seen, &shutdown).await {
+        match consume(&broker, &js, &status, &name, &mut replicas, &shutdown).await {
             Ok(()) => return,
             Err(why) => {
                 if !shutdown.is_cancelled() {
@@ -130,7 +235,7 @@ async fn consume(
     js: &async_nats::jetstream::Context,
     status: &Status,
     name: &str,
-    seen: &mut Seen,
+    replicas: &mut Replicas,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let stream = js
@@ -182,18 +287,45 @@ async fn consume(
             let _ = msg.ack().await;
             continue;
         }
-        if event.id.is_empty() || seen.contains(&event.id) {
+        if event.id.is_empty() || replicas.seen.contains(&event.id) {
             status.duplicates.fetch_add(1, Relaxed);
             let _ = msg.ack().await;
             continue;
         }
+        let key = keys::of_event(&event);
+        let claimed = match &key {
+            None => None,
+            Some(k) => match decide(broker, replicas, k, shutdown).await {
+                Decision::Stop => return Ok(()),
+                Decision::Skip => {
+                    tracing::info!(
+                        "cluster: {node}'s event {} is a {} event this log already holds \
+                         (key {}): not stored twice",
+                        event.id,
+                        k.station,
+                        k.key
+                    );
+                    replicas.seen.insert(event.id);
+                    status.duplicates.fetch_add(1, Relaxed);
+                    let _ = msg.ack().await;
+                    continue;
+                }
+                Decision::Append(claimed) => claimed,
+            },
+        };
         event
             .extra
             .insert("node".into(), serde_json::Value::String(node));
         let id = event.id.clone();
         match broker.log.append_replica(event).await {
             Ok(_) => {
-                seen.insert(id);
+                if let Some(c) = claimed {
+                    c.stored(&id);
+                }
+                if let Some(k) = &key {
+                    replicas.known.insert(k);
+                }
+                replicas.seen.insert(id);
                 status.received.fetch_add(1, Relaxed);
                 // An acknowledgement that is lost brings the event again,
                 // which `seen` skips.

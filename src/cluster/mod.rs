@@ -8,6 +8,7 @@
 //! - [`publish`]: this node's own events into the stream, from a durable
 //!   "published up to" mark.
 //! - [`consume`]: the other nodes' events into this node's log.
+//! - [`keys`]: platform keys, so a platform update is in each log once.
 //! - [`claims`]: the claims map as a KV bucket.
 //! - [`lease`]: one node at a time runs each chat station (one poller per
 //!   bot), through leases in a KV bucket.
@@ -22,6 +23,7 @@
 
 pub mod claims;
 pub mod consume;
+pub mod keys;
 pub mod lease;
 pub mod names;
 pub mod publish;
@@ -29,7 +31,7 @@ pub mod rpc;
 pub mod status;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -59,6 +61,9 @@ pub struct Cluster {
     lease: Duration,
     /// The lease holders and the answering of other nodes' ops.
     leading: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The registry, once [`Cluster::lead`] has it: the consumer claims a
+    /// platform key in the running station's recent keys.
+    registry: Arc<OnceLock<Weak<Registry>>>,
 }
 
 impl crate::broker::ClusterView for Cluster {
@@ -80,6 +85,7 @@ impl Cluster {
             self.lease,
         ));
         registry.set_gate(leases.clone());
+        let _ = self.registry.set(Arc::downgrade(registry));
         let js = jetstream::new(self.client.clone());
         let mut tasks: Vec<JoinHandle<()>> = registry
             .one_node()
@@ -161,12 +167,18 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
     let log_end = broker.log.end();
     let mark = publish::read_mark(&broker.state_dir, log_end)
         .map_err(|e| format!("cannot read or write {}: {e}", publish::MARK_FILE))?;
-    let seen = {
+    let (seen, known) = {
         let b = broker.clone();
-        tokio::task::spawn_blocking(move || consume::Seen::seed(&b))
-            .await
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || {
+            (
+                consume::Seen::seed(&b),
+                keys::Known::seed(&b.log, consume::SEED_BYTES),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
     };
+    let registry = Arc::new(OnceLock::new());
     let options = cfg.connect_options().await?;
     let client = options
         .connect(url.as_str())
@@ -184,7 +196,11 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
         status.clone(),
         shared,
         mark,
-        seen,
+        consume::Replicas {
+            seen,
+            known,
+            registry: registry.clone(),
+        },
         shutdown.clone(),
     ));
     tracing::info!(
@@ -198,6 +214,7 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
         client,
         lease,
         leading: std::sync::Mutex::new(Vec::new()),
+        registry,
     }))
 }
 
@@ -207,7 +224,7 @@ async fn run(
     status: Arc<Status>,
     shared: Arc<claims::SharedMap>,
     mark: u64,
-    seen: consume::Seen,
+    replicas: consume::Replicas,
     shutdown: CancellationToken,
 ) {
     // The stream and the bucket, created if missing, once the server
@@ -245,7 +262,7 @@ async fn run(
             broker.clone(),
             js.clone(),
             status.clone(),
-            seen,
+            replicas,
             shutdown.clone(),
         )),
         tokio::spawn(claims::run(

@@ -24,7 +24,8 @@ pub struct Status {
     pub published: AtomicU64,
     /// Other nodes' events appended to the local log since startup.
     pub received: AtomicU64,
-    /// Deliveries whose id the log already had (skipped).
+    /// Deliveries skipped: the log already had their id, or their platform
+    /// update under another id.
     pub duplicates: AtomicU64,
     /// Own events larger than the server's `max_payload`: not published.
     pub too_large: AtomicU64,

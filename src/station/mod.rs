@@ -208,6 +208,14 @@ pub trait Station: Send + Sync + 'static {
         None
     }
 
+    /// Its inbound pipeline's state, when its events carry platform keys
+    /// (chat stations): a cluster's consumer claims a key in its recent
+    /// keys before appending another node's copy of that platform event,
+    /// so the station and the consumer never both store it.
+    fn inbound_core(&self) -> Option<&core::StationCore> {
+        None
+    }
+
     /// A new config is in force: apply what can be applied in place, or
     /// ask to be opened again.
     fn reconfigure(&self, _config: &Config) -> Reconfigured {

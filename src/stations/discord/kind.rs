@@ -155,6 +155,10 @@ impl Station for Discord {
         Some(&self.access)
     }
 
+    fn inbound_core(&self) -> Option<&crate::station::core::StationCore> {
+        Some(&self.core)
+    }
+
     fn reconfigure(&self, config: &Config) -> Reconfigured {
         let now = &config.discord;
         if now.token != self.opened.token

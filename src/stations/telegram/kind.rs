@@ -152,6 +152,10 @@ impl Station for Telegram {
         Some(&self.access)
     }
 
+    fn inbound_core(&self) -> Option<&crate::station::core::StationCore> {
+        Some(&self.core)
+    }
+
     fn reconfigure(&self, config: &Config) -> Reconfigured {
         let now = &config.telegram;
         if now.token != self.opened.token || now.api_url != self.opened.api_url {
