@@ -254,8 +254,15 @@ fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
             _ => "wrong type of value".to_string(),
         }
     } else if m.starts_with("unknown field") {
-        let known = "known keys: [telegram] and [discord], each with token, api_url, gateway_url (discord), allow; [monitor]; [cluster] (docs/cluster.md)";
-        format!("unknown key ({known})")
+        let chats: Vec<String> = Config::default()
+            .chat_sections()
+            .iter()
+            .map(|(name, _)| format!("[{name}]"))
+            .collect();
+        format!(
+            "unknown key (known keys: {}, each with token, api_url, gateway_url (discord), allow; [monitor]; [cluster] (docs/cluster.md))",
+            chats.join(" and ")
+        )
     } else if m.starts_with("duplicate key") {
         "a key given twice".to_string()
     } else if m.starts_with("missing field") {
@@ -326,40 +333,50 @@ impl Config {
                 Err(e) => Err(format!("{what} is not a URL: {e}")),
             },
         };
-        check(
-            "[telegram] api_url",
-            &self.telegram.api_url,
-            ["http", "https"],
-        )?;
-        check(
-            "[discord] api_url",
-            &self.discord.api_url,
-            ["http", "https"],
-        )?;
-        check(
-            "[discord] gateway_url",
-            &self.discord.gateway_url,
-            ["ws", "wss"],
-        )
+        for (name, st) in self.chat_sections() {
+            check(&format!("[{name}] api_url"), &st.api_url, ["http", "https"])?;
+            check(
+                &format!("[{name}] gateway_url"),
+                &st.gateway_url,
+                ["ws", "wss"],
+            )?;
+        }
+        Ok(())
     }
 
+    /// The chat stations' sections read into fields here, by section
+    /// name, in order: the one place the core lists them (what reads
+    /// them all — the environment overrides, the URL checks, `stats`'
+    /// `config`, the change log, the service status — goes through it).
+    pub fn chat_sections(&self) -> [(&'static str, &StationConfig); 2] {
+        [("telegram", &self.telegram), ("discord", &self.discord)]
+    }
+
+    /// [`Config::chat_sections`], to change them.
+    pub fn chat_sections_mut(&mut self) -> [(&'static str, &mut StationConfig); 2] {
+        [
+            ("telegram", &mut self.telegram),
+            ("discord", &mut self.discord),
+        ]
+    }
+
+    /// `METRO_<STATION>_TOKEN`, `_API_URL`, `_GATEWAY_URL` (Discord reads
+    /// it), `_ALLOW` for each chat section, and `METRO_MONITOR_TOKEN`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
-        for (prefix, st) in [
-            ("TELEGRAM", &mut self.telegram),
-            ("DISCORD", &mut self.discord),
-        ] {
-            if let Some(t) = get(&format!("METRO_{prefix}_TOKEN")) {
+        for (name, st) in self.chat_sections_mut() {
+            let var = |what: &str| get(&format!("METRO_{}_{what}", name.to_uppercase()));
+            if let Some(t) = var("TOKEN") {
                 st.token = Some(t);
             }
-            if let Some(u) = get(&format!("METRO_{prefix}_API_URL")) {
+            if let Some(u) = var("API_URL") {
                 st.api_url = Some(u);
             }
-            if let Some(a) = get(&format!("METRO_{prefix}_ALLOW")) {
+            if let Some(g) = var("GATEWAY_URL") {
+                st.gateway_url = Some(g);
+            }
+            if let Some(a) = var("ALLOW") {
                 st.allow = Allow::parse_list(&a);
             }
-        }
-        if let Some(g) = get("METRO_DISCORD_GATEWAY_URL") {
-            self.discord.gateway_url = Some(g);
         }
         if let Some(t) = get("METRO_MONITOR_TOKEN") {
             self.monitor.token = Some(t);
@@ -395,6 +412,16 @@ mod tests {
         assert!(c.telegram.allow.admits("42") && !c.telegram.allow.admits("7"));
         c.apply_env(|k| (k == "METRO_TELEGRAM_ALLOW").then(|| "*".to_string()));
         assert!(c.telegram.allow.admits("7"));
+        c.apply_env(|k| match k {
+            "METRO_DISCORD_GATEWAY_URL" => Some("wss://127.0.0.1:1".to_string()),
+            "METRO_DISCORD_TOKEN" => Some("d".to_string()),
+            _ => None,
+        });
+        assert_eq!(c.discord.gateway_url.as_deref(), Some("wss://127.0.0.1:1"));
+        assert_eq!(c.discord.token.as_deref(), Some("d"));
+        assert_eq!(c.telegram.token.as_deref(), Some("1:abc"), "untouched");
+        let names: Vec<&str> = c.chat_sections().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["telegram", "discord"]);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             read_file(&p),

@@ -386,7 +386,7 @@ pub async fn run_with(
     let cluster = if cluster_cfg.is_empty() {
         None
     } else {
-        let c = crate::cluster::join(&broker, &cluster_cfg)
+        let c = crate::cluster::join(&broker, &cluster_cfg, kinds.clone())
             .await
             .map_err(|e| StartError::Config(format!("{e}; metrod does not start on it")))?;
         let _ = broker.cluster.set(c.clone());

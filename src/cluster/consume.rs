@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::keys::{self, Known, PlatformKey};
+use super::keys::{Known, PlatformKey};
 use super::names;
 use super::status::Status;
 use crate::broker::Broker;
@@ -292,7 +292,7 @@ async fn consume(
             let _ = msg.ack().await;
             continue;
         }
-        let key = keys::of_event(&event);
+        let key = replicas.known.of_event(&event);
         let claimed = match &key {
             None => None,
             Some(k) => match decide(broker, replicas, k, shutdown).await {

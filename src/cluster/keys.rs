@@ -4,9 +4,10 @@
 //! (nor confirmed to the platform) reaches the new holder too, which
 //! stores it under another id; the old holder's copy follows when it
 //! publishes again. So before appending another node's station event the
-//! consumer looks up its platform key — Telegram's `updateId`, Discord's
-//! message key ([`crate::stations::discord::map::key_of`]) — and skips
-//! it when the local log already holds an event with that key.
+//! consumer looks up its platform key — what its station's kind reads
+//! back from it ([`StationKind::platform_key`]: Telegram's `updateId`,
+//! Discord's message key) — and skips it when the local log already holds
+//! an event with that key.
 //!
 //! [`Known`] holds the keys of the newest [`KNOWN_KEYS`] such events of
 //! the local log, own and replicated (about 6 MiB at most: each key is
@@ -18,13 +19,15 @@
 //! [`super::consume`]).
 //!
 //! Owns: the key of a logged event and the bounded set. Must not import
-//! the server or the daemon.
+//! the server, the daemon or the stations (it asks the registered kinds).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::proto::Event;
+use crate::station::StationKind;
 use crate::store::log::Log;
 
 /// Platform keys remembered.
@@ -44,86 +47,12 @@ impl PlatformKey {
     }
 }
 
-/// The key of an event as the stations name it: a Telegram event with an
-/// `updateId`; a Discord message or edit that came from Discord (agents'
-/// own sends carry none). `None` for everything else.
-fn key_of(
-    station: &str,
-    kind: &str,
-    from: &str,
-    update_id: Option<u64>,
-    message_id: Option<&str>,
-    edited_at: Option<&str>,
-) -> Option<PlatformKey> {
-    match station {
-        "telegram" => {
-            let u = u32::try_from(update_id?).ok()?;
-            Some(PlatformKey {
-                station: "telegram",
-                key: crate::stations::telegram::update_key(u),
-            })
-        }
-        "discord" if from.starts_with("metro://discord/") => Some(PlatformKey {
-            station: "discord",
-            key: crate::stations::discord::map::key_of(kind, message_id, edited_at)?,
-        }),
-        _ => None,
-    }
-}
-
-/// The platform key of `event`.
-pub fn of_event(event: &Event) -> Option<PlatformKey> {
-    let str_of = |k: &str| event.extra.get(k).and_then(|v| v.as_str());
-    key_of(
-        &event.station,
-        &event.kind,
-        &event.from,
-        event.extra.get("updateId").and_then(|v| v.as_u64()),
-        event.message_id.as_deref(),
-        str_of("editedAt"),
-    )
-}
-
-/// The platform key of a logged line (`None` when it is not an event or
-/// has none).
-pub fn of_json(json: &[u8]) -> Option<PlatformKey> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Head {
-        #[serde(default)]
-        station: String,
-        #[serde(default)]
-        kind: String,
-        #[serde(default)]
-        from: String,
-        #[serde(default)]
-        update_id: Option<u64>,
-        #[serde(default)]
-        message_id: Option<String>,
-        #[serde(default)]
-        edited_at: Option<String>,
-    }
-    let h = serde_json::from_slice::<Head>(json).ok()?;
-    key_of(
-        &h.station,
-        &h.kind,
-        &h.from,
-        h.update_id,
-        h.message_id.as_deref(),
-        h.edited_at.as_deref(),
-    )
-}
-
-/// Whether a station's events can carry a platform key (a cheap filter
-/// before parsing a line).
-fn keyed_station(station: &str) -> bool {
-    matches!(station, "telegram" | "discord")
-}
-
 /// The platform keys of the newest events of the local log, oldest
 /// forgotten first, and the offset up to which the log was read.
-#[derive(Default)]
 pub struct Known {
+    /// The registered station kinds: an event's key is its station's
+    /// kind's to say.
+    kinds: Vec<Arc<dyn StationKind>>,
     set: HashSet<Box<str>>,
     order: VecDeque<Box<str>>,
     /// The log was read up to here (an entry boundary).
@@ -131,6 +60,48 @@ pub struct Known {
 }
 
 impl Known {
+    /// An empty set that asks `kinds` for keys (the log not read yet).
+    pub fn new(kinds: Vec<Arc<dyn StationKind>>) -> Known {
+        Known {
+            kinds,
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            read_to: 0,
+        }
+    }
+
+    /// The kind of `station`, when one is registered.
+    fn kind(&self, station: &str) -> Option<&dyn StationKind> {
+        self.kinds
+            .iter()
+            .find(|k| k.name() == station)
+            .map(|k| k.as_ref())
+    }
+
+    /// The platform key of `event`, as its station's kind reads it.
+    pub fn of_event(&self, event: &Event) -> Option<PlatformKey> {
+        let kind = self.kind(&event.station)?;
+        Some(PlatformKey {
+            station: kind.name(),
+            key: kind.platform_key(event)?,
+        })
+    }
+
+    /// The platform key of a logged line (`None` when it is not an event,
+    /// or its station has no kind here or gives it no key).
+    pub fn of_json(&self, json: &[u8]) -> Option<PlatformKey> {
+        // The station first (a cheap read), the whole event only for a
+        // station registered here.
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(default, borrow)]
+            station: std::borrow::Cow<'a, str>,
+        }
+        let head = serde_json::from_slice::<Head>(json).ok()?;
+        self.kind(&head.station)?;
+        self.of_event(&serde_json::from_slice::<Event>(json).ok()?)
+    }
+
     pub fn contains(&self, k: &PlatformKey) -> bool {
         self.set.contains(&k.joined())
     }
@@ -158,13 +129,11 @@ impl Known {
 
     /// The keys in the last `bytes` of `log` (a blocking read, at
     /// startup).
-    pub fn seed(log: &Log, bytes: u64) -> Known {
-        let mut known = Known {
-            read_to: log.end(),
-            ..Known::default()
-        };
+    pub fn seed(log: &Log, bytes: u64, kinds: Vec<Arc<dyn StationKind>>) -> Known {
+        let mut known = Known::new(kinds);
+        known.read_to = log.end();
         let r = log.for_each_recent_entry_blocking(bytes, |end, json| {
-            if let Some(k) = of_json(json) {
+            if let Some(k) = known.of_json(json) {
                 known.insert(&k);
             }
             known.read_to = known.read_to.max(end);
@@ -186,8 +155,8 @@ impl Known {
             match log.read_from(self.read_to, end).await {
                 Ok(entries) if !entries.is_empty() => {
                     for e in &entries {
-                        if keyed_station(&e.meta.station) {
-                            if let Some(k) = of_json(&e.json) {
+                        if self.kind(&e.meta.station).is_some() {
+                            if let Some(k) = self.of_json(&e.json) {
                                 self.insert(&k);
                             }
                         }
@@ -213,50 +182,67 @@ impl Known {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::station::Station;
+
+    /// A kind whose events' key is their `messageId`.
+    struct Keyed;
+
+    impl StationKind for Keyed {
+        fn name(&self) -> &'static str {
+            "keyed"
+        }
+
+        fn platform_key(&self, event: &Event) -> Option<String> {
+            event.message_id.clone()
+        }
+
+        fn open(&self, _: &crate::station::StationCtx) -> std::io::Result<Arc<dyn Station>> {
+            Err(std::io::Error::other("never opened"))
+        }
+    }
+
+    fn known() -> Known {
+        Known::new(vec![Arc::new(Keyed)])
+    }
 
     #[test]
-    fn keys_of_telegram_and_discord_events() {
-        let tg = of_json(
-            br#"{"id":"msg_1","station":"telegram","kind":"inbound","from":"metro://telegram/user/5","updateId":42}"#,
-        );
+    fn an_event_s_key_is_its_station_kind_s() {
+        let k = known();
+        let line = |station: &str, mid: &str| {
+            format!(
+                r#"{{"id":"msg_1","ts":"t","station":"{station}","kind":"inbound","line":"metro://{station}/1","from":"metro://{station}/user/5","to":""{mid}}}"#
+            )
+        };
+        let keyed = k.of_json(line("keyed", r#","messageId":"42""#).as_bytes());
         assert_eq!(
-            tg,
+            keyed,
             Some(PlatformKey {
-                station: "telegram",
+                station: "keyed",
                 key: "42".into()
             })
         );
-        let dc = of_json(
-            br#"{"id":"msg_2","station":"discord","kind":"inbound","from":"metro://discord/user/7","messageId":"99"}"#,
-        );
-        assert_eq!(dc.map(|k| k.key), Some("m:99".into()));
-        // An agent's send on a Discord line is not a platform event.
+        assert_eq!(k.of_json(line("keyed", "").as_bytes()), None, "no key");
         assert_eq!(
-            of_json(
-                br#"{"station":"discord","kind":"outbound","from":"metro://claude/user/1","messageId":"99"}"#
-            ),
-            None
+            k.of_json(line("other", r#","messageId":"42""#).as_bytes()),
+            None,
+            "a station with no kind here has no keys"
         );
-        assert_eq!(
-            of_json(br#"{"station":"telegram","kind":"outbound"}"#),
-            None
-        );
-        assert_eq!(of_json(b"not json"), None);
-        let mut ev = Event {
-            station: "telegram".into(),
+        assert_eq!(k.of_json(b"not json"), None);
+        assert_eq!(k.of_json(br#"{"station":"keyed"}"#), None, "not an event");
+        let ev = Event {
+            station: "keyed".into(),
             kind: "inbound".into(),
+            message_id: Some("42".into()),
             ..Event::default()
         };
-        ev.extra.insert("updateId".into(), json!(42));
-        assert_eq!(of_event(&ev), tg);
+        assert_eq!(k.of_event(&ev), keyed);
     }
 
     #[test]
     fn known_keys_are_bounded_and_forget_the_oldest() {
-        let mut k = Known::default();
+        let mut k = known();
         let key = |i: usize| PlatformKey {
-            station: "telegram",
+            station: "keyed",
             key: i.to_string(),
         };
         for i in 0..KNOWN_KEYS + 10 {
@@ -269,7 +255,7 @@ mod tests {
         k.insert(&key(10));
         assert_eq!(k.order.len(), KNOWN_KEYS, "a known key is not added twice");
         let other = PlatformKey {
-            station: "discord",
+            station: "other",
             key: "10".into(),
         };
         assert!(!k.contains(&other), "keys of different stations differ");

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 pub use crate::config::cluster::ClusterConfig;
-use crate::station::Registry;
+use crate::station::{Registry, StationKind};
 use status::Status;
 
 /// How long the stream keeps events: a node away longer misses the older
@@ -156,10 +156,15 @@ pub fn stream_config() -> stream::Config {
     }
 }
 
-/// Joins the cluster `cfg` names (checked by the caller): connects in the
+/// Joins the cluster `cfg` names (checked by the caller; `kinds` are the
+/// registered station kinds, which read platform keys): connects in the
 /// background and shares `broker`'s claims. Errors only for settings that
 /// cannot work (a credentials file that cannot be read).
-pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Cluster>, String> {
+pub async fn join(
+    broker: &Arc<Broker>,
+    cfg: &ClusterConfig,
+    kinds: Vec<Arc<dyn StationKind>>,
+) -> Result<Arc<Cluster>, String> {
     cfg.check()?;
     let url = cfg.url.clone().unwrap_or_default();
     let node = cfg.node_name();
@@ -172,7 +177,7 @@ pub async fn join(broker: &Arc<Broker>, cfg: &ClusterConfig) -> Result<Arc<Clust
         tokio::task::spawn_blocking(move || {
             (
                 consume::Seen::seed(&b),
-                keys::Known::seed(&b.log, consume::SEED_BYTES),
+                keys::Known::seed(&b.log, consume::SEED_BYTES, kinds),
             )
         })
         .await

@@ -176,19 +176,23 @@ impl LiveConfig {
                 "allowEveryone": s.allow.everyone(),
             })
         };
-        json!({
-            "path": self.path.display().to_string(),
-            "loadedAt": st.loaded_at,
-            "reloads": st.reloads,
-            "error": st.error,
-            "errorAt": st.error_at,
-            "telegram": station(&c.telegram),
-            "discord": station(&c.discord),
-            "monitor": {
+        let mut out = serde_json::Map::new();
+        out.insert("path".into(), json!(self.path.display().to_string()));
+        out.insert("loadedAt".into(), json!(st.loaded_at));
+        out.insert("reloads".into(), json!(st.reloads));
+        out.insert("error".into(), json!(st.error));
+        out.insert("errorAt".into(), json!(st.error_at));
+        for (name, s) in c.chat_sections() {
+            out.insert(name.into(), station(s));
+        }
+        out.insert(
+            "monitor".into(),
+            json!({
                 "token": c.monitor.token().is_some(),
                 "origins": c.monitor.origins.len(),
-            },
-        })
+            }),
+        );
+        Value::Object(out)
     }
 }
 
@@ -196,10 +200,7 @@ impl LiveConfig {
 /// set, removed or changed.
 pub fn changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    for (name, a, b) in [
-        ("telegram", &old.telegram, &new.telegram),
-        ("discord", &old.discord, &new.discord),
-    ] {
+    for ((name, a), (_, b)) in old.chat_sections().into_iter().zip(new.chat_sections()) {
         match (&a.token, &b.token) {
             (None, Some(_)) => out.push(format!("{name} token set")),
             (Some(_), None) => out.push(format!("{name} token removed")),

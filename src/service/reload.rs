@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::systemd;
 use crate::config::live::{LiveConfig, Reload};
-use crate::config::StationConfig;
 
 /// How long the watcher waits after a change before it reads the file, so
 /// that an editor's write, chmod and rename are read once, complete.
@@ -90,12 +89,18 @@ async fn run(
 /// `STATUS=` after a (re)load.
 pub fn ready_status(live: &LiveConfig) -> String {
     let c = live.current();
-    let on = |s: &StationConfig| if s.token.is_some() { "set" } else { "none" };
+    let tokens: Vec<String> = c
+        .chat_sections()
+        .iter()
+        .map(|(name, s)| {
+            let on = if s.token.is_some() { "set" } else { "none" };
+            format!("{name} token {on}")
+        })
+        .collect();
     format!(
-        "serving; config {} (telegram token {}, discord token {})",
+        "serving; config {} ({})",
         live.path().display(),
-        on(&c.telegram),
-        on(&c.discord)
+        tokens.join(", ")
     )
 }
 

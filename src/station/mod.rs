@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::proto::{self, Download, Edit, React, WireError};
+use crate::proto::{self, Download, Edit, Event, React, WireError};
 use crate::store::log::Log;
 
 pub use registry::{Gate, Registry, Route};
@@ -286,6 +286,18 @@ pub trait StationKind: Send + Sync + 'static {
     /// What its stations' [`Station::platform`] says, known before one
     /// runs here (a cluster's stand-in for a station on another node).
     fn platform(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The key its inbound pipeline dedupes a platform event by
+    /// ([`core::StationCore`]), read back from `event`, one of this
+    /// station's events as logged; `None` for an event that did not come
+    /// from the platform (an agent's send) or that the station does not
+    /// recognise again. A cluster's consumer skips another node's copy of
+    /// an event whose key the local log holds already: at a takeover the
+    /// old and the new holder of a one-node station may each have stored
+    /// one update.
+    fn platform_key(&self, _event: &Event) -> Option<String> {
         None
     }
 

@@ -93,9 +93,11 @@ pub async fn deny(stations: Arc<Registry>, d: DenyUser) -> OpResult {
                 }
                 1 => running,
                 _ => {
-                    return Err(WireError::bad_request(
-                        "field `station`: telegram and discord both run; say which one the user id belongs to",
-                    ))
+                    let names: Vec<&str> = running.iter().map(|s| s.name()).collect();
+                    return Err(WireError::bad_request(format!(
+                        "field `station`: {} run; say which one the user id belongs to",
+                        names.join(" and ")
+                    )));
                 }
             }
         }

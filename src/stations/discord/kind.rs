@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{parse_line, Discord};
 use crate::config::Config;
-use crate::proto::{self, Download, Edit, React, WireError};
+use crate::proto::{self, Download, Edit, Event, React, WireError};
 use crate::station::access::Access;
 use crate::station::{
     no_token, Op, Reconfigured, SendFailure, Sent, Station, StationCtx, StationKind,
@@ -68,6 +68,19 @@ impl StationKind for DiscordKind {
 
     fn fetches(&self) -> bool {
         true
+    }
+
+    /// A message's or an edit's key ([`super::map::key_of`]), on events
+    /// that came from Discord (agents' own sends carry none).
+    fn platform_key(&self, event: &Event) -> Option<String> {
+        if !event.from.starts_with("metro://discord/") {
+            return None;
+        }
+        super::map::key_of(
+            &event.kind,
+            event.message_id.as_deref(),
+            event.extra.get("editedAt").and_then(Value::as_str),
+        )
     }
 
     fn open(&self, ctx: &StationCtx) -> io::Result<Arc<dyn Station>> {
@@ -179,6 +192,31 @@ impl Station for Discord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_platform_key_is_the_message_or_edit_of_discord() {
+        let ev = |kind: &str, from: &str, edited: &str| {
+            serde_json::from_str::<Event>(&format!(
+                r#"{{"id":"msg_1","ts":"t","station":"discord","kind":"{kind}","line":"metro://discord/1","from":"{from}","to":"","messageId":"99"{edited}}}"#
+            ))
+            .unwrap()
+        };
+        let user = "metro://discord/user/7";
+        assert_eq!(
+            DiscordKind.platform_key(&ev("inbound", user, "")),
+            Some("m:99".into())
+        );
+        assert_eq!(
+            DiscordKind.platform_key(&ev("edit", user, r#","editedAt":"2026-01-01T00:00:00Z""#)),
+            Some("e:99:2026-01-01T00:00:00Z".into())
+        );
+        // An agent's send on a Discord line is not a platform event.
+        assert_eq!(
+            DiscordKind.platform_key(&ev("outbound", "metro://claude/user/1", "")),
+            None
+        );
+        assert_eq!(DiscordKind.platform_key(&ev("react", user, "")), None);
+    }
 
     #[test]
     fn discord_lines_have_numeric_ids() {

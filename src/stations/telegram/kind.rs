@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ids::Rec, parse_line, Telegram};
 use crate::config::Config;
-use crate::proto::{self, Download, Edit, React, WireError};
+use crate::proto::{self, Download, Edit, Event, React, WireError};
 use crate::station::access::Access;
 use crate::station::{
     no_token, Op, Reconfigured, SendFailure, Sent, Station, StationCtx, StationKind,
@@ -39,6 +39,12 @@ impl StationKind for TelegramKind {
 
     fn platform(&self) -> Option<&'static str> {
         Some("Telegram")
+    }
+
+    /// Its update id, on any event that carries one.
+    fn platform_key(&self, event: &Event) -> Option<String> {
+        let u = event.extra.get("updateId")?.as_u64()?;
+        Some(super::update_key(u32::try_from(u).ok()?))
     }
 
     fn check_line(&self, line: &str) -> Result<(), String> {
@@ -173,6 +179,27 @@ impl Station for Telegram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_platform_key_is_the_update_id() {
+        let ev = |json: &str| serde_json::from_str::<Event>(json).unwrap();
+        let inbound = ev(
+            r#"{"id":"msg_1","ts":"t","station":"telegram","kind":"inbound","line":"metro://telegram/5","from":"metro://telegram/user/5","to":"","updateId":42}"#,
+        );
+        assert_eq!(TelegramKind.platform_key(&inbound), Some("42".into()));
+        let sent = ev(
+            r#"{"id":"msg_2","ts":"t","station":"telegram","kind":"outbound","line":"metro://telegram/5","from":"metro://claude/user/1","to":""}"#,
+        );
+        assert_eq!(TelegramKind.platform_key(&sent), None);
+        let huge = ev(
+            r#"{"id":"msg_3","ts":"t","station":"telegram","kind":"inbound","line":"metro://telegram/5","from":"metro://telegram/user/5","to":"","updateId":99999999999}"#,
+        );
+        assert_eq!(
+            TelegramKind.platform_key(&huge),
+            None,
+            "not a Telegram update id"
+        );
+    }
 
     #[test]
     fn telegram_lines_have_numeric_ids() {
