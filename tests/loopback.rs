@@ -350,6 +350,15 @@ fn a_station_written_outside_the_crate_sends_edits_and_receives() {
     );
     // It read its own section of the config file.
     assert_eq!(rows[4]["greeting"], json!("hello"));
+    // `chat` comes from each kind, running or not (telegram and discord
+    // have no token here): the loopback kind does not say it is one.
+    let chat: Vec<bool> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["chat"].as_bool().expect("every row says chat"))
+        .collect();
+    assert_eq!(chat, [false, true, true, false, false]);
 
     let mut sub = d.connect();
     let s = sub.subscribe(json!({"follow": true, "since": "tail"}));

@@ -289,6 +289,15 @@ pub trait StationKind: Send + Sync + 'static {
         None
     }
 
+    /// Its lines are chats where people write: an `inbound` or `callback`
+    /// event the station made (not `published` by an agent) is a person's
+    /// message, and `send` takes `buttons`. Said as `chat` in its
+    /// `stations` row; `metroctl mcp`'s permission relay asks its
+    /// questions there and takes answers only from such stations.
+    fn chat(&self) -> bool {
+        false
+    }
+
     /// The key its inbound pipeline dedupes a platform event by
     /// ([`core::StationCore`]), read back from `event`, one of this
     /// station's events as logged; `None` for an event that did not come

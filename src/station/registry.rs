@@ -417,6 +417,9 @@ impl Registry {
                         off_row(s.kind.name(), &why)
                     }
                 };
+                if let Some(o) = row.as_object_mut() {
+                    o.insert("chat".into(), s.kind.chat().into());
+                }
                 if let Some(gate) = self.gate.get().filter(|_| s.kind.one_node()) {
                     let node = if gate.holds(s.kind.name()) {
                         Some(gate.node().to_string())

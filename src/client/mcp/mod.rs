@@ -124,7 +124,7 @@ impl Bridge {
             return;
         };
         relay.asked(&request.request_id, &line);
-        let send = relay::question(&line, self.me(), &request);
+        let send = relay.question(&line, self.me(), &request);
         let socket = self.socket().to_path_buf();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = tools::call_blocking(&socket, send) {

@@ -122,13 +122,42 @@ async fn notify(peer: &Peer<RoleServer>, method: &str, params: Value) -> bool {
 async fn session(stream: &Stream, peer: &Peer<RoleServer>, conn: UnixStream) -> Ended {
     let (r, mut w) = conn.into_split();
     let mut reader = BufReader::new(r);
+    let mut line = String::new();
+    if let Some(relay) = &stream.relay {
+        // Which stations are chats, before any event can be an answer.
+        if let Err(e) = write_frame(&mut w, &Request::Stations, 0).await {
+            return Ended::Daemon(e.to_string());
+        }
+        loop {
+            line.clear();
+            match reader.read_line(&mut line).await {
+                Ok(0) => return Ended::Daemon("metrod closed the connection".into()),
+                Ok(_) => {}
+                Err(e) => return Ended::Daemon(e.to_string()),
+            }
+            let Ok(frame) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if frame["req"] != json!(0) {
+                continue;
+            }
+            if frame["ok"] == json!(true) {
+                relay.learn_stations(&frame["stations"]);
+            } else {
+                say(&format!(
+                    "metrod did not list its stations ({}); no chat answers permission requests",
+                    frame["error"]
+                ));
+            }
+            break;
+        }
+    }
     let subscribe = Request::Subscribe(stream.subscribe.clone());
     if let Err(e) = write_frame(&mut w, &subscribe, 1).await {
         return Ended::Daemon(e.to_string());
     }
     let mut next_req: u64 = 2;
     let mut sub: Option<String> = None;
-    let mut line = String::new();
     loop {
         line.clear();
         match reader.read_line(&mut line).await {

@@ -5,13 +5,16 @@
 //! Owns the requests asked (at most [`MAX_REQUESTS`], the oldest forgotten
 //! first), the approver line, and the rule for what counts as an answer: a
 //! button press or a `yes <id>` / `no <id>` message (any case, spaces
-//! around ignored), received by the Telegram or Discord station itself on
-//! the line the request was posted to. The station only logs admitted
-//! senders, and an event `publish`ed over the socket on a chat line carries
-//! `published: true`, so nobody but an admitted person can approve. Each
-//! request is answered at most once.
+//! around ignored), received by a chat station itself on the line the
+//! request was posted to. Which stations are chats (Telegram, Discord) is
+//! metrod's word: the `chat` field of its `stations` rows, read on every
+//! (re)connect before the subscription starts; until it is known, nothing
+//! is an answer and questions carry no buttons. The station only logs
+//! admitted senders, and an event `publish`ed over the socket on a chat
+//! line carries `published: true`, so nobody but an admitted person can
+//! approve. Each request is answered at most once.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
@@ -45,6 +48,8 @@ struct State {
     asked: VecDeque<Asked>,
     /// The chat line a message most recently arrived on.
     last_chat_line: Option<String>,
+    /// The stations whose `stations` row says `chat` (empty until read).
+    chat: HashSet<String>,
 }
 
 pub struct Relay {
@@ -82,10 +87,6 @@ pub fn parse(text: &str) -> Option<(bool, String)> {
     }
 }
 
-fn chat_station(event: &Value) -> bool {
-    matches!(event["station"].as_str(), Some("telegram" | "discord"))
-}
-
 impl Relay {
     pub fn new(approver: Option<String>) -> Relay {
         Relay {
@@ -97,6 +98,19 @@ impl Relay {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere never leaves State half-written.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the chat stations from a `stations` answer: the rows whose
+    /// `chat` is true.
+    pub fn learn_stations(&self, rows: &Value) {
+        let chat = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["chat"] == json!(true))
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect();
+        self.state().chat = chat;
     }
 
     /// Where a new request goes: `--approver`, else the last chat line.
@@ -121,10 +135,13 @@ impl Relay {
 
     /// Looks at one delivered event: remembers chat lines, recognises answers.
     pub fn on_event(&self, event: &Value) -> Answer {
-        let station_made = chat_station(event) && event.get("published").is_none();
         let kind = event["kind"].as_str().unwrap_or("");
         let line = event["line"].as_str().unwrap_or("");
         let mut s = self.state();
+        let station_made = event["station"]
+            .as_str()
+            .is_some_and(|st| s.chat.contains(st))
+            && event.get("published").is_none();
         if station_made && kind == "inbound" {
             s.last_chat_line = Some(line.to_string());
         }
@@ -155,8 +172,16 @@ impl Relay {
     }
 }
 
-/// The `send` request that asks the question on `line`.
-pub fn question(line: &str, from: &str, r: &Request) -> proto::Request {
+impl Relay {
+    /// The `send` request that asks the question on `line`: with Allow and
+    /// Deny buttons on a chat station's line.
+    pub fn question(&self, line: &str, from: &str, r: &Request) -> proto::Request {
+        let chat = self.state().chat.contains(crate::line::station_of(line));
+        question(line, from, r, chat)
+    }
+}
+
+fn question(line: &str, from: &str, r: &Request, chat: bool) -> proto::Request {
     let id = &r.request_id;
     let mut text = format!("Claude wants to run {}", r.tool_name);
     if !r.description.is_empty() {
@@ -166,7 +191,7 @@ pub fn question(line: &str, from: &str, r: &Request) -> proto::Request {
         text.push_str(&format!("\n\n{}", r.input_preview));
     }
     text.push_str(&format!("\n\nReply \"yes {id}\" or \"no {id}\"."));
-    let buttons = matches!(crate::line::station_of(line), "telegram" | "discord").then(|| {
+    let buttons = chat.then(|| {
         json!([[
             {"text": "Allow", "data": format!("yes {id}")},
             {"text": "Deny", "data": format!("no {id}")},
@@ -200,8 +225,50 @@ mod tests {
     }
 
     #[test]
+    fn only_stations_metrod_calls_chats_answer_and_get_buttons() {
+        let r = Relay::new(None);
+        let req = Request {
+            request_id: "abcde".into(),
+            tool_name: "Bash".into(),
+            description: String::new(),
+            input_preview: String::new(),
+        };
+        let buttons = |r: &Relay, line: &str| match r.question(line, "metro://claude/a", &req) {
+            proto::Request::Send(s) => s.buttons.is_some(),
+            _ => panic!("not a send"),
+        };
+        // Before metrod said which stations are chats: no chat at all.
+        r.asked("abcde", "metro://telegram/42");
+        assert_eq!(
+            r.on_event(&msg("metro://telegram/42", "yes abcde")),
+            Answer::None
+        );
+        assert!(r.approver_line().is_none());
+        assert!(!buttons(&r, "metro://telegram/42"));
+        r.learn_stations(&json!([
+            {"name": "local", "chat": false},
+            {"name": "telegram", "chat": true},
+            {"name": "webhook", "chat": false},
+        ]));
+        assert!(buttons(&r, "metro://telegram/42"));
+        assert!(!buttons(&r, "metro://webhook/gh"));
+        // A webhook delivery saying "yes <id>" on an asked line is no answer.
+        r.asked("fghij", "metro://webhook/gh");
+        let hook = json!({"station":"webhook","kind":"inbound","line":"metro://webhook/gh","text":"yes fghij"});
+        assert_eq!(r.on_event(&hook), Answer::None);
+        assert_eq!(
+            r.on_event(&msg("metro://telegram/42", "yes abcde")),
+            Answer::Verdict {
+                request_id: "abcde".into(),
+                behavior: "allow"
+            }
+        );
+    }
+
+    #[test]
     fn a_request_is_answered_once_and_only_by_the_station() {
         let r = Relay::new(None);
+        r.learn_stations(&json!([{"name": "telegram", "chat": true}]));
         r.on_event(&msg("metro://telegram/42", "hi"));
         assert_eq!(r.approver_line().as_deref(), Some("metro://telegram/42"));
         r.asked("abcde", "metro://telegram/42");

@@ -39,6 +39,10 @@ impl StationKind for DiscordKind {
         true
     }
 
+    fn chat(&self) -> bool {
+        true
+    }
+
     fn platform(&self) -> Option<&'static str> {
         Some("Discord")
     }

@@ -37,6 +37,10 @@ impl StationKind for TelegramKind {
         true
     }
 
+    fn chat(&self) -> bool {
+        true
+    }
+
     fn platform(&self) -> Option<&'static str> {
         Some("Telegram")
     }
