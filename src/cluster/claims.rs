@@ -278,19 +278,36 @@ impl SharedClaims for SharedMap {
 /// `create_key_value` first reads the account info, whose answer from
 /// nats-server 2.9 it does not parse.
 pub fn bucket_stream_config() -> stream::Config {
+    kv_stream_config(
+        names::CLAIMS_BUCKET,
+        "metro: line -> owner, shared by the metrod nodes",
+        MAX_VALUE,
+        Duration::from_secs(120),
+    )
+}
+
+/// The stream of KV bucket `bucket` as nats-server makes one: one value
+/// per key, values up to `max_value` bytes, file storage, rollups, direct
+/// gets, a duplicate window of `window`.
+pub(super) fn kv_stream_config(
+    bucket: &str,
+    description: &str,
+    max_value: i32,
+    window: Duration,
+) -> stream::Config {
     stream::Config {
-        name: format!("KV_{}", names::CLAIMS_BUCKET),
-        description: Some("metro: line -> owner, shared by the metrod nodes".into()),
-        subjects: vec![format!("$KV.{}.>", names::CLAIMS_BUCKET)],
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
-        max_message_size: MAX_VALUE,
+        max_message_size: max_value,
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
         num_replicas: 1,
         discard: stream::DiscardPolicy::New,
-        duplicate_window: Duration::from_secs(120),
+        duplicate_window: window,
         ..Default::default()
     }
 }

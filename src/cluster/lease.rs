@@ -42,20 +42,13 @@ const CATCH_UP_LEASES: u32 = 3;
 /// The bucket's stream: one value per key, the lease as its age limit.
 pub fn bucket_stream_config(lease: Duration) -> stream::Config {
     stream::Config {
-        name: format!("KV_{}", names::LEASES_BUCKET),
-        description: Some("metro: station -> the node that runs it (leases)".into()),
-        subjects: vec![format!("$KV.{}.>", names::LEASES_BUCKET)],
-        max_messages_per_subject: 1,
         max_age: lease,
-        max_message_size: 1024,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: 1,
-        discard: stream::DiscardPolicy::New,
-        duplicate_window: lease,
-        ..Default::default()
+        ..super::claims::kv_stream_config(
+            names::LEASES_BUCKET,
+            "metro: station -> the node that runs it (leases)",
+            1024,
+            lease,
+        )
     }
 }
 

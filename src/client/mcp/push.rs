@@ -119,6 +119,20 @@ async fn notify(peer: &Peer<RoleServer>, method: &str, params: Value) -> bool {
     .is_ok()
 }
 
+/// Reads metrod's next line into `line`; its end or a read error ends the
+/// session.
+async fn next_line(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    line: &mut String,
+) -> Result<(), Ended> {
+    line.clear();
+    match reader.read_line(line).await {
+        Ok(0) => Err(Ended::Daemon("metrod closed the connection".into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Ended::Daemon(e.to_string())),
+    }
+}
+
 async fn session(stream: &Stream, peer: &Peer<RoleServer>, conn: UnixStream) -> Ended {
     let (r, mut w) = conn.into_split();
     let mut reader = BufReader::new(r);
@@ -129,11 +143,8 @@ async fn session(stream: &Stream, peer: &Peer<RoleServer>, conn: UnixStream) -> 
             return Ended::Daemon(e.to_string());
         }
         loop {
-            line.clear();
-            match reader.read_line(&mut line).await {
-                Ok(0) => return Ended::Daemon("metrod closed the connection".into()),
-                Ok(_) => {}
-                Err(e) => return Ended::Daemon(e.to_string()),
+            if let Err(end) = next_line(&mut reader, &mut line).await {
+                return end;
             }
             let Ok(frame) = serde_json::from_str::<Value>(&line) else {
                 continue;
@@ -159,11 +170,8 @@ async fn session(stream: &Stream, peer: &Peer<RoleServer>, conn: UnixStream) -> 
     let mut next_req: u64 = 2;
     let mut sub: Option<String> = None;
     loop {
-        line.clear();
-        match reader.read_line(&mut line).await {
-            Ok(0) => return Ended::Daemon("metrod closed the connection".into()),
-            Ok(_) => {}
-            Err(e) => return Ended::Daemon(e.to_string()),
+        if let Err(end) = next_line(&mut reader, &mut line).await {
+            return end;
         }
         let frame: Value = match serde_json::from_str(&line) {
             Ok(f) => f,
