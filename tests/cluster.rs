@@ -109,6 +109,15 @@ fn node(nats: &Nats, name: &str) -> Daemon {
     Daemon::start_with(&["--cluster", &url, "--cluster-node", name])
 }
 
+/// Nodes `a` and `b` on `nats`, both joined.
+fn two_nodes(nats: &Nats) -> (Daemon, Daemon) {
+    let a = node(nats, "a");
+    let b = node(nats, "b");
+    wait_joined(&a);
+    wait_joined(&b);
+    (a, b)
+}
+
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
@@ -245,10 +254,7 @@ fn an_event_reaches_three_nodes_once() {
 #[test]
 fn a_nats_outage_loses_nothing_and_repeats_nothing() {
     let mut nats = Nats::start();
-    let a = node(&nats, "a");
-    let b = node(&nats, "b");
-    wait_joined(&a);
-    wait_joined(&b);
+    let (a, b) = two_nodes(&nats);
     let mut ids = vec![publish_text(&a, "before")];
     wait_everywhere_once(&[&a, &b], &ids);
     assert_eq!(doctor_cluster(&a)["status"], "ok");
@@ -322,10 +328,7 @@ fn a_nats_outage_loses_nothing_and_repeats_nothing() {
 #[test]
 fn a_restarted_node_resumes_its_consumer_and_catches_up() {
     let nats = Nats::start();
-    let a = node(&nats, "a");
-    let mut b = node(&nats, "b");
-    wait_joined(&a);
-    wait_joined(&b);
+    let (a, mut b) = two_nodes(&nats);
     let mut ids = vec![publish_text(&a, "first")];
     wait_everywhere_once(&[&a, &b], &ids);
     b.stop();
@@ -345,10 +348,7 @@ fn a_restarted_node_resumes_its_consumer_and_catches_up() {
 #[test]
 fn two_nodes_racing_for_a_line_get_one_winner_each_time() {
     let nats = Nats::start();
-    let a = node(&nats, "a");
-    let b = node(&nats, "b");
-    wait_joined(&a);
-    wait_joined(&b);
+    let (a, b) = two_nodes(&nats);
     let mut ca = a.connect();
     let mut cb = b.connect();
     let mut winners = HashMap::new();
@@ -403,10 +403,7 @@ fn two_nodes_racing_for_a_line_get_one_winner_each_time() {
 #[test]
 fn a_hand_edit_of_claims_json_reaches_the_other_nodes() {
     let nats = Nats::start();
-    let a = node(&nats, "a");
-    let b = node(&nats, "b");
-    wait_joined(&a);
-    wait_joined(&b);
+    let (a, b) = two_nodes(&nats);
     a.connect()
         .ok(json!({"op": "claim", "line": "telegram/1", "as": ALICE}));
     let claims_of = |d: &Daemon| d.connect().ok(json!({"op": "claims"}))["claims"].clone();
