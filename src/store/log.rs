@@ -246,6 +246,8 @@ impl Log {
             foreign: Foreign::default(),
             stopped: false,
             defer_roll: false,
+            sync_cost: Duration::ZERO,
+            rolls: watch::channel(0).0,
         };
         let foreign = w.foreign.stats.clone();
         // Retention applies at startup too (the limits may have shrunk).
@@ -307,8 +309,8 @@ impl Log {
 
     /// Appends one event (its `id` and `ts` are minted here) and waits until
     /// it is durable under the fsync policy.
-    /// A lone append under `--fsync never` is committed right here (see
-    /// `log/writer.rs`); the others go to the writer thread.
+    /// A lone append under `--fsync never` or `always` is committed right
+    /// here (see `log/writer.rs`); the others go to the writer thread.
     pub async fn append(&self, event: Event) -> Result<Appended, AppendError> {
         self.append_as(Box::new(event), false).await
     }
@@ -328,7 +330,7 @@ impl Log {
 
     async fn append_as(&self, event: Box<Event>, keep_id: bool) -> Result<Appended, AppendError> {
         let event = match self.core.commit_here(event, keep_id) {
-            Ok(done) => return done,
+            Ok(done) => return done.answer().await,
             Err(event) => event,
         };
         let (reply, rx) = oneshot::channel();

@@ -385,6 +385,8 @@ mod tests {
             foreign: Foreign::default(),
             stopped: false,
             defer_roll: false,
+            sync_cost: std::time::Duration::ZERO,
+            rolls: tokio::sync::watch::channel(0).0,
         };
         (w, end_rx)
     }

@@ -15,8 +15,15 @@ use super::writer::Writer;
 impl Writer {
     /// Turns `history.jsonl` into the segment `history.<base>.jsonl` and
     /// starts a new, empty `history.jsonl`. On failure the current file
-    /// simply stays active (and the roll is tried again later).
+    /// simply stays active (and the roll is tried again later). Either way
+    /// the roll count moves, which a commit in place that made the roll
+    /// due waits for before it answers.
     pub(super) fn roll(&mut self) {
+        self.roll_files();
+        self.rolls.send_modify(|n| *n += 1);
+    }
+
+    fn roll_files(&mut self) {
         // Whatever another writer appended belongs to this file.
         self.check_foreign(true);
         let dir = match self.shared.with_files(|f| f.dir.clone()) {

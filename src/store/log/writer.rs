@@ -6,13 +6,15 @@
 //! publisher. It also runs the timers: interval syncs, the idle foreign
 //! check, age-based rolling and retention (`retention.rs`).
 //!
-//! Under `--fsync never` a lone append skips the thread: when nothing is
-//! queued for the writer thread, the writer is idle and its last commit was
-//! not just now, the appending task commits its event itself
-//! ([`Core::commit_here`]), saving the two thread wake-ups of the hand-off
-//! (to the writer thread and back). Nothing can be passed that way: an
-//! append queued earlier keeps every later one on the queue until it is
-//! committed.
+//! A lone append skips the thread: when nothing is queued for the writer
+//! thread and the writer is idle, the appending task commits its event
+//! itself ([`Core::commit_here`]), saving the two thread wake-ups of the
+//! hand-off (to the writer thread and back). Nothing can be passed that
+//! way: an append queued earlier keeps every later one on the queue until
+//! it is committed. Under `--fsync never` that is one `write`; under
+//! `--fsync always` it is a `write` and an `fdatasync` on a runtime worker,
+//! as Redis does on its one thread, allowed only while the disk's last sync
+//! took under [`FAST_SYNC`] and no batch of several is being gathered.
 //!
 //! Must not import the readers (`read.rs`) or anything above the store.
 
@@ -56,9 +58,19 @@ const BUSY: Duration = Duration::from_micros(80);
 const GATHER: Duration = Duration::from_micros(50);
 /// Most appends committed in one batch.
 const MAX_BATCH: usize = 4096;
-/// An append within this time of the last commit is never committed in
-/// place (see [`Core::commit_here`]).
+/// Under `--fsync never`, an append within this time of the last commit is
+/// never committed in place (see [`Core::commit_here`]).
 const QUIET: Duration = Duration::from_micros(10);
+/// Under `--fsync always`, an append is committed in place (its
+/// `fdatasync` blocking a runtime worker) only while the last sync took
+/// less than this: a slow or stalling disk leaves every sync to the writer
+/// thread until it is fast again.
+pub(super) const FAST_SYNC: Duration = Duration::from_millis(1);
+/// Under `--fsync always`, after the thread's last batch held several
+/// appends (publishers at once), an append waits this long after that
+/// commit before it is committed in place again: a lone commit's
+/// `fdatasync` would otherwise split their batches.
+const GATHERING: Duration = Duration::from_millis(1);
 
 /// The writer's state and what decides whether an append may be committed
 /// in place.
@@ -68,9 +80,10 @@ pub(super) struct Core {
     /// refused. Bumped before the send, lowered under the lock after the
     /// commit: while it is 0 under the lock, nothing older is waiting.
     queued: AtomicUsize,
-    /// Commits in place are allowed (`--fsync never`: a commit is one
-    /// `write`, it never waits for the disk).
-    in_place: bool,
+    /// Which commits in place are allowed: `--fsync never` (a commit is
+    /// one `write`) and `always` (a `write` and an `fdatasync`); not under
+    /// `interval`, whose timer belongs to the thread.
+    fsync: FsyncPolicy,
     /// Wakes the writer thread for a roll a commit in place left due (a
     /// roll syncs files: it never runs in a connection's task).
     roll_due: tokio::sync::Notify,
@@ -78,11 +91,11 @@ pub(super) struct Core {
 
 impl Core {
     pub(super) fn new(w: Writer) -> Core {
-        let in_place = w.opts.fsync == FsyncPolicy::Never;
+        let fsync = w.opts.fsync;
         Core {
             writer: Mutex::new(w),
             queued: AtomicUsize::new(0),
-            in_place,
+            fsync,
             roll_due: tokio::sync::Notify::new(),
         }
     }
@@ -106,21 +119,30 @@ impl Core {
         &self,
         event: Box<Event>,
         keep_id: bool,
-    ) -> Result<Result<Appended, AppendError>, Box<Event>> {
-        if !self.in_place || self.queued.load(Ordering::Acquire) != 0 {
+    ) -> Result<InPlace, Box<Event>> {
+        if matches!(self.fsync, FsyncPolicy::Interval(_))
+            || self.queued.load(Ordering::Acquire) != 0
+        {
             return Err(event);
         }
         let Ok(mut w) = self.writer.try_lock() else {
             return Err(event);
         };
-        // A commit just now means appends are coming back to back (a
-        // pipelining connection, or many publishers): leave them to the
-        // writer thread, which batches them.
-        if w.stopped
-            || self.queued.load(Ordering::Acquire) != 0
-            || w.last_commit.elapsed() < QUIET
-            || w.roll_is_due()
-        {
+        let lone = match self.fsync {
+            // A commit just now means appends are coming back to back (a
+            // pipelining connection, or many publishers): leave them to
+            // the writer thread, which batches them.
+            FsyncPolicy::Never => w.last_commit.elapsed() >= QUIET,
+            // The sync gathers whoever arrives meanwhile; a lone commit
+            // between the thread's batches of many would halve them. And a
+            // slow disk never blocks a runtime worker.
+            FsyncPolicy::Always => {
+                w.sync_cost < FAST_SYNC
+                    && (w.last_batch <= 1 || w.last_commit.elapsed() >= GATHERING)
+            }
+            FsyncPolicy::Interval(_) => false,
+        };
+        if !lone || w.stopped || self.queued.load(Ordering::Acquire) != 0 || w.roll_is_due() {
             return Err(event);
         }
         let (reply, mut rx) = oneshot::channel();
@@ -135,12 +157,17 @@ impl Core {
         w.commit(&mut batch);
         w.defer_roll = false;
         w.last_commit = std::time::Instant::now();
-        let roll = w.roll_is_due();
+        // Subscribed under the lock: the thread cannot roll before.
+        let roll = w.roll_is_due().then(|| w.rolls.subscribe());
         drop(w);
-        if roll {
-            self.roll_due.notify_one();
-        }
-        Ok(rx.try_recv().unwrap_or(Err(AppendError::ShuttingDown)))
+        let answer = rx.try_recv().unwrap_or(Err(AppendError::ShuttingDown));
+        Ok(match roll {
+            Some(rolls) => {
+                self.roll_due.notify_one();
+                InPlace::AfterRoll(answer, rolls)
+            }
+            None => InPlace::Done(answer),
+        })
     }
 
     /// Counts an append about to be sent to the writer thread; the count
@@ -148,6 +175,27 @@ impl Core {
     pub(super) fn enqueue(&self) -> Queued<'_> {
         self.queued.fetch_add(1, Ordering::AcqRel);
         Queued(Some(&self.queued))
+    }
+}
+
+/// An append committed in place.
+pub(super) enum InPlace {
+    Done(Result<Appended, AppendError>),
+    /// Its commit made a roll due, left to the writer thread: answered once
+    /// the roll count moves (as the thread answers a batch after its roll).
+    AfterRoll(Result<Appended, AppendError>, watch::Receiver<u64>),
+}
+
+impl InPlace {
+    pub(super) async fn answer(self) -> Result<Appended, AppendError> {
+        match self {
+            InPlace::Done(answer) => answer,
+            InPlace::AfterRoll(answer, mut rolls) => {
+                // An error means the writer is gone: nothing left to wait for.
+                let _ = rolls.changed().await;
+                answer
+            }
+        }
     }
 }
 
@@ -209,6 +257,10 @@ pub(super) struct Writer {
     /// Set during a commit in place: a roll it makes due is left to the
     /// writer thread.
     pub(super) defer_roll: bool,
+    /// How long the last `fdatasync` of a batch took (`--fsync always`).
+    pub(super) sync_cost: Duration,
+    /// Rolls tried so far (see [`Writer::roll`]).
+    pub(super) rolls: watch::Sender<u64>,
 }
 
 async fn run(core: &Core, mut rx: mpsc::Receiver<WriterMsg>) {
@@ -405,7 +457,10 @@ impl Writer {
         self.check_foreign(true);
         let written = self.file.write_all(&buf).and_then(|()| {
             if self.opts.fsync == FsyncPolicy::Always {
-                self.file.sync_data()
+                let started = std::time::Instant::now();
+                let synced = self.file.sync_data();
+                self.sync_cost = started.elapsed();
+                synced
             } else {
                 Ok(())
             }
@@ -495,15 +550,17 @@ impl Writer {
             }
         }
         self.end_tx.send_replace(self.pos);
+        // The publishers hear back after the roll their batch made due, so
+        // `stats` asked after an answer sees the new segment.
+        if self.roll_is_due() && !self.defer_roll {
+            self.roll();
+        }
         for (p, e) in batch.drain(..).zip(&entries[refused..]) {
             let _ = p.reply.send(Ok(Appended {
                 id: p.event.id,
                 ts: p.event.ts,
                 offset: e.end,
             }));
-        }
-        if self.roll_is_due() && !self.defer_roll {
-            self.roll();
         }
     }
 }
