@@ -128,20 +128,12 @@ impl Core {
         let Ok(mut w) = self.writer.try_lock() else {
             return Err(event);
         };
-        let lone = match self.fsync {
-            // A commit just now means appends are coming back to back (a
-            // pipelining connection, or many publishers): leave them to
-            // the writer thread, which batches them.
-            FsyncPolicy::Never => w.last_commit.elapsed() >= QUIET,
-            // The sync gathers whoever arrives meanwhile; a lone commit
-            // between the thread's batches of many would halve them. And a
-            // slow disk never blocks a runtime worker.
-            FsyncPolicy::Always => {
-                w.sync_cost < FAST_SYNC
-                    && (w.last_batch <= 1 || w.last_commit.elapsed() >= GATHERING)
-            }
-            FsyncPolicy::Interval(_) => false,
-        };
+        let lone = lone(
+            self.fsync,
+            w.last_commit.elapsed(),
+            w.last_batch,
+            w.sync_cost,
+        );
         if !lone || w.stopped || self.queued.load(Ordering::Acquire) != 0 || w.roll_is_due() {
             return Err(event);
         }
@@ -175,6 +167,31 @@ impl Core {
     pub(super) fn enqueue(&self) -> Queued<'_> {
         self.queued.fetch_add(1, Ordering::AcqRel);
         Queued(Some(&self.queued))
+    }
+}
+
+/// Whether an append that finds the writer idle and nothing queued may be
+/// committed in place, given the time since the last commit, the size of
+/// the thread's last batch and the last `fdatasync`'s duration.
+fn lone(
+    fsync: FsyncPolicy,
+    since_commit: Duration,
+    last_batch: usize,
+    sync_cost: Duration,
+) -> bool {
+    match fsync {
+        // A commit just now means appends are coming back to back (a
+        // pipelining connection, or many publishers): leave them to the
+        // writer thread, which batches them.
+        FsyncPolicy::Never => since_commit >= QUIET,
+        // The sync gathers whoever arrives meanwhile; a lone commit between
+        // the thread's batches of many would halve them. And a slow disk
+        // never blocks a runtime worker.
+        FsyncPolicy::Always => {
+            sync_cost < FAST_SYNC && (last_batch <= 1 || since_commit >= GATHERING)
+        }
+        // The interval sync is the thread's timer.
+        FsyncPolicy::Interval(_) => false,
     }
 }
 
@@ -562,5 +579,40 @@ impl Writer {
                 offset: e.end,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn fsync_never_commits_in_place_unless_appends_come_back_to_back() {
+        assert!(lone(FsyncPolicy::Never, 50 * US, 40, Duration::ZERO));
+        assert!(!lone(FsyncPolicy::Never, 2 * US, 1, Duration::ZERO));
+    }
+
+    #[test]
+    fn fsync_always_commits_in_place_only_fast_and_between_lone_commits() {
+        let always = FsyncPolicy::Always;
+        // A lone publisher on a fast disk.
+        assert!(lone(always, 200 * US, 0, 150 * US));
+        assert!(lone(always, 200 * US, 1, 150 * US));
+        // A slow or stalling disk: never on a runtime worker.
+        assert!(!lone(always, 10 * MS, 1, 3 * MS));
+        assert!(!lone(always, 10 * MS, 0, FAST_SYNC));
+        // Right after a batch of several: the thread gathers them.
+        assert!(!lone(always, 300 * US, 40, 150 * US));
+        // ... until the burst is over.
+        assert!(lone(always, 2 * MS, 40, 150 * US));
+    }
+
+    #[test]
+    fn fsync_interval_never_commits_in_place() {
+        let every = FsyncPolicy::Interval(Duration::from_millis(100));
+        assert!(!lone(every, Duration::from_secs(5), 0, Duration::ZERO));
     }
 }
