@@ -285,14 +285,47 @@ pub async fn serve(
     }
 }
 
+/// The connection's read half, noting whether the connection waited for
+/// its client with nothing in flight: the request read after such a wait,
+/// if it is the only one read, is *alone* (a client that asks one thing and
+/// waits for the answer), which lets a publish commit in place under
+/// `--fsync always` (see `store/log/writer.rs`).
+struct Reader {
+    rd: tokio::net::unix::OwnedReadHalf,
+    /// Set by the read loop: nothing is in flight.
+    idle: bool,
+    /// A read found nothing while idle; a new connection starts so.
+    waited: bool,
+}
+
+impl tokio::io::AsyncRead for Reader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.rd).poll_read(cx, buf);
+        if polled.is_pending() && self.idle {
+            self.waited = true;
+        }
+        polled
+    }
+}
+
 async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> Ended {
-    let mut frames = FramedRead::new(rd, RequestCodec::new(conn.broker.opts.max_request));
+    let reader = Reader {
+        rd,
+        idle: true,
+        waited: true,
+    };
+    let mut frames = FramedRead::new(reader, RequestCodec::new(conn.broker.opts.max_request));
     let mut in_flight = FuturesUnordered::new();
     // One wait for the stop, not a new one (and a waiter registered and
     // removed) for every request and answer.
     let stop = conn.stop.cancelled();
     tokio::pin!(stop);
     let ended = loop {
+        frames.get_mut().idle = in_flight.is_empty();
         tokio::select! {
             biased;
             _ = &mut stop => break Ended::Abort,
@@ -316,10 +349,14 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
                 }
                 Some(Err(CodecError::Io(_))) => break Ended::Abort,
                 Some(Ok(line)) => {
+                    let waited = std::mem::take(&mut frames.get_mut().waited);
                     if line.iter().all(|b| b.is_ascii_whitespace()) {
                         continue;
                     }
-                    match ops::dispatch(conn, &line).await {
+                    let alone = waited
+                        && in_flight.is_empty()
+                        && !frames.read_buffer().contains(&b'\n');
+                    match ops::dispatch(conn, &line, alone).await {
                         Reply::Now(bytes) => {
                             if conn.out.send(bytes, None).await.is_err() {
                                 break Ended::Abort;
@@ -425,4 +462,41 @@ async fn write_loop(
     }
     closer.close();
     let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Polls one read without waiting: `None` when it would wait.
+    fn read_now(r: &mut Reader) -> Option<usize> {
+        let mut buf = [0u8; 64];
+        r.read(&mut buf).now_or_never().map(|n| n.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_wait_counts_only_with_nothing_in_flight() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (rd, _wr) = a.into_split();
+        let mut r = Reader {
+            rd,
+            idle: false,
+            waited: false,
+        };
+        // Requests in flight: waiting for more input is no sign of a lone
+        // request.
+        assert_eq!(read_now(&mut r), None);
+        assert!(!r.waited);
+        // Nothing in flight: it is.
+        r.idle = true;
+        assert_eq!(read_now(&mut r), None);
+        assert!(r.waited);
+        // Input already there is read without a wait.
+        r.waited = false;
+        b.write_all(b"{\"op\":\"hello\"}\n").await.unwrap();
+        r.rd.readable().await.unwrap();
+        assert_eq!(read_now(&mut r), Some(15));
+        assert!(!r.waited);
+    }
 }

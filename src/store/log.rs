@@ -309,27 +309,39 @@ impl Log {
 
     /// Appends one event (its `id` and `ts` are minted here) and waits until
     /// it is durable under the fsync policy.
-    /// A lone append under `--fsync never` or `always` is committed right
-    /// here (see `log/writer.rs`); the others go to the writer thread.
+    /// A lone append under `--fsync never` is committed right here (see
+    /// `log/writer.rs`); the others go to the writer thread.
     pub async fn append(&self, event: Event) -> Result<Appended, AppendError> {
-        self.append_as(Box::new(event), false).await
+        self.append_as(Box::new(event), false, false).await
     }
 
     /// [`Log::append`] for an event already boxed (the publish op boxes it
     /// once, so its futures and the writer's queue move a pointer, not the
-    /// event's ≈ 650 bytes).
-    pub async fn append_boxed(&self, event: Box<Event>) -> Result<Appended, AppendError> {
-        self.append_as(event, false).await
+    /// event's ≈ 650 bytes). `alone`: the request is its client's only one,
+    /// read after the connection waited for it; only such an append may
+    /// wait for an `fdatasync` in place under `--fsync always` (a
+    /// pipelining client's next requests would wait behind it unread).
+    pub async fn append_boxed(
+        &self,
+        event: Box<Event>,
+        alone: bool,
+    ) -> Result<Appended, AppendError> {
+        self.append_as(event, false, alone).await
     }
 
     /// Appends another node's event as it is (cluster replication): its
     /// `id` and `ts` are kept, nothing is minted.
     pub async fn append_replica(&self, event: Event) -> Result<Appended, AppendError> {
-        self.append_as(Box::new(event), true).await
+        self.append_as(Box::new(event), true, false).await
     }
 
-    async fn append_as(&self, event: Box<Event>, keep_id: bool) -> Result<Appended, AppendError> {
-        let event = match self.core.commit_here(event, keep_id) {
+    async fn append_as(
+        &self,
+        event: Box<Event>,
+        keep_id: bool,
+        alone: bool,
+    ) -> Result<Appended, AppendError> {
+        let event = match self.core.commit_here(event, keep_id, alone) {
             Ok(done) => return done.answer().await,
             Err(event) => event,
         };

@@ -108,11 +108,13 @@ pub fn append_error(e: AppendError) -> WireError {
 }
 
 /// Appends a prepared event: what people and services say has 0 hops; an
-/// agent's event is checked by the loop guard.
+/// agent's event is checked by the loop guard. `alone`: the request is its
+/// connection's only one (see [`crate::store::log::Log::append_boxed`]).
 pub async fn publish(
     broker: Arc<Broker>,
     stations: Arc<Registry>,
     mut event: Box<Event>,
+    alone: bool,
 ) -> OpResult {
     if !guard::from_people(&broker, &event) {
         // Boxed: the check's future is large, and a publish's future is
@@ -127,7 +129,11 @@ pub async fn publish(
         ))
         .await?;
     }
-    let a = broker.log.append_boxed(event).await.map_err(append_error)?;
+    let a = broker
+        .log
+        .append_boxed(event, alone)
+        .await
+        .map_err(append_error)?;
     Ok(fields! { "id" => a.id, "ts" => a.ts, "offset" => a.offset })
 }
 

@@ -83,7 +83,9 @@ where
     }))
 }
 
-pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
+/// Runs one request line. `alone`: the client sent nothing else and has
+/// nothing else in flight (see `connection.rs`'s `Reader`).
+pub async fn dispatch(conn: &Arc<Conn>, line: &[u8], alone: bool) -> Reply {
     let (req, request) = match parse_request(line) {
         Ok(r) => r,
         Err(fail) => return Reply::Now(error_frame(fail.req.as_ref(), &fail.error)),
@@ -95,10 +97,10 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8]) -> Reply {
         Request::Publish(p) => match events::prepare_publish(&stations, p).map(Box::new) {
             // The hot path: without a key, nothing is copied or wrapped.
             Ok(event) => match event.idempotency_key.clone() {
-                None => later(req, events::publish(broker, stations, event)),
+                None => later(req, events::publish(broker, stations, event, alone)),
                 key => {
                     let who = event.from.clone();
-                    let op = events::publish(broker.clone(), stations, event);
+                    let op = events::publish(broker.clone(), stations, event, alone);
                     later(req, once::once(broker, who, key, Box::pin(op)))
                 }
             },

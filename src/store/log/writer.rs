@@ -119,6 +119,7 @@ impl Core {
         &self,
         event: Box<Event>,
         keep_id: bool,
+        alone: bool,
     ) -> Result<InPlace, Box<Event>> {
         if matches!(self.fsync, FsyncPolicy::Interval(_))
             || self.queued.load(Ordering::Acquire) != 0
@@ -130,6 +131,7 @@ impl Core {
         };
         let lone = lone(
             self.fsync,
+            alone,
             w.last_commit.elapsed(),
             w.last_batch,
             w.sync_cost,
@@ -171,10 +173,12 @@ impl Core {
 }
 
 /// Whether an append that finds the writer idle and nothing queued may be
-/// committed in place, given the time since the last commit, the size of
-/// the thread's last batch and the last `fdatasync`'s duration.
+/// committed in place, given whether it is its client's only request
+/// (`alone`), the time since the last commit, the size of the thread's last
+/// batch and the last `fdatasync`'s duration.
 fn lone(
     fsync: FsyncPolicy,
+    alone: bool,
     since_commit: Duration,
     last_batch: usize,
     sync_cost: Duration,
@@ -184,11 +188,13 @@ fn lone(
         // pipelining connection, or many publishers): leave them to the
         // writer thread, which batches them.
         FsyncPolicy::Never => since_commit >= QUIET,
-        // The sync gathers whoever arrives meanwhile; a lone commit between
-        // the thread's batches of many would halve them. And a slow disk
-        // never blocks a runtime worker.
+        // Only a client's only request: a pipelining client's next ones
+        // would wait unread behind the sync instead of joining a batch. The
+        // sync gathers whoever arrives meanwhile; a lone commit between the
+        // thread's batches of many would halve them. And a slow disk never
+        // blocks a runtime worker.
         FsyncPolicy::Always => {
-            sync_cost < FAST_SYNC && (last_batch <= 1 || since_commit >= GATHERING)
+            alone && sync_cost < FAST_SYNC && (last_batch <= 1 || since_commit >= GATHERING)
         }
         // The interval sync is the thread's timer.
         FsyncPolicy::Interval(_) => false,
@@ -591,28 +597,36 @@ mod tests {
 
     #[test]
     fn fsync_never_commits_in_place_unless_appends_come_back_to_back() {
-        assert!(lone(FsyncPolicy::Never, 50 * US, 40, Duration::ZERO));
-        assert!(!lone(FsyncPolicy::Never, 2 * US, 1, Duration::ZERO));
+        assert!(lone(FsyncPolicy::Never, false, 50 * US, 40, Duration::ZERO));
+        assert!(!lone(FsyncPolicy::Never, true, 2 * US, 1, Duration::ZERO));
     }
 
     #[test]
     fn fsync_always_commits_in_place_only_fast_and_between_lone_commits() {
         let always = FsyncPolicy::Always;
         // A lone publisher on a fast disk.
-        assert!(lone(always, 200 * US, 0, 150 * US));
-        assert!(lone(always, 200 * US, 1, 150 * US));
+        assert!(lone(always, true, 200 * US, 0, 150 * US));
+        assert!(lone(always, true, 200 * US, 1, 150 * US));
         // A slow or stalling disk: never on a runtime worker.
-        assert!(!lone(always, 10 * MS, 1, 3 * MS));
-        assert!(!lone(always, 10 * MS, 0, FAST_SYNC));
+        assert!(!lone(always, true, 10 * MS, 1, 3 * MS));
+        assert!(!lone(always, true, 10 * MS, 0, FAST_SYNC));
         // Right after a batch of several: the thread gathers them.
-        assert!(!lone(always, 300 * US, 40, 150 * US));
+        assert!(!lone(always, true, 300 * US, 40, 150 * US));
         // ... until the burst is over.
-        assert!(lone(always, 2 * MS, 40, 150 * US));
+        assert!(lone(always, true, 2 * MS, 40, 150 * US));
+        // A pipelining client's request: never.
+        assert!(!lone(always, false, 2 * MS, 0, 150 * US));
     }
 
     #[test]
     fn fsync_interval_never_commits_in_place() {
         let every = FsyncPolicy::Interval(Duration::from_millis(100));
-        assert!(!lone(every, Duration::from_secs(5), 0, Duration::ZERO));
+        assert!(!lone(
+            every,
+            true,
+            Duration::from_secs(5),
+            0,
+            Duration::ZERO
+        ));
     }
 }
