@@ -714,6 +714,26 @@ pub fn ok_frame(req: Option<&Value>, fields: Map<String, Value>) -> Vec<u8> {
     out
 }
 
+/// A publish's answer, `{"req":…,"ok":true,"id":…,"ts":…,"offset":…}\n`:
+/// [`ok_frame`] with those three fields, without building their map.
+pub fn published_frame(req: Option<&Value>, id: &str, ts: &str, offset: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    out.push(b'{');
+    if let Some(req) = req {
+        out.extend_from_slice(b"\"req\":");
+        write_json(&mut out, req);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"ok\":true,\"id\":");
+    write_json(&mut out, id);
+    out.extend_from_slice(b",\"ts\":");
+    write_json(&mut out, ts);
+    out.extend_from_slice(b",\"offset\":");
+    write_json(&mut out, &offset);
+    out.extend_from_slice(b"}\n");
+    out
+}
+
 /// Appends `v` as JSON. Serializing strings and `Value`s into a `Vec`
 /// cannot fail; `null` stands in if it ever did.
 fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
@@ -806,6 +826,25 @@ pub const ANONYMOUS: &str = "metro://local/anonymous";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_answer_is_the_ok_frame_of_its_fields() {
+        for req in [
+            None,
+            Some(serde_json::json!(7)),
+            Some(serde_json::json!("a\"b")),
+            Some(serde_json::json!({"k": [1]})),
+        ] {
+            let (id, ts, offset) = ("msg_19acafef00d0001ab", "2026-11-30T03:54:10.123Z", 4242u64);
+            assert_eq!(
+                published_frame(req.as_ref(), id, ts, offset),
+                ok_frame(
+                    req.as_ref(),
+                    fields! { "id" => id, "ts" => ts, "offset" => offset }
+                )
+            );
+        }
+    }
 
     #[test]
     fn parse_errors_echo_req_and_name_the_field() {

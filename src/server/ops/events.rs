@@ -9,7 +9,7 @@ use super::{guard, OpResult};
 use crate::broker::Broker;
 use crate::proto::{Event, Fetch, History, NewEvent, Publish, WireError};
 use crate::station::Registry;
-use crate::store::log::{AppendError, Meta};
+use crate::store::log::{AppendError, Appended, Meta};
 use crate::{clock, fields, line};
 
 /// History answers at most this many entries.
@@ -115,7 +115,7 @@ pub async fn publish(
     stations: Arc<Registry>,
     mut event: Box<Event>,
     alone: bool,
-) -> OpResult {
+) -> Result<Appended, WireError> {
     if !guard::from_people(&broker, &event) {
         // Boxed: the check's future is large, and a publish's future is
         // held for every request in flight; most publishes never check.
@@ -129,12 +129,18 @@ pub async fn publish(
         ))
         .await?;
     }
-    let a = broker
+    broker
         .log
         .append_boxed(event, alone)
         .await
-        .map_err(append_error)?;
-    Ok(fields! { "id" => a.id, "ts" => a.ts, "offset" => a.offset })
+        .map_err(append_error)
+}
+
+/// A publish's answer fields, for the paths that take an [`OpResult`] (an
+/// idempotent publish); the plain path writes them straight into its frame
+/// ([`crate::proto::published_frame`]).
+pub fn published(a: Result<Appended, WireError>) -> OpResult {
+    a.map(|a| fields! { "id" => a.id, "ts" => a.ts, "offset" => a.offset })
 }
 
 /// Filters for reading the log backwards.

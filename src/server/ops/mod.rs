@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::connection::Conn;
-use crate::proto::{error_frame, ok_frame, parse_request, Request, WireError};
+use crate::proto::{error_frame, ok_frame, parse_request, published_frame, Request, WireError};
 
 /// A boxed answer-to-be.
 pub type Pending = Pin<Box<dyn Future<Output = Answer> + Send + 'static>>;
@@ -65,6 +65,21 @@ where
     }))
 }
 
+/// A publish's answer, written straight from what the log answered (no
+/// field map is built for the commonest answer).
+fn later_published<F>(req: Option<Value>, fut: F) -> Reply
+where
+    F: Future<Output = Result<crate::store::log::Appended, WireError>> + Send + 'static,
+{
+    Reply::Later(Box::pin(async move {
+        let bytes = match fut.await {
+            Ok(a) => published_frame(req.as_ref(), &a.id, &a.ts, a.offset),
+            Err(e) => error_frame(req.as_ref(), &e),
+        };
+        Answer { bytes, room: None }
+    }))
+}
+
 /// A `history`/`fetch` answer: it waits for the connection's whole output
 /// budget before reading the log, so answers being built or waiting never
 /// pile up on a client that does not read.
@@ -97,10 +112,13 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8], alone: bool) -> Reply {
         Request::Publish(p) => match events::prepare_publish(&stations, p).map(Box::new) {
             // The hot path: without a key, nothing is copied or wrapped.
             Ok(event) => match event.idempotency_key.clone() {
-                None => later(req, events::publish(broker, stations, event, alone)),
+                None => later_published(req, events::publish(broker, stations, event, alone)),
                 key => {
                     let who = event.from.clone();
-                    let op = events::publish(broker.clone(), stations, event, alone);
+                    let op = futures_util::FutureExt::map(
+                        events::publish(broker.clone(), stations, event, alone),
+                        events::published,
+                    );
                     later(req, once::once(broker, who, key, Box::pin(op)))
                 }
             },
