@@ -66,6 +66,9 @@ const QUIET: Duration = Duration::from_micros(10);
 /// less than this: a slow or stalling disk leaves every sync to the writer
 /// thread until it is fast again.
 pub(super) const FAST_SYNC: Duration = Duration::from_millis(1);
+/// The longest a commit in place that made a roll due waits for the
+/// writer thread's roll before it answers.
+const ROLL_WAIT: Duration = Duration::from_secs(5);
 /// Under `--fsync always`, after the thread's last batch held several
 /// appends (publishers at once), an append waits this long after that
 /// commit before it is committed in place again: a lone commit's
@@ -214,8 +217,10 @@ impl InPlace {
         match self {
             InPlace::Done(answer) => answer,
             InPlace::AfterRoll(answer, mut rolls) => {
-                // An error means the writer is gone: nothing left to wait for.
-                let _ = rolls.changed().await;
+                // The event is stored either way: a writer thread that is
+                // gone (an error) or a roll that takes very long only cost
+                // the order of answer and roll, never the answer.
+                let _ = tokio::time::timeout(ROLL_WAIT, rolls.changed()).await;
                 answer
             }
         }
@@ -417,6 +422,11 @@ async fn run(core: &Core, mut rx: mpsc::Receiver<WriterMsg>) {
                 let _ = tx.send(());
             }
         }
+    }
+    // A commit in place just before the stop may have made a roll due: its
+    // publisher waits for the roll (see [`InPlace::AfterRoll`]).
+    if w.roll_is_due() && w.broken.is_none() {
+        w.roll();
     }
     if fsync != FsyncPolicy::Never || w.unsynced {
         w.sync();
