@@ -696,6 +696,32 @@ pub fn parse_request(line: &[u8]) -> Result<(Option<Value>, Request), ParseFailu
 /// `{"req":…,"ok":true,…fields}\n`
 pub fn ok_frame(req: Option<&Value>, fields: Map<String, Value>) -> Vec<u8> {
     // Written field by field: no second map is built for every answer.
+    ok_frame_with(req, |out| {
+        for (k, v) in &fields {
+            out.push(b',');
+            write_json(out, k);
+            out.push(b':');
+            write_json(out, v);
+        }
+    })
+}
+
+/// A publish's answer, `{"req":…,"ok":true,"id":…,"ts":…,"offset":…}\n`:
+/// [`ok_frame`] with those three fields, without building their map.
+pub fn published_frame(req: Option<&Value>, id: &str, ts: &str, offset: u64) -> Vec<u8> {
+    ok_frame_with(req, |out| {
+        out.extend_from_slice(b",\"id\":");
+        write_json(out, id);
+        out.extend_from_slice(b",\"ts\":");
+        write_json(out, ts);
+        out.extend_from_slice(b",\"offset\":");
+        write_json(out, &offset);
+    })
+}
+
+/// `{"req":…,"ok":true`, then what `fields` writes (each field led by its
+/// `,`), then `}\n`.
+fn ok_frame_with(req: Option<&Value>, fields: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     out.push(b'{');
     if let Some(req) = req {
@@ -704,32 +730,7 @@ pub fn ok_frame(req: Option<&Value>, fields: Map<String, Value>) -> Vec<u8> {
         out.push(b',');
     }
     out.extend_from_slice(b"\"ok\":true");
-    for (k, v) in &fields {
-        out.push(b',');
-        write_json(&mut out, k);
-        out.push(b':');
-        write_json(&mut out, v);
-    }
-    out.extend_from_slice(b"}\n");
-    out
-}
-
-/// A publish's answer, `{"req":…,"ok":true,"id":…,"ts":…,"offset":…}\n`:
-/// [`ok_frame`] with those three fields, without building their map.
-pub fn published_frame(req: Option<&Value>, id: &str, ts: &str, offset: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96);
-    out.push(b'{');
-    if let Some(req) = req {
-        out.extend_from_slice(b"\"req\":");
-        write_json(&mut out, req);
-        out.push(b',');
-    }
-    out.extend_from_slice(b"\"ok\":true,\"id\":");
-    write_json(&mut out, id);
-    out.extend_from_slice(b",\"ts\":");
-    write_json(&mut out, ts);
-    out.extend_from_slice(b",\"offset\":");
-    write_json(&mut out, &offset);
+    fields(&mut out);
     out.extend_from_slice(b"}\n");
     out
 }

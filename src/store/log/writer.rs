@@ -13,8 +13,10 @@
 //! way: an append queued earlier keeps every later one on the queue until
 //! it is committed. Under `--fsync never` that is one `write`; under
 //! `--fsync always` it is a `write` and an `fdatasync` on a runtime worker,
-//! as Redis does on its one thread, allowed only while the disk's last sync
-//! took under [`FAST_SYNC`] and no batch of several is being gathered.
+//! as Redis does on its one thread, allowed only for a publish that is its
+//! client's only request, while the disk's last sync took under
+//! [`FAST_SYNC`] and no batch of several is being gathered (see [`lone`]).
+//! An append whose commit made a roll due is answered after the roll.
 //!
 //! Must not import the readers (`read.rs`) or anything above the store.
 
@@ -65,7 +67,7 @@ const QUIET: Duration = Duration::from_micros(10);
 /// `fdatasync` blocking a runtime worker) only while the last sync took
 /// less than this: a slow or stalling disk leaves every sync to the writer
 /// thread until it is fast again.
-pub(super) const FAST_SYNC: Duration = Duration::from_millis(1);
+const FAST_SYNC: Duration = Duration::from_millis(1);
 /// The longest a commit in place that made a roll due waits for the
 /// writer thread's roll before it answers.
 const ROLL_WAIT: Duration = Duration::from_secs(5);
@@ -607,6 +609,7 @@ mod tests {
 
     #[test]
     fn fsync_never_commits_in_place_unless_appends_come_back_to_back() {
+        // A write never waits for the disk: also a pipelining client's.
         assert!(lone(FsyncPolicy::Never, false, 50 * US, 40, Duration::ZERO));
         assert!(!lone(FsyncPolicy::Never, true, 2 * US, 1, Duration::ZERO));
     }
