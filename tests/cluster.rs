@@ -470,7 +470,6 @@ fn tg_node(nats: &Nats, name: &str, fake: &Fake, host: &str) -> Daemon {
 }
 
 fn tg_node_lease(nats: &Nats, name: &str, fake: &Fake, host: &str, lease: Duration) -> Daemon {
-    let url = nats.url();
     let port = fake.url.rsplit(':').next().expect("a port");
     let mut env = fake.env("42");
     for (k, v) in env.iter_mut() {
@@ -478,6 +477,13 @@ fn tg_node_lease(nats: &Nats, name: &str, fake: &Fake, host: &str, lease: Durati
             *v = format!("http://{host}:{port}");
         }
     }
+    leased_node(nats, name, lease, &env)
+}
+
+/// A node on `nats` with a station lease of `lease` and `env` (a fake
+/// platform's URLs and token).
+fn leased_node(nats: &Nats, name: &str, lease: Duration, env: &[(String, String)]) -> Daemon {
+    let url = nats.url();
     Daemon::start_env(
         &[
             "--cluster",
@@ -487,7 +493,7 @@ fn tg_node_lease(nats: &Nats, name: &str, fake: &Fake, host: &str, lease: Durati
             "--cluster-lease",
             &format!("{}s", lease.as_secs()),
         ],
-        &env,
+        env,
     )
 }
 
@@ -903,22 +909,11 @@ fn a_station_whose_lease_cannot_be_renewed_stops_polling() {
 fn one_node_holds_the_discord_gateway_and_the_other_fetches_through_it() {
     let nats = Nats::start();
     let fake = fake_discord::Fake::start();
-    let url = nats.url();
-    let lease = format!("{}s", LEASE.as_secs());
-    let start = |name: &str| {
-        Daemon::start_env(
-            &[
-                "--cluster",
-                &url,
-                "--cluster-node",
-                name,
-                "--cluster-lease",
-                &lease,
-            ],
-            &fake.env("*"),
-        )
-    };
-    let nodes = [start("a"), start("b")];
+    let env = fake.env("*");
+    let nodes = [
+        leased_node(&nats, "a", LEASE, &env),
+        leased_node(&nats, "b", LEASE, &env),
+    ];
     for d in &nodes {
         wait_joined(d);
     }
