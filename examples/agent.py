@@ -183,6 +183,9 @@ def main():
     if not args.identity:
         parser.error("--as (or $METRO_AS) is required")
     signal.signal(signal.SIGTERM, stop)
+    # Started from a script's background job, SIGINT arrives ignored (and
+    # Python then keeps ignoring it): Ctrl-C / kill -INT must stop us too.
+    signal.signal(signal.SIGINT, stop)
     try:
         Agent(args.identity, args.socket).run()
     except KeyboardInterrupt:

@@ -130,6 +130,69 @@ fn pipelined_publishes_are_all_answered_and_stored_once() {
     assert_eq!(texts, (0..500).collect::<Vec<u64>>());
 }
 
+/// Answers go straight to the socket while nothing is queued, and through
+/// the queue once the client stops reading: across the switch (a partial
+/// write, the rest queued first) every answer arrives whole, once, and the
+/// ones answered at once keep their order.
+#[test]
+fn answers_to_a_client_that_reads_late_arrive_whole_and_in_order() {
+    let d = Daemon::start_with(&["--fsync", "never"]);
+    let c = d.connect();
+    let mut wr = c.stream().try_clone().unwrap();
+    const N: u64 = 20_000;
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut batch = String::new();
+        for req in 1..=N {
+            if req % 10 == 0 {
+                batch.push_str(&format!(
+                    "{{\"op\":\"publish\",\"req\":{req},\"event\":{{\"line\":\"telegram/1\",\"text\":\"{req}\"}}}}\n"
+                ));
+            } else if req % 100 == 1 {
+                // A large answer (the `req` is echoed), most likely to be
+                // written in part.
+                let pad = "p".repeat(60_000);
+                batch.push_str(&format!("{{\"op\":\"hello\",\"req\":\"{req} {pad}\"}}\n"));
+            } else {
+                batch.push_str(&format!("{{\"op\":\"hello\",\"req\":{req}}}\n"));
+            }
+            if batch.len() > 4096 {
+                wr.write_all(batch.as_bytes()).unwrap();
+                batch.clear();
+            }
+        }
+        wr.write_all(batch.as_bytes()).unwrap();
+    });
+    // Not reading for a while fills the socket: later answers are queued.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut c = c;
+    let mut last_hello = 0;
+    let mut seen = vec![false; N as usize + 1];
+    for _ in 0..N {
+        let line = c.read_line().expect("an answer");
+        let a: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(a["ok"], json!(true), "{a}");
+        let req = match &a["req"] {
+            Value::String(big) => {
+                let (n, pad) = big.split_once(' ').unwrap();
+                assert_eq!(pad.len(), 60_000);
+                n.parse::<u64>().unwrap()
+            }
+            small => small.as_u64().unwrap(),
+        };
+        assert!(!seen[req as usize], "answered twice: {req}");
+        seen[req as usize] = true;
+        if req % 10 != 0 {
+            assert_eq!(a["server"], json!("metrod"), "{a}");
+            assert!(req > last_hello, "hello {req} after {last_hello}");
+            last_hello = req;
+        }
+    }
+    writer.join().unwrap();
+    assert!(seen[1..].iter().all(|s| *s));
+    assert_eq!(d.history().len(), (N / 10) as usize);
+}
+
 #[test]
 fn claims_last_writer_wins_if_free_release_and_persistence() {
     let mut d = Daemon::start();

@@ -2,7 +2,9 @@
 //!
 //! Responses and subscription frames are queued here and written by the
 //! connection's one writer task, which coalesces everything queued into one
-//! socket write. A sender waits when the queue holds more than
+//! socket write (an answer that finds nothing queued is written by its
+//! connection's read loop itself, holding the whole budget meanwhile: see
+//! [`Outbox::try_reserve_all`]). A sender waits when the queue holds more than
 //! [`OUT_BUDGET`] bytes: a subscription whose client does not read stops
 //! pulling from the log (and later catches up from the file), so a stalled
 //! client costs the daemon at most this much memory. An answer that may be
@@ -80,6 +82,22 @@ impl Outbox {
             .await
             .map_err(|_| Closed)?;
         Ok(Room(permit))
+    }
+
+    /// The whole budget now, if nothing of this connection is queued, being
+    /// written or being built in reserved room: its holder may write to the
+    /// socket itself, in order (see `server/connection.rs`).
+    pub fn try_reserve_all(&self) -> Option<Room> {
+        self.budget
+            .clone()
+            .try_acquire_many_owned(OUT_BUDGET as u32)
+            .ok()
+            .map(Room)
+    }
+
+    /// Fails every waiting and later `send` (see [`Closer`]).
+    pub fn close(&self) {
+        self.budget.close();
     }
 
     /// Queues `bytes` in room reserved earlier (no further wait).

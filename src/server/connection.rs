@@ -119,6 +119,10 @@ pub struct Conn {
     /// The stations, for the ops that go to one.
     pub stations: Arc<Registry>,
     pub out: Outbox,
+    /// The socket's write half, shared with the writer task: an answer that
+    /// finds nothing queued is written at once by the read loop (see
+    /// [`answer`]).
+    wr: Arc<OwnedWriteHalf>,
     /// Cancelled when the connection ends or the daemon stops.
     pub stop: CancellationToken,
     subs: Mutex<HashMap<String, SubHandle>>,
@@ -215,8 +219,9 @@ pub async fn serve(
         }
     };
     let (rd, wr) = stream.into_split();
+    let wr = Arc::new(wr);
     let (out, rx) = Outbox::new();
-    let writer = tokio::spawn(write_loop(wr, rx, out.closer()));
+    let writer = tokio::spawn(write_loop(wr.clone(), rx, out.closer()));
     if !peer_ok {
         tracing::warn!(conn = id, "refused a connection from another user");
         let err = WireError::new(
@@ -248,6 +253,7 @@ pub async fn serve(
         broker: broker.clone(),
         stations,
         out,
+        wr,
         stop: shutdown.child_token(),
         subs: Mutex::new(HashMap::new()),
         next_sub: AtomicU64::new(1),
@@ -358,7 +364,7 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
                         && !frames.read_buffer().contains(&b'\n');
                     match ops::dispatch(conn, &line, alone).await {
                         Reply::Now(bytes) => {
-                            if conn.out.send(bytes, None).await.is_err() {
+                            if answer(conn, bytes).await.is_err() {
                                 break Ended::Abort;
                             }
                         }
@@ -409,7 +415,31 @@ where
     if bytes.is_empty() {
         return Ok(());
     }
-    conn.out.send(bytes, None).await
+    answer(conn, bytes).await
+}
+
+/// Sends an answer: written to the socket at once when nothing of the
+/// connection is queued or being written (a client that asks and waits:
+/// no hand-off to the writer task and back), else queued behind what is.
+/// Whatever the socket does not take at once is queued first, in the room
+/// of the whole budget, so nothing can pass it.
+async fn answer(conn: &Conn, mut bytes: Vec<u8>) -> Result<(), Closed> {
+    let Some(room) = conn.out.try_reserve_all() else {
+        return conn.out.send(bytes, None).await;
+    };
+    match conn.wr.try_write(&bytes) {
+        Ok(n) if n == bytes.len() => Ok(()),
+        Ok(n) => {
+            bytes.drain(..n);
+            conn.out.send_in(bytes, room)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => conn.out.send_in(bytes, room),
+        Err(_) => {
+            // The peer is gone: as when the writer task finds so.
+            conn.out.close();
+            Err(Closed)
+        }
+    }
 }
 
 /// Queues an op's answer, in the room it reserved if it did.
@@ -420,8 +450,22 @@ async fn send_answer(conn: &Conn, answer: ops::Answer) -> Result<(), Closed> {
     }
 }
 
+/// Writes all of `buf` through a shared write half.
+async fn write_all(wr: &OwnedWriteHalf, buf: &[u8]) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        match wr.try_write(&buf[at..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wr.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    wr: Arc<OwnedWriteHalf>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     closer: Closer,
 ) {
@@ -440,13 +484,13 @@ async fn write_loop(
             }
         }
         let res = if group.len() == 1 {
-            wr.write_all(&group[0].bytes).await
+            write_all(&wr, &group[0].bytes).await
         } else {
             buf.clear();
             for o in &group {
                 buf.extend_from_slice(&o.bytes);
             }
-            wr.write_all(&buf).await
+            write_all(&wr, &buf).await
         };
         if res.is_err() {
             break 'outer;
@@ -461,7 +505,11 @@ async fn write_loop(
         }
     }
     closer.close();
-    let _ = wr.shutdown().await;
+    // The connection may still hold the write half (the read loop's
+    // answers): the socket's write side is shut when the last one goes.
+    if let Ok(mut wr) = Arc::try_unwrap(wr) {
+        let _ = wr.shutdown().await;
+    }
 }
 
 #[cfg(test)]
