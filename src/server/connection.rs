@@ -69,7 +69,7 @@ impl Decoder for RequestCodec {
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        match buf[self.scanned..].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &buf[self.scanned..]) {
             Some(i) => {
                 let at = self.scanned + i;
                 self.scanned = 0;
@@ -361,7 +361,7 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
                     }
                     let alone = waited
                         && in_flight.is_empty()
-                        && !frames.read_buffer().contains(&b'\n');
+                        && memchr::memchr(b'\n', frames.read_buffer()).is_none();
                     match ops::dispatch(conn, &line, alone).await {
                         Reply::Now(bytes) => {
                             if answer(conn, bytes).await.is_err() {
