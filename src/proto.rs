@@ -656,7 +656,7 @@ struct PublishLine<'a> {
     idempotency_key: Option<String>,
 }
 
-/// How clients write a publish (metroctl, the bench, the examples).
+/// How metroctl and metro-bench write a publish (`op` first).
 const PUBLISH_PREFIX: &[u8] = br#"{"op":"publish","#;
 
 /// Parses one request line (without its `\n`): the envelope (`op`, `req`)
