@@ -174,15 +174,16 @@ pub struct NewEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Map<String, Value>>,
     /// Daemon-minted fields: accepted so a client may echo an event back,
-    /// never used.
+    /// never used (named so they are not kept in `extra`; read as nothing,
+    /// so they cost the parse no `Value` and the struct no room).
     #[serde(default, skip_serializing)]
-    pub id: Option<Value>,
+    pub id: Option<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing)]
-    pub ts: Option<Value>,
+    pub ts: Option<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing)]
-    pub station: Option<Value>,
+    pub station: Option<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing)]
-    pub hops: Option<Value>,
+    pub hops: Option<serde::de::IgnoredAny>,
     /// Also accepted here; the request's own `idempotencyKey` is the
     /// documented place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
