@@ -680,6 +680,8 @@ pub fn parse_request(line: &[u8]) -> Result<(Option<Value>, Request), ParseFailu
         // the same way, and the first one says `publish`.
         if let Ok(p) = serde_json::from_slice::<PublishLine>(line) {
             let req = p.req.and_then(|r| serde_json::from_str(r.get()).ok());
+            // Every field named: a field added to `Publish` must be read
+            // here too, or this does not compile.
             let publish = Publish {
                 event: p.event,
                 idempotency_key: p.idempotency_key,

@@ -95,11 +95,6 @@ impl Outbox {
             .map(Room)
     }
 
-    /// Fails every waiting and later `send` (see [`Closer`]).
-    pub fn close(&self) {
-        self.budget.close();
-    }
-
     /// Queues `bytes` in room reserved earlier (no further wait).
     pub fn send_in(&self, bytes: Vec<u8>, room: Room) -> Result<(), Closed> {
         self.tx

@@ -436,7 +436,7 @@ async fn answer(conn: &Conn, mut bytes: Vec<u8>) -> Result<(), Closed> {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => conn.out.send_in(bytes, room),
         Err(_) => {
             // The peer is gone: as when the writer task finds so.
-            conn.out.close();
+            conn.out.closer().close();
             Err(Closed)
         }
     }
