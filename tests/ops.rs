@@ -130,6 +130,108 @@ fn pipelined_publishes_are_all_answered_and_stored_once() {
     assert_eq!(texts, (0..500).collect::<Vec<u64>>());
 }
 
+/// A pipelining client's plain publishes are queued as one group per read,
+/// before the connection reads on: whatever else the reads hold (other ops,
+/// a bad line, a keyed publish, an agent's answer, blank lines, the last
+/// line blank too), every request is answered once and the plain
+/// publishes are stored in the order they were sent. (A keyed publish runs
+/// concurrently with what follows it: it is stored once, anywhere.)
+#[test]
+fn publishes_read_together_are_stored_in_order_and_each_answered() {
+    let d = Daemon::start_with(&["--fsync", "never"]);
+    let mut c = d.connect();
+    const N: u64 = 600;
+    let mut batch = String::new();
+    // Texts of the plain publishes, in send order; of the keyed ones.
+    let mut plain: Vec<String> = Vec::new();
+    let mut keyed: Vec<String> = Vec::new();
+    let mut bad = Vec::new();
+    let publish = |req: u64, extra: &str, event: &str| {
+        format!("{{\"op\":\"publish\",\"req\":{req}{extra},\"event\":{{{event}}}}}\n")
+    };
+    for req in 1..=N {
+        let text = format!("t{req}");
+        let line = match req % 50 {
+            7 => {
+                bad.push(req);
+                publish(req, "", &format!("\"text\":\"{text}\""))
+            }
+            13 => format!("{{\"op\":\"hello\",\"req\":{req}}}\n\n   \n"),
+            21 => {
+                keyed.push(text.clone());
+                let key = format!(",\"idempotencyKey\":\"k{req}\"");
+                publish(
+                    req,
+                    &key,
+                    &format!("\"line\":\"telegram/1\",\"text\":\"{text}\""),
+                )
+            }
+            33 => {
+                plain.push(text.clone());
+                let event = format!(
+                    "\"line\":\"telegram/1\",\"from\":\"metro://claude/agent\",\"kind\":\"reply\",\"text\":\"{text}\""
+                );
+                publish(req, "", &event)
+            }
+            _ => {
+                plain.push(text.clone());
+                publish(
+                    req,
+                    "",
+                    &format!("\"line\":\"telegram/1\",\"text\":\"{text}\""),
+                )
+            }
+        };
+        batch.push_str(&line);
+    }
+    batch.push_str("  \n");
+    c.send_raw(batch.as_bytes());
+    let mut seen = vec![false; N as usize + 1];
+    let mut offsets = std::collections::HashMap::new();
+    for _ in 0..N {
+        let line = c.read_line().expect("every request is answered");
+        let a: Value = serde_json::from_str(&line).unwrap();
+        let req = a["req"].as_u64().unwrap();
+        assert!(!seen[req as usize], "answered twice: {req}");
+        seen[req as usize] = true;
+        assert_eq!(a["ok"], json!(!bad.contains(&req)), "{a}");
+        if let Some(off) = a["offset"].as_u64() {
+            offsets.insert(format!("t{req}"), off);
+        }
+    }
+    assert!(seen[1..].iter().all(|s| *s));
+    let log = d.history();
+    let texts: Vec<String> = log
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), plain.len() + keyed.len());
+    let stored_plain: Vec<&String> = texts.iter().filter(|t| !keyed.contains(t)).collect();
+    let sent_plain: Vec<&String> = plain.iter().collect();
+    assert_eq!(
+        stored_plain, sent_plain,
+        "plain publishes stored in the order sent"
+    );
+    for k in &keyed {
+        assert_eq!(
+            texts.iter().filter(|t| *t == k).count(),
+            1,
+            "{k} stored once"
+        );
+    }
+    // Each answer names its own event's place in the log.
+    let mut ends: Vec<u64> = Vec::new();
+    let mut end = 0u64;
+    let raw = std::fs::read(d.history_path()).unwrap();
+    for line in raw.split_inclusive(|b| *b == b'\n') {
+        end += line.len() as u64;
+        ends.push(end);
+    }
+    for (text, end) in texts.iter().zip(ends) {
+        assert_eq!(offsets[text], end, "offset answered for {text}");
+    }
+}
+
 /// Answers go straight to the socket while nothing is queued, and through
 /// the queue once the client stops reading: across the switch (a partial
 /// write, the rest queued first) every answer arrives whole, once, and the

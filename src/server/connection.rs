@@ -37,6 +37,8 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 const WRITE_COALESCE: usize = 256 << 10;
 /// Most bytes of ready answers gathered into one queued write.
 const ANSWER_COALESCE: usize = 16 << 10;
+/// Most publishes of one read appended as one group.
+const GROUP: usize = 64;
 
 /// Splits the input on `\n` (a trailing `\r` is dropped). A line longer than
 /// the limit is an error (the connection is then closed); an unterminated
@@ -326,21 +328,25 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
     };
     let mut frames = FramedRead::new(reader, RequestCodec::new(conn.broker.opts.max_request));
     let mut in_flight = FuturesUnordered::new();
+    // Requests whose answers are in flight (a group counts each of its
+    // publishes), and the ready publishes of the read being taken apart.
+    let mut waiting = 0usize;
+    let mut group: Vec<(Option<serde_json::Value>, Box<crate::proto::Event>)> = Vec::new();
     // One wait for the stop, not a new one (and a waiter registered and
     // removed) for every request and answer.
     let stop = conn.stop.cancelled();
     tokio::pin!(stop);
     let ended = loop {
-        frames.get_mut().idle = in_flight.is_empty();
+        frames.get_mut().idle = in_flight.is_empty() && group.is_empty();
         tokio::select! {
             biased;
             _ = &mut stop => break Ended::Abort,
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                if send_answers(conn, answer, &mut in_flight).await.is_err() {
+                if send_answers(conn, answer, &mut in_flight, &mut waiting).await.is_err() {
                     break Ended::Abort;
                 }
             }
-            frame = frames.next(), if in_flight.len() < MAX_IN_FLIGHT => match frame {
+            frame = frames.next(), if waiting + group.len() < MAX_IN_FLIGHT => match frame {
                 None => break Ended::Eof,
                 Some(Err(CodecError::TooLarge)) => {
                     let err = WireError::new(
@@ -357,25 +363,44 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
                 Some(Ok(line)) => {
                     let waited = std::mem::take(&mut frames.get_mut().waited);
                     if line.iter().all(|b| b.is_ascii_whitespace()) {
+                        // A blank last line of the read: nothing may wait.
+                        if memchr::memchr(b'\n', frames.read_buffer()).is_none() {
+                            flush(conn, &mut group, &mut in_flight, &mut waiting).await;
+                        }
                         continue;
                     }
-                    let alone = waited
-                        && in_flight.is_empty()
-                        && memchr::memchr(b'\n', frames.read_buffer()).is_none();
-                    match ops::dispatch(conn, &line, alone).await {
+                    let more = memchr::memchr(b'\n', frames.read_buffer()).is_some();
+                    let alone = waited && in_flight.is_empty() && group.is_empty() && !more;
+                    let reply = ops::dispatch(conn, &line, alone).await;
+                    if let Reply::Append(req, event) = reply {
+                        group.push((req, event));
+                        // The group goes to the log once the read's
+                        // complete lines are taken, before any wait.
+                        if !more || group.len() >= GROUP || waiting + group.len() >= MAX_IN_FLIGHT {
+                            flush(conn, &mut group, &mut in_flight, &mut waiting).await;
+                        }
+                        continue;
+                    }
+                    // Any other request: the publishes before it go first.
+                    flush(conn, &mut group, &mut in_flight, &mut waiting).await;
+                    match reply {
                         Reply::Now(bytes) => {
                             if answer(conn, bytes).await.is_err() {
                                 break Ended::Abort;
                             }
                         }
-                        Reply::Later(fut) => in_flight.push(fut),
-                        Reply::Sent => {}
+                        Reply::Later(fut) => {
+                            waiting += 1;
+                            in_flight.push(fut);
+                        }
+                        Reply::Sent | Reply::Append(..) => {}
                     }
                 }
             },
         }
     };
     // Answer what was already asked.
+    flush(conn, &mut group, &mut in_flight, &mut waiting).await;
     while let Some(answer) = in_flight.next().await {
         if send_answer(conn, answer).await.is_err() {
             break;
@@ -384,18 +409,40 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
     ended
 }
 
+/// Queues the ready publishes of one read with the log writer as one
+/// group (one message, one answer buffer), before the connection reads or
+/// runs anything else: a connection's plain publishes are stored in the
+/// order it sent them. Waits only while the writer's queue is full.
+async fn flush(
+    conn: &Conn,
+    group: &mut Vec<(Option<serde_json::Value>, Box<crate::proto::Event>)>,
+    in_flight: &mut FuturesUnordered<ops::Pending>,
+    waiting: &mut usize,
+) {
+    if group.is_empty() {
+        return;
+    }
+    *waiting += group.len();
+    let (reqs, events): (Vec<_>, Vec<_>) = std::mem::take(group).into_iter().unzip();
+    let queued = conn.broker.log.send_group(events).await;
+    in_flight.push(ops::group_answers(reqs, queued));
+}
+
 /// Queues `first` and every other answer that is ready now as one write
 /// (a batch commit answers many publishes of a connection at once): one
 /// budget wait and one wake of the writer task instead of one per answer.
-/// An answer in room of its own goes alone, in its order.
+/// An answer in room of its own goes alone, in its order. `waiting` drops
+/// by the requests answered.
 async fn send_answers<F>(
     conn: &Conn,
     first: ops::Answer,
     in_flight: &mut FuturesUnordered<F>,
+    waiting: &mut usize,
 ) -> Result<(), Closed>
 where
     F: std::future::Future<Output = ops::Answer> + Unpin,
 {
+    *waiting = waiting.saturating_sub(first.requests);
     if first.room.is_some() {
         return send_answer(conn, first).await;
     }
@@ -404,11 +451,15 @@ where
         // Polled without waiting: what is not ready is polled again (with
         // the loop's own waker) by the caller's next `select!`.
         match in_flight.next().now_or_never() {
-            Some(Some(next)) if next.room.is_some() => {
-                conn.out.send(std::mem::take(&mut bytes), None).await?;
-                send_answer(conn, next).await?;
+            Some(Some(next)) => {
+                *waiting = waiting.saturating_sub(next.requests);
+                if next.room.is_some() {
+                    conn.out.send(std::mem::take(&mut bytes), None).await?;
+                    send_answer(conn, next).await?;
+                } else {
+                    bytes.extend_from_slice(&next.bytes);
+                }
             }
-            Some(Some(next)) => bytes.extend_from_slice(&next.bytes),
             _ => break,
         }
     }

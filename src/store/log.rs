@@ -187,7 +187,8 @@ pub struct Recovery {
     pub cut_bytes: u64,
 }
 
-/// Appends waiting for the writer before publishers wait too.
+/// Messages (one append, or one connection's group of appends) waiting
+/// for the writer before senders wait too.
 const QUEUE: usize = 8192;
 
 impl Log {
@@ -359,6 +360,36 @@ impl Log {
         rx.await.map_err(|_| AppendError::ShuttingDown)?
     }
 
+    /// Hands the events of one read of a pipelining connection (see
+    /// `server/connection.rs`) to the writer thread as one message, never
+    /// committed in place: one queue slot and one wake for all of them
+    /// instead of one each. Once this returns they are queued, in this
+    /// order, ahead of any append that starts later; each gets its own
+    /// answer from [`Group::answers`], as with [`Log::append`]. Waits
+    /// only while the writer's queue is full.
+    pub async fn send_group(&self, events: Vec<Box<Event>>) -> Group {
+        let mut answers = Vec::with_capacity(events.len());
+        let pending: Vec<Pending> = events
+            .into_iter()
+            .map(|event| {
+                let (reply, rx) = oneshot::channel();
+                answers.push(rx);
+                Pending {
+                    event,
+                    keep_id: false,
+                    reply,
+                }
+            })
+            .collect();
+        let queued = self.core.enqueue_many(pending.len());
+        // A refused send drops the senders: every answer is then
+        // `ShuttingDown`.
+        if self.tx.send(WriterMsg::AppendMany(pending)).await.is_ok() {
+            queued.sent();
+        }
+        Group(answers)
+    }
+
     /// Lets the writer commit what is queued, sync, and stop. Appends after
     /// this answer [`AppendError::ShuttingDown`].
     pub async fn shutdown(&self) {
@@ -370,6 +401,20 @@ impl Log {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+    }
+}
+
+/// Appends queued by [`Log::send_group`], waiting for their answers.
+pub struct Group(Vec<oneshot::Receiver<Result<Appended, AppendError>>>);
+
+impl Group {
+    /// Each append's answer, in the order they were sent.
+    pub async fn answers(self) -> Vec<Result<Appended, AppendError>> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for rx in self.0 {
+            out.push(rx.await.unwrap_or(Err(AppendError::ShuttingDown)));
+        }
+        out
     }
 }
 

@@ -117,23 +117,47 @@ pub async fn publish(
     alone: bool,
 ) -> Result<Appended, WireError> {
     if !guard::from_people(&broker, &event) {
-        // Boxed: the check's future is large, and a publish's future is
-        // held for every request in flight; most publishes never check.
-        event.hops = Box::pin(guard::check(
-            &broker,
-            &stations,
-            &event.line,
-            &event.from,
-            event.reply_to.as_deref(),
-            1,
-        ))
-        .await?;
+        event.hops = match guard::answer_hops(&broker, &stations, &event) {
+            Some(hops) => hops,
+            // Past the limit: the refusal (and its notice). Boxed: the
+            // check's future is large, and a publish's future is held for
+            // every request in flight; most publishes never get here.
+            None => {
+                Box::pin(guard::check(
+                    &broker,
+                    &stations,
+                    &event.line,
+                    &event.from,
+                    event.reply_to.as_deref(),
+                    1,
+                ))
+                .await?
+            }
+        };
     }
     broker
         .log
         .append_boxed(event, alone)
         .await
         .map_err(append_error)
+}
+
+/// A prepared event that may be appended with others of its connection's
+/// read ([`crate::store::log::Log::send_group`]): its hops set, within
+/// the loop guard's limit. An event the guard refuses comes back, for
+/// [`publish`] to refuse with its notice.
+pub fn ready(
+    broker: &Broker,
+    stations: &Registry,
+    mut event: Box<Event>,
+) -> Result<Box<Event>, Box<Event>> {
+    if !guard::from_people(broker, &event) {
+        match guard::answer_hops(broker, stations, &event) {
+            Some(hops) => event.hops = hops,
+            None => return Err(event),
+        }
+    }
+    Ok(event)
 }
 
 /// A publish's answer fields, for the paths that take an [`OpResult`] (an

@@ -46,6 +46,29 @@ pub fn named_hops(broker: &Broker, stations: &Registry, line: &str, named: Optio
     broker.hops.lock().map(|h| h.get(&id)).unwrap_or(0)
 }
 
+/// The hops of an event on `line` about the event `named`: `step` more
+/// than it, 0 when it names nothing.
+fn hops_of(
+    broker: &Broker,
+    stations: &Registry,
+    line: &str,
+    named: Option<&str>,
+    step: u32,
+) -> u32 {
+    match named.map(str::trim).filter(|n| !n.is_empty()) {
+        None => 0,
+        Some(_) => named_hops(broker, stations, line, named).saturating_add(step),
+    }
+}
+
+/// The hops an agent's answer `ev` gets, when they are within
+/// `--max-hops`; `None` when [`check`] would refuse it (only that path
+/// writes the notice and words the `loop` answer). Waits for nothing.
+pub fn answer_hops(broker: &Broker, stations: &Registry, ev: &Event) -> Option<u32> {
+    let hops = hops_of(broker, stations, &ev.line, ev.reply_to.as_deref(), 1);
+    (hops <= broker.opts.max_hops).then_some(hops)
+}
+
 /// True for what a person or a service says: an `inbound` event on a
 /// station's line (chat, webhook, any registered kind but `local`).
 pub fn from_people(broker: &Broker, ev: &Event) -> bool {
@@ -64,10 +87,7 @@ pub async fn check(
     step: u32,
 ) -> Result<u32, WireError> {
     let named = named.map(str::trim).filter(|n| !n.is_empty());
-    let hops = match named {
-        None => 0,
-        Some(_) => named_hops(broker, stations, line, named).saturating_add(step),
-    };
+    let hops = hops_of(broker, stations, line, named, step);
     let max = broker.opts.max_hops;
     if hops <= max {
         return Ok(hops);

@@ -27,6 +27,8 @@ pub type Pending = Pin<Box<dyn Future<Output = Answer> + Send + 'static>>;
 pub struct Answer {
     pub bytes: Vec<u8>,
     pub room: Option<crate::broker::outbox::Room>,
+    /// How many requests `bytes` answers (a group of publishes: several).
+    pub requests: usize,
 }
 
 /// How a request is answered.
@@ -38,6 +40,10 @@ pub enum Reply {
     /// The handler queued its answer itself (subscribe: the answer must
     /// precede the subscription's first event frame).
     Sent,
+    /// A plain publish of a pipelining client, checked and ready to
+    /// append: the connection queues it together with the other publishes
+    /// of the same read before it reads on ([`group_answers`]).
+    Append(Option<Value>, Box<crate::proto::Event>),
 }
 
 pub type OpResult = Result<Map<String, Value>, WireError>;
@@ -61,6 +67,7 @@ where
         Answer {
             bytes: frame(req.as_ref(), fut.await),
             room: None,
+            requests: 1,
         }
     }))
 }
@@ -71,13 +78,47 @@ fn later_published<F>(req: Option<Value>, fut: F) -> Reply
 where
     F: Future<Output = Result<crate::store::log::Appended, WireError>> + Send + 'static,
 {
-    Reply::Later(Box::pin(async move {
+    Reply::Later(published_answer(req, fut))
+}
+
+/// The answer of one publish, written when its append is answered.
+fn published_answer<F>(req: Option<Value>, fut: F) -> Pending
+where
+    F: Future<Output = Result<crate::store::log::Appended, WireError>> + Send + 'static,
+{
+    Box::pin(async move {
         let bytes = match fut.await {
             Ok(a) => published_frame(req.as_ref(), &a.id, &a.ts, a.offset),
             Err(e) => error_frame(req.as_ref(), &e),
         };
-        Answer { bytes, room: None }
-    }))
+        Answer {
+            bytes,
+            room: None,
+            requests: 1,
+        }
+    })
+}
+
+/// The answers of publishes queued as one group ([`Reply::Append`],
+/// `Log::send_group`): one buffer of frames, in the order of `reqs`.
+pub fn group_answers(reqs: Vec<Option<Value>>, group: crate::store::log::Group) -> Pending {
+    Box::pin(async move {
+        let answers = group.answers().await;
+        let requests = reqs.len();
+        let mut bytes = Vec::with_capacity(requests * 96);
+        for (req, answer) in reqs.iter().zip(answers) {
+            let frame = match answer {
+                Ok(a) => published_frame(req.as_ref(), &a.id, &a.ts, a.offset),
+                Err(e) => error_frame(req.as_ref(), &events::append_error(e)),
+            };
+            bytes.extend_from_slice(&frame);
+        }
+        Answer {
+            bytes,
+            room: None,
+            requests,
+        }
+    })
 }
 
 /// A `history`/`fetch` answer: it waits for the connection's whole output
@@ -94,7 +135,11 @@ where
             Ok(entries) => events::entries_frame(req.as_ref(), key, &entries),
             Err(e) => error_frame(req.as_ref(), &e),
         };
-        Answer { bytes, room }
+        Answer {
+            bytes,
+            room,
+            requests: 1,
+        }
     }))
 }
 
@@ -112,6 +157,13 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8], alone: bool) -> Reply {
         Request::Publish(p) => match events::prepare_publish(&stations, p).map(Box::new) {
             // The hot path: without a key, nothing is copied or wrapped.
             Ok(event) => match event.idempotency_key.clone() {
+                // A pipelined one may join the other publishes of its read.
+                None if !alone => match events::ready(&broker, &stations, event) {
+                    Ok(event) => Reply::Append(req, event),
+                    Err(event) => {
+                        later_published(req, events::publish(broker, stations, event, alone))
+                    }
+                },
                 None => later_published(req, events::publish(broker, stations, event, alone)),
                 key => {
                     let who = event.from.clone();

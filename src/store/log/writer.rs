@@ -35,6 +35,8 @@ use crate::proto::Event;
 
 pub(super) enum WriterMsg {
     Append(Pending),
+    /// The appends of one connection's read, in order.
+    AppendMany(Vec<Pending>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -58,7 +60,9 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const SMALL_BATCH: usize = 64;
 const BUSY: Duration = Duration::from_micros(80);
 const GATHER: Duration = Duration::from_micros(50);
-/// Most appends committed in one batch.
+/// Most appends gathered into one batch (the last message taken may carry
+/// it past this by the rest of one connection's group: ≤ 63 more, see
+/// `server/connection.rs`).
 const MAX_BATCH: usize = 4096;
 /// Under `--fsync never`, an append within this time of the last commit is
 /// never committed in place (see [`Core::commit_here`]).
@@ -172,8 +176,13 @@ impl Core {
     /// Counts an append about to be sent to the writer thread; the count
     /// drops again if the returned guard is dropped before [`Queued::sent`].
     pub(super) fn enqueue(&self) -> Queued<'_> {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        Queued(Some(&self.queued))
+        self.enqueue_many(1)
+    }
+
+    /// [`Core::enqueue`] for `n` appends sent in one message.
+    pub(super) fn enqueue_many(&self, n: usize) -> Queued<'_> {
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        Queued(Some((&self.queued, n)))
     }
 }
 
@@ -229,8 +238,8 @@ impl InPlace {
     }
 }
 
-/// An append counted in [`Core::queued`] on its way to the writer thread.
-pub(super) struct Queued<'a>(Option<&'a AtomicUsize>);
+/// Appends counted in [`Core::queued`] on their way to the writer thread.
+pub(super) struct Queued<'a>(Option<(&'a AtomicUsize, usize)>);
 
 impl Queued<'_> {
     /// The writer thread has it: it lowers the count after the commit.
@@ -241,8 +250,8 @@ impl Queued<'_> {
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        if let Some(q) = self.0 {
-            q.fetch_sub(1, Ordering::AcqRel);
+        if let Some((q, n)) = self.0 {
+            q.fetch_sub(n, Ordering::AcqRel);
         }
     }
 }
@@ -360,6 +369,7 @@ async fn run(core: &Core, mut rx: mpsc::Receiver<WriterMsg>) {
                 break;
             }
             Some(WriterMsg::Append(p)) => batch.push(p),
+            Some(WriterMsg::AppendMany(ps)) => batch.extend(ps),
         }
         // Under load without a per-batch fsync, batches would stay tiny
         // (the writer outruns the connections and pays a write and
@@ -373,6 +383,7 @@ async fn run(core: &Core, mut rx: mpsc::Receiver<WriterMsg>) {
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(WriterMsg::Append(p)) => batch.push(p),
+                    Ok(WriterMsg::AppendMany(ps)) => batch.extend(ps),
                     Ok(WriterMsg::Shutdown(tx)) => {
                         shutdown = Some(tx);
                         break;
@@ -419,6 +430,12 @@ async fn run(core: &Core, mut rx: mpsc::Receiver<WriterMsg>) {
             WriterMsg::Append(p) => {
                 core.queued.fetch_sub(1, Ordering::AcqRel);
                 let _ = p.reply.send(Err(AppendError::ShuttingDown));
+            }
+            WriterMsg::AppendMany(ps) => {
+                core.queued.fetch_sub(ps.len(), Ordering::AcqRel);
+                for p in ps {
+                    let _ = p.reply.send(Err(AppendError::ShuttingDown));
+                }
             }
             WriterMsg::Shutdown(tx) => {
                 let _ = tx.send(());
