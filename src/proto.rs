@@ -145,7 +145,12 @@ fn is_zero(n: &u32) -> bool {
 /// The `event` of a `publish` request: like [`Event`], but the daemon mints
 /// `id` and `ts`, derives `station` from `line`, and defaults `kind` and `to`.
 /// `id`, `ts` and `station` sent by a client are ignored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+///
+/// Read by hand ([`NewEventVisitor`]), not by serde's derive: with
+/// `#[serde(flatten)]` for `extra`, the derive first buffers every field of
+/// the object (the text included) as `Content` and then reads the known
+/// ones from that copy; that was ≈ 5 % of metrod's CPU per publish.
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewEvent {
     pub line: String,
@@ -190,6 +195,78 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for NewEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(NewEventVisitor)
+    }
+}
+
+/// Reads a [`NewEvent`] in one pass: the named fields as the derive would
+/// (camelCase keys, `null` for "absent", a repeated field refused), any
+/// other key into `extra`.
+struct NewEventVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NewEventVisitor {
+    type Value = NewEvent;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NewEvent, A::Error> {
+        use serde::de::Error;
+        let mut ev = NewEvent::default();
+        // `line` is required: read as a `String` (`null` is a wrong type).
+        let mut line: Option<String> = None;
+        let mut seen: u32 = 0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            // Each named field once, as the derive reads them.
+            macro_rules! once {
+                ($bit:expr, $name:literal, $slot:expr) => {{
+                    if seen & (1 << $bit) != 0 {
+                        return Err(A::Error::duplicate_field($name));
+                    }
+                    seen |= 1 << $bit;
+                    $slot = map.next_value()?;
+                }};
+                ($bit:expr, $name:literal, $slot:expr, required) => {{
+                    if seen & (1 << $bit) != 0 {
+                        return Err(A::Error::duplicate_field($name));
+                    }
+                    seen |= 1 << $bit;
+                    $slot = Some(map.next_value::<String>()?);
+                }};
+            }
+            match &*key {
+                "line" => once!(0, "line", line, required),
+                "kind" => once!(1, "kind", ev.kind),
+                "from" => once!(2, "from", ev.from),
+                "to" => once!(3, "to", ev.to),
+                "fromName" => once!(4, "fromName", ev.from_name),
+                "text" => once!(5, "text", ev.text),
+                "messageId" => once!(6, "messageId", ev.message_id),
+                "replyTo" => once!(7, "replyTo", ev.reply_to),
+                "emoji" => once!(8, "emoji", ev.emoji),
+                "attachments" => once!(9, "attachments", ev.attachments),
+                "buttons" => once!(10, "buttons", ev.buttons),
+                "payload" => once!(11, "payload", ev.payload),
+                "headers" => once!(12, "headers", ev.headers),
+                "id" => once!(13, "id", ev.id),
+                "ts" => once!(14, "ts", ev.ts),
+                "station" => once!(15, "station", ev.station),
+                "hops" => once!(16, "hops", ev.hops),
+                "idempotencyKey" => once!(17, "idempotencyKey", ev.idempotency_key),
+                _ => {
+                    let value: Value = map.next_value()?;
+                    ev.extra.insert(key.into_owned(), value);
+                }
+            }
+        }
+        ev.line = line.ok_or_else(|| A::Error::missing_field("line"))?;
+        Ok(ev)
+    }
 }
 
 /// Subscription modes of the delivery predicate.
@@ -925,6 +1002,159 @@ mod tests {
         // The one-pass read is the one taken for the first lines.
         assert!(serde_json::from_slice::<PublishLine>(lines[0].as_bytes()).is_ok());
         assert!(serde_json::from_slice::<PublishLine>(lines[4].as_bytes()).is_err());
+    }
+
+    /// The hand-written `NewEvent` reader against the derive it replaced
+    /// (the same struct, `#[serde(flatten)]` for `extra`): the same event
+    /// from good objects, an error from the same bad ones, worded alike.
+    #[test]
+    fn a_new_event_is_read_as_the_derive_read_it() {
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(dead_code)]
+        struct Derived {
+            line: String,
+            #[serde(default)]
+            kind: Option<String>,
+            #[serde(default)]
+            from: Option<String>,
+            #[serde(default)]
+            to: Option<String>,
+            #[serde(default)]
+            from_name: Option<String>,
+            #[serde(default)]
+            text: Option<String>,
+            #[serde(default)]
+            message_id: Option<String>,
+            #[serde(default)]
+            reply_to: Option<String>,
+            #[serde(default)]
+            emoji: Option<String>,
+            #[serde(default)]
+            attachments: Option<Vec<Value>>,
+            #[serde(default)]
+            buttons: Option<Value>,
+            #[serde(default)]
+            payload: Option<Value>,
+            #[serde(default)]
+            headers: Option<Map<String, Value>>,
+            #[serde(default)]
+            id: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            ts: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            station: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            hops: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            idempotency_key: Option<String>,
+            #[serde(flatten)]
+            extra: Map<String, Value>,
+        }
+        let good = [
+            r#"{"line":"telegram/1","text":"hi"}"#,
+            r#"{"text":"first","line":"l","kind":"reply","from":"metro://a/b","to":"metro://c/d","fromName":"A","messageId":"9","replyTo":"msg_1","emoji":"👍","attachments":[{"a":1}],"buttons":[[1]],"payload":{"p":[1,2]},"headers":{"h":"v"},"id":"x","ts":5,"station":null,"hops":{"deep":[1]},"idempotencyKey":"k","zz":1,"aa":{"b":null}}"#,
+            r#"{"line":"l","text":null,"kind":null,"payload":null,"te\u0078t2":"escaped key"}"#,
+            r#"{"line":"l","x":1,"x":2}"#,
+        ];
+        for text in good {
+            let ours: NewEvent =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let theirs: Derived = serde_json::from_str(text).unwrap();
+            assert_eq!(ours.line, theirs.line);
+            assert_eq!(
+                (
+                    &ours.kind,
+                    &ours.from,
+                    &ours.to,
+                    &ours.from_name,
+                    &ours.text
+                ),
+                (
+                    &theirs.kind,
+                    &theirs.from,
+                    &theirs.to,
+                    &theirs.from_name,
+                    &theirs.text
+                ),
+                "{text}"
+            );
+            assert_eq!(
+                (
+                    &ours.message_id,
+                    &ours.reply_to,
+                    &ours.emoji,
+                    &ours.idempotency_key
+                ),
+                (
+                    &theirs.message_id,
+                    &theirs.reply_to,
+                    &theirs.emoji,
+                    &theirs.idempotency_key
+                ),
+                "{text}"
+            );
+            assert_eq!(
+                (
+                    &ours.attachments,
+                    &ours.buttons,
+                    &ours.payload,
+                    &ours.headers
+                ),
+                (
+                    &theirs.attachments,
+                    &theirs.buttons,
+                    &theirs.payload,
+                    &theirs.headers
+                ),
+                "{text}"
+            );
+            assert_eq!(
+                (
+                    ours.id.is_some(),
+                    ours.ts.is_some(),
+                    ours.station.is_some(),
+                    ours.hops.is_some()
+                ),
+                (
+                    theirs.id.is_some(),
+                    theirs.ts.is_some(),
+                    theirs.station.is_some(),
+                    theirs.hops.is_some()
+                ),
+                "{text}"
+            );
+            // The same unknown keys, in the same order.
+            assert_eq!(
+                serde_json::to_string(&ours.extra).unwrap(),
+                serde_json::to_string(&theirs.extra).unwrap(),
+                "{text}"
+            );
+        }
+        let bad = [
+            r#"{"text":"no line"}"#,
+            r#"{"line":null}"#,
+            r#"{"line":7}"#,
+            r#"{"line":"l","text":3}"#,
+            r#"{"line":"l","attachments":{"a":1}}"#,
+            r#""just a string""#,
+            r#"[1,2]"#,
+            r#"{"line":"l","text":"a","text":"b"}"#,
+            r#"{"line":"l","line":"m"}"#,
+        ];
+        for text in bad {
+            let ours = serde_json::from_str::<NewEvent>(text)
+                .map(|_| ())
+                .unwrap_err();
+            let theirs = serde_json::from_str::<Derived>(text)
+                .map(|_| ())
+                .unwrap_err();
+            // The derive's "expected struct Derived" names its own type.
+            let theirs = theirs
+                .to_string()
+                .replace("struct Derived", "an event object");
+            assert_eq!(ours.to_string(), theirs, "{text}");
+        }
     }
 
     #[test]

@@ -150,67 +150,82 @@ pub async fn dispatch(conn: &Arc<Conn>, line: &[u8], alone: bool) -> Reply {
         Ok(r) => r,
         Err(fail) => return Reply::Now(error_frame(fail.req.as_ref(), &fail.error)),
     };
-    let broker = conn.broker.clone();
-    let stations = conn.stations.clone();
+    // Borrowed: both are shared by every connection, and a clone per
+    // request moves their reference counts between the cores (profiled:
+    // ≈ 5 % of the daemon's CPU at 16 × 64); an op that keeps them clones.
+    let broker = &conn.broker;
+    let stations = &conn.stations;
     match request {
-        Request::Hello(h) => now(req, info::hello(&broker, conn.id, h)),
-        Request::Publish(p) => match events::prepare_publish(&stations, p).map(Box::new) {
+        Request::Hello(h) => now(req, info::hello(broker, conn.id, h)),
+        Request::Publish(p) => match events::prepare_publish(stations, p).map(Box::new) {
             // The hot path: without a key, nothing is copied or wrapped.
             Ok(event) => match event.idempotency_key.clone() {
                 // A pipelined one may join the other publishes of its read.
-                None if !alone => match events::ready(&broker, &stations, event) {
+                None if !alone => match events::ready(broker, stations, event) {
                     Ok(event) => Reply::Append(req, event),
-                    Err(event) => {
-                        later_published(req, events::publish(broker, stations, event, alone))
-                    }
+                    Err(event) => later_published(
+                        req,
+                        events::publish(broker.clone(), stations.clone(), event, alone),
+                    ),
                 },
-                None => later_published(req, events::publish(broker, stations, event, alone)),
+                None => later_published(
+                    req,
+                    events::publish(broker.clone(), stations.clone(), event, alone),
+                ),
                 key => {
                     let who = event.from.clone();
                     let op = futures_util::FutureExt::map(
-                        events::publish(broker.clone(), stations, event, alone),
+                        events::publish(broker.clone(), stations.clone(), event, alone),
                         events::published,
                     );
-                    later(req, once::once(broker, who, key, Box::pin(op)))
+                    later(req, once::once(broker.clone(), who, key, Box::pin(op)))
                 }
             },
             Err(e) => now(req, Err(e)),
         },
-        Request::History(h) => later_entries(conn, req, "entries", events::history(broker, h)),
-        Request::Fetch(f) => {
-            later_entries(conn, req, "messages", events::fetch(broker, stations, f))
+        Request::History(h) => {
+            later_entries(conn, req, "entries", events::history(broker.clone(), h))
         }
+        Request::Fetch(f) => later_entries(
+            conn,
+            req,
+            "messages",
+            events::fetch(broker.clone(), stations.clone(), f),
+        ),
         Request::Subscribe(s) => subscribe::subscribe(conn, req, s).await,
         Request::Ack(a) => now(req, subscribe::ack(conn, a)),
         Request::Unsubscribe(u) => now(req, subscribe::unsubscribe(conn, u)),
-        Request::Cursor(c) => now(req, subscribe::cursor(&broker, c)),
-        Request::Claim(c) => later(req, claims::claim(broker, stations, conn.id, c)),
-        Request::Release(r) => later(req, claims::release(broker, r)),
-        Request::Claims => now(req, claims::list(&broker)),
+        Request::Cursor(c) => now(req, subscribe::cursor(broker, c)),
+        Request::Claim(c) => later(
+            req,
+            claims::claim(broker.clone(), stations.clone(), conn.id, c),
+        ),
+        Request::Release(r) => later(req, claims::release(broker.clone(), r)),
+        Request::Claims => now(req, claims::list(broker)),
         Request::Send(s) => {
             let (who, key) = (once::identity(s.from.as_deref()), s.idempotency_key.clone());
-            let op = outbound::send(broker.clone(), stations, s);
-            later(req, once::once(broker, who, key, Box::pin(op)))
+            let op = outbound::send(broker.clone(), stations.clone(), s);
+            later(req, once::once(broker.clone(), who, key, Box::pin(op)))
         }
         Request::Edit(e) => {
             let (who, key) = (once::identity(e.from.as_deref()), e.idempotency_key.clone());
-            let op = outbound::edit(broker.clone(), stations, e);
-            later(req, once::once(broker, who, key, Box::pin(op)))
+            let op = outbound::edit(broker.clone(), stations.clone(), e);
+            later(req, once::once(broker.clone(), who, key, Box::pin(op)))
         }
         Request::React(r) => {
             let (who, key) = (once::identity(r.from.as_deref()), r.idempotency_key.clone());
-            let op = outbound::react(broker.clone(), stations, r);
-            later(req, once::once(broker, who, key, Box::pin(op)))
+            let op = outbound::react(broker.clone(), stations.clone(), r);
+            later(req, once::once(broker.clone(), who, key, Box::pin(op)))
         }
-        Request::Download(d) => later(req, outbound::download(stations, d)),
-        Request::Lines => now(req, info::lines(&broker)),
-        Request::Stations => now(req, info::stations(&stations)),
-        Request::Stats => now(req, info::stats(&broker, &stations)),
-        Request::WebhookAdd(a) => later(req, webhooks::add(stations, a)),
-        Request::WebhookList => now(req, webhooks::list(&stations)),
-        Request::WebhookRemove(r) => later(req, webhooks::remove(stations, r)),
-        Request::Allow(a) => later(req, access::allow(stations, a)),
-        Request::Deny(d) => later(req, access::deny(stations, d)),
-        Request::AllowList(q) => now(req, access::list(&stations, q)),
+        Request::Download(d) => later(req, outbound::download(stations.clone(), d)),
+        Request::Lines => now(req, info::lines(broker)),
+        Request::Stations => now(req, info::stations(stations)),
+        Request::Stats => now(req, info::stats(broker, stations)),
+        Request::WebhookAdd(a) => later(req, webhooks::add(stations.clone(), a)),
+        Request::WebhookList => now(req, webhooks::list(stations)),
+        Request::WebhookRemove(r) => later(req, webhooks::remove(stations.clone(), r)),
+        Request::Allow(a) => later(req, access::allow(stations.clone(), a)),
+        Request::Deny(d) => later(req, access::deny(stations.clone(), d)),
+        Request::AllowList(q) => now(req, access::list(stations, q)),
     }
 }
