@@ -383,8 +383,14 @@ impl Log {
             .collect();
         let queued = self.core.enqueue_many(pending.len());
         // A refused send drops the senders: every answer is then
-        // `ShuttingDown`.
-        if self.tx.send(WriterMsg::AppendMany(pending)).await.is_ok() {
+        // `ShuttingDown`. The wait for room is boxed: this future is part
+        // of every connection's read loop, which an idle connection holds.
+        let sent = match self.tx.try_send(WriterMsg::AppendMany(pending)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(msg)) => Box::pin(self.tx.send(msg)).await.is_ok(),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if sent {
             queued.sent();
         }
         Group(answers)
