@@ -231,3 +231,80 @@ fn a_reply_by_telegram_message_id_counts_and_a_telegram_message_resets() {
     c.ok(json!({"op": "send", "line": "telegram/42", "from": A, "text": "yes", "replyTo": ev["id"], "noClaim": true}));
     fake.wait_calls("sendMessage", 3);
 }
+
+/// Publishes read together (one write of a pipelining agent) are checked
+/// one by one: an answer past the limit among them is refused with `loop`
+/// and its notice, the others are stored with their hops, in the order
+/// sent.
+#[test]
+fn an_answer_past_the_limit_among_pipelined_publishes_is_refused_alone() {
+    let d = Daemon::start_with(&["--max-hops", "1"]);
+    let mut a = d.connect();
+    let mut b = d.connect();
+    let line = "telegram/-100/9";
+    let e0 = publish(
+        &mut a,
+        json!({"line": line, "from": A, "kind": "reply", "text": "e0"}),
+    );
+    let e1 = publish(
+        &mut b,
+        json!({"line": line, "from": B, "kind": "reply", "text": "e1", "replyTo": e0["id"]}),
+    );
+    let event = |text: &str, reply_to: Option<&Value>| {
+        let mut ev = json!({"line": line, "from": A, "kind": "reply", "text": text});
+        if let Some(id) = reply_to {
+            ev["replyTo"] = id.clone();
+        }
+        ev
+    };
+    let requests = [
+        (101, event("p1", None)),
+        (102, event("too far", Some(&e1["id"]))),
+        (103, event("p2", None)),
+        (104, event("re e0", Some(&e0["id"]))),
+    ];
+    let mut bytes = Vec::new();
+    for (req, ev) in &requests {
+        bytes.extend_from_slice(
+            json!({"op": "publish", "req": req, "event": ev})
+                .to_string()
+                .as_bytes(),
+        );
+        bytes.push(b'\n');
+    }
+    a.send_raw(&bytes);
+    let mut answers = std::collections::HashMap::new();
+    for _ in 0..requests.len() {
+        let line = a.read_line().expect("an answer");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        answers.insert(v["req"].as_u64().unwrap(), v);
+    }
+    assert_eq!(answers[&102]["ok"], json!(false), "{}", answers[&102]);
+    assert_eq!(
+        answers[&102]["error"]["code"],
+        json!("loop"),
+        "{}",
+        answers[&102]
+    );
+    for req in [101, 103, 104] {
+        assert_eq!(answers[&req]["ok"], json!(true), "{}", answers[&req]);
+    }
+    let log = d.history();
+    let mine: Vec<(String, u64)> = log
+        .iter()
+        .filter(|e| e["from"] == A && e["kind"] == "reply")
+        .map(|e| (e["text"].as_str().unwrap().to_string(), hops(e)))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![
+            ("e0".to_string(), 0),
+            ("p1".to_string(), 0),
+            ("p2".to_string(), 0),
+            ("re e0".to_string(), 1)
+        ]
+    );
+    let notices = system_events(&d);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["stopped"], json!(A));
+}
