@@ -362,14 +362,15 @@ async fn read_loop(conn: &Arc<Conn>, rd: tokio::net::unix::OwnedReadHalf) -> End
                 Some(Err(CodecError::Io(_))) => break Ended::Abort,
                 Some(Ok(line)) => {
                     let waited = std::mem::take(&mut frames.get_mut().waited);
+                    // Another complete line of this read follows.
+                    let more = memchr::memchr(b'\n', frames.read_buffer()).is_some();
                     if line.iter().all(|b| b.is_ascii_whitespace()) {
                         // A blank last line of the read: nothing may wait.
-                        if memchr::memchr(b'\n', frames.read_buffer()).is_none() {
+                        if !more {
                             flush(conn, &mut group, &mut in_flight, &mut waiting).await;
                         }
                         continue;
                     }
-                    let more = memchr::memchr(b'\n', frames.read_buffer()).is_some();
                     let alone = waited && in_flight.is_empty() && group.is_empty() && !more;
                     let reply = ops::dispatch(conn, &line, alone).await;
                     if let Reply::Append(req, event) = reply {

@@ -113,28 +113,27 @@ pub fn append_error(e: AppendError) -> WireError {
 pub async fn publish(
     broker: Arc<Broker>,
     stations: Arc<Registry>,
-    mut event: Box<Event>,
+    event: Box<Event>,
     alone: bool,
 ) -> Result<Appended, WireError> {
-    if !guard::from_people(&broker, &event) {
-        event.hops = match guard::answer_hops(&broker, &stations, &event) {
-            Some(hops) => hops,
-            // Past the limit: the refusal (and its notice). Boxed: the
-            // check's future is large, and a publish's future is held for
-            // every request in flight; most publishes never get here.
-            None => {
-                Box::pin(guard::check(
-                    &broker,
-                    &stations,
-                    &event.line,
-                    &event.from,
-                    event.reply_to.as_deref(),
-                    1,
-                ))
-                .await?
-            }
-        };
-    }
+    let event = match ready(&broker, &stations, event) {
+        Ok(event) => event,
+        // Past the limit: the refusal (and its notice). Boxed: the check's
+        // future is large, and a publish's future is held for every
+        // request in flight; most publishes never get here.
+        Err(mut event) => {
+            event.hops = Box::pin(guard::check(
+                &broker,
+                &stations,
+                &event.line,
+                &event.from,
+                event.reply_to.as_deref(),
+                1,
+            ))
+            .await?;
+            event
+        }
+    };
     broker
         .log
         .append_boxed(event, alone)

@@ -87,16 +87,23 @@ where
     F: Future<Output = Result<crate::store::log::Appended, WireError>> + Send + 'static,
 {
     Box::pin(async move {
-        let bytes = match fut.await {
-            Ok(a) => published_frame(req.as_ref(), &a.id, &a.ts, a.offset),
-            Err(e) => error_frame(req.as_ref(), &e),
-        };
         Answer {
-            bytes,
+            bytes: publish_frame(req.as_ref(), fut.await),
             room: None,
             requests: 1,
         }
     })
+}
+
+/// A publish's answer frame: where its event landed, or why it did not.
+fn publish_frame(
+    req: Option<&Value>,
+    result: Result<crate::store::log::Appended, WireError>,
+) -> Vec<u8> {
+    match result {
+        Ok(a) => published_frame(req, &a.id, &a.ts, a.offset),
+        Err(e) => error_frame(req, &e),
+    }
 }
 
 /// The answers of publishes queued as one group ([`Reply::Append`],
@@ -107,11 +114,8 @@ pub fn group_answers(reqs: Vec<Option<Value>>, group: crate::store::log::Group) 
         let requests = reqs.len();
         let mut bytes = Vec::with_capacity(requests * 96);
         for (req, answer) in reqs.iter().zip(answers) {
-            let frame = match answer {
-                Ok(a) => published_frame(req.as_ref(), &a.id, &a.ts, a.offset),
-                Err(e) => error_frame(req.as_ref(), &events::append_error(e)),
-            };
-            bytes.extend_from_slice(&frame);
+            let answer = answer.map_err(events::append_error);
+            bytes.extend_from_slice(&publish_frame(req.as_ref(), answer));
         }
         Answer {
             bytes,
